@@ -1,0 +1,163 @@
+"""The claim framework: results on demand, case outcomes collected, the report written at the end.
+
+- `--results DIR` (default results/) is the same store the command line uses; `--seed` and
+  `--device` pick the runs, as they do there.
+- The tier of a case is its marker (`-m quick` selects the quick cases). Quick results are made on
+  demand through the same code path as `python -m reproduce`; medium and full results must already
+  be stored, otherwise the case is skipped with the command that makes them.
+- Every case is marked with its claim; after the session the outcomes become DIR/TIER/report.md,
+  report.html and claims.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import xarray as xr
+
+from reproduce.report import CaseOutcome, Claim, claim_entries, figure_png, write_report
+from reproduce.runner import make_results, plan
+from reproduce.store import Store
+
+OUTCOMES = pytest.StashKey[list]()
+DATASETS = pytest.StashKey[dict]()
+CLAIMS = pytest.StashKey[dict]()
+
+
+@dataclass(frozen=True)
+class Case:
+    """One parametrized case of a claim: a tier, a model (or 'all'), and whether it is the control."""
+
+    tier: str
+    model: str
+    control: bool = False
+
+    @property
+    def id(self) -> str:
+        return f"{self.tier}-{self.model}" + ("-control" if self.control else "")
+
+
+def cases(models: dict[str, list[str]], control: bool = True, xfail: dict[str, str] | None = None) -> list:
+    """pytest params for every tier's models, each marked with its tier; controls as their own cases.
+
+    `xfail` maps a tier to the evidence of why its main cases cannot show the claim: those cases
+    become strict xfails, so an unexpected pass fails the run.
+    """
+    params = []
+    for tier, names in models.items():
+        tier_mark = getattr(pytest.mark, tier)
+        for name in names:
+            marks = [tier_mark]
+            if xfail and tier in xfail:
+                marks.append(pytest.mark.xfail(strict=True, reason=xfail[tier]))
+            case = Case(tier, name)
+            params.append(pytest.param(case, id=case.id, marks=marks))
+            if control:
+                case = Case(tier, name, control=True)
+                params.append(pytest.param(case, id=case.id, marks=[tier_mark]))
+    return params
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("claims")
+    group.addoption("--results", default="results", help="results store (default results/)")
+    group.addoption("--seed", type=int, default=0, help="base seed of the runs (default 0)")
+    group.addoption("--device", default="cpu", help="device for quick results made on demand")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[OUTCOMES] = []
+    config.stash[DATASETS] = {}
+    config.stash[CLAIMS] = {}
+
+
+@pytest.fixture(scope="session")
+def paper_results(request: pytest.FixtureRequest):
+    """results(paper, tier) -> the combined Dataset of that paper's runs at that tier."""
+    config = request.config
+    store = Store(Path(config.getoption("--results")))
+    seed = config.getoption("--seed")
+    cache = config.stash[DATASETS]
+
+    def results(paper: str, tier: str) -> xr.Dataset:
+        key = (paper, tier)
+        if key not in cache:
+            cache[key] = _load(store, paper, tier, seed, config.getoption("--device"))
+        if isinstance(cache[key], str):
+            pytest.skip(cache[key])
+        return cache[key]
+
+    return results
+
+
+def _load(store: Store, paper: str, tier: str, seed: int, device: str) -> xr.Dataset | str:
+    if tier == "quick":
+        names = make_results(tier, [paper], store.root, device=device, seed=seed, progress=False)[paper]
+        return store.combine(tier, paper, names)
+    import dataclasses
+
+    names = []
+    for _, run in plan(tier, [paper], seed):
+        if store.load(tier, paper, run.name, dataclasses.asdict(run)) is None:
+            return (f"no {tier} results for {paper}/{run.name} in {store.root}: make them with "
+                    f"`python -m reproduce --tier {tier} --paper {paper} --results {store.root} --seed {seed}`")
+        names.append(run.name)
+    return store.combine(tier, paper, names)
+
+
+@pytest.fixture
+def record_statistic(request: pytest.FixtureRequest):
+    """record_statistic(summary, **numbers): what the report shows as "ours" for this case."""
+
+    def record(summary: str, **numbers) -> None:
+        request.node.user_properties.append(("claim_statistic", {"summary": summary, **numbers}))
+
+    return record
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = (yield).get_result()
+    marker = item.get_closest_marker("claim")
+    if marker is None or not hasattr(item, "callspec"):
+        return
+    if report.when != "call" and report.outcome == "passed":
+        return
+    if report.when == "teardown":
+        return
+    claim: Claim = marker.args[0]
+    case: Case = item.callspec.params["case"]
+    if hasattr(report, "wasxfail"):
+        outcome = "xfailed" if report.skipped else "failed"
+    else:
+        outcome = "skipped" if report.skipped else report.outcome
+    message = ""
+    if report.skipped and isinstance(report.longrepr, tuple):
+        message = str(report.longrepr[2])
+    elif report.failed:
+        message = report.longrepr.reprcrash.message if hasattr(report.longrepr, "reprcrash") else str(report.longrepr)
+        message = message.splitlines()[0][:300] if message else ""
+    elif hasattr(report, "wasxfail"):
+        message = report.wasxfail
+    statistic = dict(item.user_properties).get("claim_statistic", {})
+    item.config.stash[CLAIMS][claim.id] = claim
+    item.config.stash[OUTCOMES].append(CaseOutcome(claim.id, case.tier, case.id, case.control, outcome, statistic, message))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    if hasattr(config, "workerinput") or not config.stash[OUTCOMES]:
+        return
+    outcomes, claims, datasets = config.stash[OUTCOMES], config.stash[CLAIMS], config.stash[DATASETS]
+    root = Path(config.getoption("--results"))
+    for tier in sorted({o.tier for o in outcomes}):
+        entries = claim_entries(claims, outcomes, tier)
+        figures = {}
+        for entry in entries:
+            claim = claims[entry["id"]]
+            ds = datasets.get((claim.paper, tier))
+            if claim.figure is not None and isinstance(ds, xr.Dataset):
+                figures[claim.id] = figure_png(claim.figure(ds))
+        write_report(root / tier, tier, entries, figures)

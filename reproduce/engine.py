@@ -1,0 +1,265 @@
+"""The one training loop every paper uses.
+
+Data stay on the device as one tensor; a minibatch is a slice of a per-replica index
+permutation, so there is no DataLoader and no Python work per sample. R replicas train stacked
+(see models.py), each with its own labels and its own data order. At the checkpoint epochs the
+probes run: functions of (model) that return xarray pieces with a leading `replica` dimension,
+which the engine stacks along `epoch`. The training state is saved atomically at checkpoints
+(and every `save_every_s` seconds at an epoch end), so a killed run resumes where it stopped and,
+on the CPU, ends with exactly the numbers of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import xarray as xr
+from torch import nn
+
+Probe = Callable[[nn.Module], dict[str, xr.DataArray]]
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """How to train: the optimizer of the paper and the epoch budget."""
+
+    optimizer: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-3
+    batch_size: int = 64  # 0 means full batch
+    epochs: float = 100
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0
+    warmup_epochs: float = 0.0  # linear warm-up, then constant
+    checkpoints: tuple[float, ...] = ()  # epochs at which probes run; 0 and `epochs` always added
+
+
+def log_schedule(last_epoch: float, first: float = 1.0, mantissas: Sequence[int] = (1, 2, 5)) -> tuple[float, ...]:
+    """Checkpoint epochs n x 10^m (n in `mantissas`) from `first` up to `last_epoch`, plus 0 and the end.
+
+    This is the papers' log-spaced schedule; `first` below 1 gives fractional-epoch checkpoints,
+    needed when clean samples are learned within the first epoch.
+    """
+    epochs = {0.0, float(last_epoch)}
+    decade = 10.0 ** math.floor(math.log10(first))
+    while decade <= last_epoch:
+        for n in mantissas:
+            e = float(f"{n * decade:.6g}")
+            if first <= e <= last_epoch:
+                epochs.add(e)
+        decade *= 10
+    return tuple(sorted(epochs))
+
+
+@dataclass
+class TrainResult:
+    dataset: xr.Dataset  # probe outputs, dims (epoch, replica, ...)
+    diverged: bool
+    diverged_epoch: float | None
+    steps: int
+    seconds: float
+
+
+def resolve_device(name: str) -> torch.device:
+    """The training device; on CUDA, TF32 matmuls are on by default (the papers' scale needs them)."""
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            from reproduce.errors import UserError
+
+            raise UserError("--device cuda asked for, but no CUDA GPU is visible: use --device cpu")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return torch.device(name)
+
+
+def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if spec.optimizer == "adam":
+        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    if spec.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    raise ValueError(f"unknown optimizer {spec.optimizer!r}: use adam, adamw or sgd")
+
+
+def stacked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-replica mean cross-entropy, (R, B, K) x (R, B) -> (R,). Summing it trains replicas independently."""
+    r, b, k = logits.shape
+    return F.cross_entropy(logits.reshape(r * b, k), labels.reshape(r * b), reduction="none").view(r, b).mean(1)
+
+
+def _atomic_torch_save(obj: object, path: Path) -> None:
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def train(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    spec: TrainSpec,
+    probe: Probe,
+    *,
+    order_seeds: Sequence[int],
+    state_path: Path | None = None,
+    save_every_s: float = 60.0,
+    progress: Callable[[int], None] | None = None,
+    stop_after_steps: int | None = None,
+) -> TrainResult:
+    """Train `model` (R stacked replicas) on `inputs` (N, ...) with per-replica `labels` (R, N).
+
+    `order_seeds` (one per replica) fix each replica's data order, and nothing else:
+    initialization and label noise have their own seeds, so a replica trains the same whichever
+    replicas it is stacked with.
+    `progress` is called with the number of steps done since its last call.
+    `stop_after_steps` ends the call early (a stand-in for a kill, used by tests).
+    """
+    device = inputs.device
+    n = inputs.shape[0]
+    replicas = labels.shape[0]
+    batch = spec.batch_size or n
+    steps_per_epoch = math.ceil(n / batch)
+    total_steps = round(spec.epochs * steps_per_epoch)
+    checkpoint_steps = sorted({round(e * steps_per_epoch) for e in (0.0, *spec.checkpoints, spec.epochs)})
+    checkpoint_steps = [s for s in checkpoint_steps if s <= total_steps]
+    optimizer = make_optimizer(model, spec)
+    warmup_steps = round(spec.warmup_epochs * steps_per_epoch)
+    orders = [torch.Generator(device=device).manual_seed(int(s)) for s in order_seeds]
+    if len(orders) != replicas:
+        raise ValueError(f"{len(orders)} order seeds for {replicas} replicas")
+
+    state = _load_state(state_path, device)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        for generator, saved in zip(orders, state["orders"]):
+            generator.set_state(saved.cpu())
+        step, perm, records, seconds = state["step"], state["perm"], state["records"], state["seconds"]
+        diverged_epoch = state["diverged_epoch"]
+    else:
+        step, perm, records, seconds, diverged_epoch = 0, None, [], 0.0, None
+
+    def checkpoint(step_now: int) -> None:
+        if state_path is None:
+            return
+        _atomic_torch_save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "orders": [g.get_state() for g in orders],
+                "step": step_now,
+                "perm": perm,
+                "records": records,
+                "seconds": seconds + time.perf_counter() - started,
+                "diverged_epoch": diverged_epoch,
+            },
+            state_path,
+        )
+
+    started = time.perf_counter()
+    last_save = started
+    running_loss = torch.zeros(replicas, device=device)
+    if step == 0 and not records:
+        records.append((0.0, _run_probe(model, probe)))
+    next_checkpoints = [s for s in checkpoint_steps if s > step]
+    steps_this_call = 0
+    while step < total_steps and diverged_epoch is None:
+        position = step % steps_per_epoch
+        if position == 0 or perm is None:
+            perm = torch.stack([torch.randperm(n, generator=g, device=device) for g in orders])
+        index = perm[:, position * batch : (position + 1) * batch]
+        if warmup_steps:
+            for group in optimizer.param_groups:
+                group["lr"] = spec.lr * min(1.0, (step + 1) / warmup_steps)
+        loss = stacked_cross_entropy(model(inputs[index]), labels.gather(1, index))
+        optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        optimizer.step()
+        running_loss += loss.detach()
+        step += 1
+        steps_this_call += 1
+        if progress is not None and (step % steps_per_epoch == 0 or step == total_steps):
+            progress(steps_this_call)
+            steps_this_call = 0
+        if next_checkpoints and step == next_checkpoints[0]:
+            next_checkpoints.pop(0)
+            epoch = step / steps_per_epoch
+            if not torch.isfinite(running_loss).all():
+                diverged_epoch = epoch  # recorded; the loop ends and the run is marked diverged
+            else:
+                records.append((epoch, _run_probe(model, probe)))
+            running_loss.zero_()
+            checkpoint(step)
+            last_save = time.perf_counter()
+        elif step % steps_per_epoch == 0 and time.perf_counter() - last_save > save_every_s:
+            checkpoint(step)
+            last_save = time.perf_counter()
+        if stop_after_steps is not None and step >= stop_after_steps:
+            checkpoint(step)
+            raise KeyboardInterrupt(f"stopped after {step} steps (test stand-in for a kill)")
+
+    seconds += time.perf_counter() - started
+    dataset = xr.concat(
+        [xr.Dataset(pieces).expand_dims(epoch=[epoch]) for epoch, pieces in records],
+        dim="epoch",
+        data_vars="all",
+        coords="different",
+        compat="equals",
+        join="outer",
+    )
+    return TrainResult(dataset, diverged_epoch is not None, diverged_epoch, step, seconds)
+
+
+def _run_probe(model: nn.Module, probe: Probe) -> dict[str, xr.DataArray]:
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        pieces = probe(model)
+    model.train(was_training)
+    return pieces
+
+
+def _load_state(path: Path | None, device: torch.device) -> dict | None:
+    if path is None or not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except Exception:  # a checkpoint cut short by a kill mid-write cannot exist (atomic), but a foreign one can
+        path.unlink()
+        return None
+
+
+
+def seconds_per_step(model: nn.Module, input_shape: Sequence[int], num_classes: int, spec: TrainSpec,
+                     device: torch.device, repeats: int = 3) -> float:
+    """Calibration for --dry-run: the time of one optimizer step on random data of the run's shape."""
+    replicas = getattr(model, "replicas", 1)
+    x = torch.rand(replicas, spec.batch_size, *input_shape, device=device)
+    y = torch.randint(num_classes, (replicas, spec.batch_size), device=device)
+    optimizer = make_optimizer(model, spec)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        stacked_cross_entropy(model(x), y).sum().backward()
+        optimizer.step()
+
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeats

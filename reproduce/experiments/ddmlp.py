@@ -1,0 +1,229 @@
+"""Epoch-wise double descent in MLPs (papers/epochwise-double-descent-mlp.txt).
+
+One run trains one architecture with two stacked replicas per seed:
+- `noisy`: 30% `flip` noise, the paper's setting;
+- `control`: the same labels left clean, with a random 30% of samples *tagged* noisy, so every
+  clean/noisy statistic has a twin where the two subsets cannot differ.
+The probe records what Section 3-5 of the paper plot: loss and accuracy on the clean subset, the
+noisy subset against its noisy and its original labels, and the test set (Fig. 1); the cosine
+similarity of clean and noisy mean activations per hidden layer and class (Eq. 1-4, Fig. 3) and
+the same for correctly and incorrectly predicted test samples (Fig. 4-5); and the mean absolute
+activation of every neuron over the training set (Eq. 5, Fig. 7).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import xarray as xr
+
+from reproduce.data import ImageData, load_dataset
+from reproduce.engine import TrainSpec, log_schedule, seconds_per_step, train
+from reproduce.measures import cosine_similarity, group_sums
+from reproduce.models import StackedMLP
+from reproduce.noise import corrupt_labels
+
+PAPER = "ddmlp"
+SETTINGS = ("noisy", "control")
+SPLITS = ("clean", "noisy", "noisy_original", "test")
+TEST_PAIRS = ("correct_vs_clean", "correct_vs_noisy", "incorrect_vs_clean", "incorrect_vs_noisy")
+PAPER_WIDTHS = {
+    "mlp7": (2048, 2048, 1024, 1024, 512, 512),
+    "mlp5": (2048, 1024, 512, 512),
+    "mlp3": (1024, 512),
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One stacked training run: one architecture, replicas = settings x seeds."""
+
+    model: str
+    hidden: tuple[int, ...]
+    dataset: str
+    noise_rate: float
+    train: TrainSpec
+    seed: int = 0
+    seeds_per_setting: int = 1
+    n_train: int | None = None  # None: the whole training set
+    n_test: int | None = None
+    settings: tuple[str, ...] = SETTINGS
+    paper: str = field(default=PAPER, init=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-s{self.seed}"
+
+    @property
+    def replicas(self) -> list[tuple[str, int]]:
+        return [(s, self.seed * 100 + k) for s in self.settings for k in range(self.seeds_per_setting)]
+
+
+
+def runs(tier: str, seed: int = 0) -> list[Run]:
+    """The runs of a tier. quick: Fashion-MNIST on two CPU cores; medium/full: the paper's setting.
+
+    The quick widths halve the paper's in every layer but keep the depths 7/5/3; the search that
+    chose the quick budget is recorded in docs/quick-settings.md.
+    """
+    if tier == "quick":
+        spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=64, epochs=300,
+                         checkpoints=log_schedule(300, first=0.01))
+        widths = {
+            "mlp7": (512, 512, 256, 256, 128, 128),
+            "mlp5": (512, 256, 128, 128),
+            "mlp3": (256, 128),
+        }
+        return [Run(m, w, "fashion_mnist", 0.3, spec, seed, n_train=4096, n_test=2000) for m, w in widths.items()]
+    if tier in ("medium", "full"):
+        runs_ = []
+        for model, widths in PAPER_WIDTHS.items():
+            epochs = 1e4 if tier == "medium" else (1e5 if model == "mlp7" else 1e6)
+            spec = TrainSpec(optimizer="adam", lr=1e-5, batch_size=512, epochs=epochs,
+                             checkpoints=log_schedule(epochs, first=0.01))
+            runs_.append(Run(model, widths, "cifar10", 0.3, spec, seed))
+        return runs_
+    raise ValueError(f"unknown tier {tier!r}")
+
+
+def prepare(run: Run, device: torch.device) -> tuple[ImageData, torch.Tensor, torch.Tensor]:
+    """Data on the device, and per replica the training labels (R, N) and noisy masks (R, N)."""
+    data = load_dataset(run.dataset)
+    if run.n_train or run.n_test:
+        data = data.subset(run.n_train, run.n_test, seed=run.seed)
+    data = data.to(device)
+    labels, masks = [], []
+    for setting, replica_seed in run.replicas:
+        protocol = "flip" if setting == "noisy" else "tag"
+        noisy = corrupt_labels(data.train_y.cpu(), data.num_classes, protocol, run.noise_rate, seed=10_000 + replica_seed)
+        labels.append(noisy.labels)
+        masks.append(noisy.noisy)
+    return data, torch.stack(labels).to(device), torch.stack(masks).to(device)
+
+
+def make_probe(data: ImageData, labels: torch.Tensor, noisy: torch.Tensor, widths: list[int], chunk: int = 4096):
+    """The ddmlp probe: every quantity of Fig. 1, 3, 4-5 and 7 at one checkpoint."""
+    k = data.num_classes
+    layers = len(widths)
+    max_width = max(widths)
+
+    def probe(model: StackedMLP) -> dict[str, xr.DataArray]:
+        r = labels.shape[0]
+        dev = labels.device
+        loss = torch.zeros(r, len(SPLITS), dtype=torch.float64, device=dev)
+        correct = torch.zeros_like(loss)
+        count = torch.zeros_like(loss)
+        train_sums = [torch.zeros(r, 2 * k, w, dtype=torch.float64, device=dev) for w in widths]
+        test_sums = [torch.zeros(r, 2 * k, w, dtype=torch.float64, device=dev) for w in widths]
+        magnitude = [torch.zeros(r, w, dtype=torch.float64, device=dev) for w in widths]
+
+        def tally(split: int, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> None:
+            per_sample = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+            loss[:, split] += (per_sample * mask).sum(1)
+            correct[:, split] += ((logits.argmax(-1) == target) & mask).sum(1)
+            count[:, split] += mask.sum(1)
+
+        for start in range(0, data.train_x.shape[0], chunk):
+            sl = slice(start, start + chunk)
+            logits, hidden = model(data.train_x[sl], return_hidden=True)
+            y, m = labels[:, sl], noisy[:, sl]
+            original = data.train_y[sl].expand_as(y)
+            tally(0, logits, y, ~m)
+            tally(1, logits, y, m)
+            tally(2, logits, original, m)
+            group = original + k * m.long()  # true class, and clean (0..K-1) or noisy (K..2K-1)
+            for layer, h in enumerate(hidden):
+                sums, _ = group_sums(h, group, 2 * k)
+                train_sums[layer] += sums
+                magnitude[layer] += h.abs().sum(1, dtype=torch.float64)
+        for start in range(0, data.test_x.shape[0], chunk):
+            sl = slice(start, start + chunk)
+            logits, hidden = model(data.test_x[sl], return_hidden=True)
+            target = data.test_y[sl].expand(r, -1)
+            tally(3, logits, target, torch.ones_like(target, dtype=torch.bool))
+            wrong = (logits.argmax(-1) != target).long()
+            for layer, h in enumerate(hidden):
+                test_sums[layer] += group_sums(h, target + k * wrong, 2 * k)[0]
+
+        cs = torch.stack([cosine_similarity(s[:, :k], s[:, k:]) for s in train_sums], 1)
+        cs_test = torch.stack(
+            [
+                torch.stack(
+                    [
+                        cosine_similarity(t[:, :k], s[:, :k]),
+                        cosine_similarity(t[:, :k], s[:, k:]),
+                        cosine_similarity(t[:, k:], s[:, :k]),
+                        cosine_similarity(t[:, k:], s[:, k:]),
+                    ],
+                    -1,
+                )
+                for s, t in zip(train_sums, test_sums)
+            ],
+            1,
+        )
+        n = data.train_x.shape[0]
+        padded = torch.full((r, layers, max_width), float("nan"), dtype=torch.float64)
+        for layer, mag in enumerate(magnitude):
+            padded[:, layer, : widths[layer]] = (mag / n).cpu()
+        layer_coord = np.arange(1, layers + 1)
+        return {
+            "loss": xr.DataArray((loss / count).cpu().numpy(), dims=("replica", "split"), coords={"split": list(SPLITS)}),
+            "accuracy": xr.DataArray((correct / count).cpu().numpy(), dims=("replica", "split"), coords={"split": list(SPLITS)}),
+            "cs": xr.DataArray(cs.cpu().numpy(), dims=("replica", "layer", "class"),
+                               coords={"layer": layer_coord, "class": np.arange(k)}),
+            "cs_test": xr.DataArray(
+                cs_test.cpu().numpy(), dims=("replica", "layer", "class", "pair"),
+                coords={"layer": layer_coord, "class": np.arange(k), "pair": list(TEST_PAIRS)},
+            ),
+            "magnitude": xr.DataArray(padded.numpy(), dims=("replica", "layer", "neuron"),
+                                      coords={"layer": layer_coord, "neuron": np.arange(max_width)}),
+        }
+
+    return probe
+
+
+def execute(run: Run, device: torch.device, state_path=None, progress=None) -> xr.Dataset:
+    """Train the run and return its results as one Dataset (dims epoch, replica, ...)."""
+    data, labels, noisy = prepare(run, device)
+    model = _model(run).to(device)
+    probe = make_probe(data, labels, noisy, list(run.hidden))
+    result = train(model, data.train_x, labels, run.train, probe,
+                   order_seeds=[20_000 + s for _, s in run.replicas], state_path=state_path, progress=progress)
+    ds = result.dataset
+    ds = ds.assign_coords(
+        setting=("replica", [s for s, _ in run.replicas]),
+        init_seed=("replica", [s for _, s in run.replicas]),
+        layer_width=("layer", list(run.hidden)),
+    )
+    ds["noisy_fraction"] = ("replica", noisy.double().mean(1).cpu().numpy())
+    ds.attrs.update(
+        diverged=int(result.diverged),
+        diverged_epoch=float(result.diverged_epoch) if result.diverged else float("nan"),
+        train_seconds=result.seconds,
+        steps=result.steps,
+    )
+    return ds
+
+
+INPUT_SHAPES = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+TRAIN_SIZES = {"fashion_mnist": 60_000, "mnist": 60_000, "cifar10": 50_000}
+
+
+def _model(run: Run) -> StackedMLP:
+    return StackedMLP(INPUT_SHAPES[run.dataset], run.hidden, 10, seeds=[s for _, s in run.replicas])
+
+
+def steps_and_flops(run: Run) -> tuple[int, float]:
+    """Training steps and FLOPs of the run (2 FLOPs per multiply-add, backward = 2 x forward)."""
+    n = run.n_train or TRAIN_SIZES[run.dataset]
+    steps = int(np.ceil(n / run.train.batch_size) * run.train.epochs)
+    flops = 6.0 * _model(run).multiply_adds() * n * run.train.epochs * len(run.replicas)
+    return steps, flops
+
+
+def calibrate(run: Run, device: torch.device) -> float:
+    """Seconds per training step of this run's stacked model on `device`."""
+    return seconds_per_step(_model(run).to(device), INPUT_SHAPES[run.dataset], 10, run.train, device)

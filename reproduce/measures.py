@@ -1,0 +1,93 @@
+"""Measures of the double-descent paper, as plain functions of arrays.
+
+A measure knows nothing about training: it takes activations, labels and masks (or the stored
+per-neuron magnitudes) and returns numbers. Equation numbers refer to
+papers/epochwise-double-descent-mlp.txt.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def group_sums(h: torch.Tensor, group: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of activations per group, in one batched product instead of a loop over groups.
+
+    h: (R, n, W) activations; group: (R, n) int64 in [0, num_groups), or -1 for "in no group".
+    Returns sums (R, G, W) and counts (R, G), in float64 so that sums over 50k samples stay exact
+    enough for cosine similarities near 1.
+    """
+    valid = group >= 0
+    onehot = torch.zeros(*group.shape, num_groups, dtype=torch.float64, device=h.device)
+    onehot.scatter_(-1, group.clamp(min=0).unsqueeze(-1), valid.unsqueeze(-1).to(torch.float64))
+    sums = torch.bmm(onehot.transpose(1, 2), h.to(torch.float64))
+    return sums, onehot.sum(1)
+
+
+def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity along the last axis (Eq. 1); NaN where either vector is zero or missing.
+
+    Mean activations S_clean,c and S_noisy,c go in; scaling either leaves the result unchanged, so
+    sums can be passed instead of means. A class with no noisy sample gives NaN, not a fake 1.
+    """
+    a = a.to(torch.float64)
+    b = b.to(torch.float64)
+    norms = a.norm(dim=-1) * b.norm(dim=-1)
+    cs = (a * b).sum(-1) / norms
+    return torch.where(norms > 0, cs, torch.full_like(cs, float("nan")))
+
+
+def outlier_ratio(magnitude: np.ndarray, neuron: int) -> np.ndarray:
+    """Eq. 5: a_{i*} / sqrt(mean over i != i* of a_i^2), along the last axis (neurons).
+
+    magnitude: mean absolute activation per neuron, any leading shape (e.g. epoch). `neuron` is
+    i*, chosen by the caller (the paper: the largest neuron at the final epoch, tracked back).
+    NaN entries (padding of narrower layers) are ignored.
+    """
+    a = np.asarray(magnitude, dtype=np.float64)
+    others = np.delete(a, neuron, axis=-1)
+    rms = np.sqrt(np.nanmean(others**2, axis=-1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return a[..., neuron] / rms
+
+
+def tracked_outlier_ratio(magnitude: np.ndarray) -> tuple[int, np.ndarray]:
+    """Eq. 5 over checkpoints, as Fig. 7 draws it: i* is the largest neuron at the *last* checkpoint,
+    and its ratio is tracked back through every earlier one.
+
+    magnitude: (epoch, neuron). Returns (i*, r per epoch).
+    """
+    a = np.asarray(magnitude, dtype=np.float64)
+    neuron = largest_neuron(a[-1])
+    return neuron, outlier_ratio(a, neuron)
+
+
+def runner_up_ratio(magnitude: np.ndarray) -> float:
+    """Eq. 5 for the second-largest neuron, measured against the rest *without* the largest.
+
+    A single outlier neuron means this stays small while the largest is far above; two outliers
+    together would both show here. magnitude: 1-D, NaN padding ignored.
+    """
+    a = np.asarray(magnitude, dtype=np.float64)
+    a = a[~np.isnan(a)]
+    order = np.argsort(a)[::-1]
+    rest = a[order[2:]]
+    return float(a[order[1]] / np.sqrt(np.mean(rest**2)))
+
+
+def largest_neuron(magnitude: np.ndarray) -> int:
+    """Index i* of the largest neuron (NaN padding ignored)."""
+    return int(np.nanargmax(np.asarray(magnitude, dtype=np.float64)))
+
+
+def first_crossing(epochs: np.ndarray, values: np.ndarray, fraction: float = 0.5) -> float:
+    """The first epoch at which `values` reaches `fraction` of its final value.
+
+    Used for "clean learned first": the half-way checkpoint of clean accuracy against that of
+    noisy-sample accuracy on their noisy labels. NaN if it is never reached.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    target = fraction * values[-1]
+    hits = np.nonzero(values >= target)[0]
+    return float(np.asarray(epochs)[hits[0]]) if hits.size else float("nan")

@@ -1,0 +1,76 @@
+"""Models that train many replicas (seeds, noise levels) as one batched module.
+
+A replica is an independent network: its own initialization, its own data order and labels.
+Stacking R replicas of one architecture turns R small matrix products into one batched product
+(`torch.baddbmm`), which is where the engine's speed on small models comes from. Every optimizer
+the papers use (Adam, AdamW, SGD with momentum) is elementwise, so stacked training equals
+training the replicas one after another.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def _uniform(shape: tuple[int, ...], bound: float, generator: torch.Generator) -> torch.Tensor:
+    return (torch.rand(shape, generator=generator) * 2 - 1) * bound
+
+
+class StackedMLP(nn.Module):
+    """R fully connected ReLU networks of the same widths, evaluated together.
+
+    Initialization is PyTorch's `nn.Linear` default (uniform in ±1/sqrt(fan_in) for weights and
+    biases), drawn per replica from its own seed so that a replica does not depend on which
+    other replicas it is stacked with.
+    """
+
+    def __init__(self, input_shape: Sequence[int], hidden: Sequence[int], num_classes: int, seeds: Sequence[int]):
+        super().__init__()
+        self.input_shape = tuple(input_shape)
+        self.widths = [math.prod(self.input_shape), *hidden, num_classes]
+        self.replicas = len(seeds)
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        for fan_in, fan_out in zip(self.widths[:-1], self.widths[1:]):
+            bound = 1.0 / math.sqrt(fan_in)
+            w = torch.stack([_uniform((fan_in, fan_out), bound, g) for g in generators])
+            b = torch.stack([_uniform((1, fan_out), bound, g) for g in generators])
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(b))
+
+    @property
+    def hidden_layers(self) -> int:
+        return len(self.widths) - 2
+
+    def forward(self, x: torch.Tensor, return_hidden: bool = False):
+        """x: (R, B, *input_shape), or (B, *input_shape) shared by all replicas.
+
+        Returns logits (R, B, K), and with `return_hidden` also the post-ReLU output of every
+        hidden layer, each (R, B, width): the "signals at layer l" of the double-descent paper.
+        """
+        h = self._flatten(x)
+        hidden = []
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = torch.baddbmm(b, h, w) if h.dim() == 3 else torch.matmul(h, w) + b
+            if i < last:
+                h = torch.relu(h)
+                if return_hidden:
+                    hidden.append(h)
+        return (h, hidden) if return_hidden else h
+
+    def _flatten(self, x: torch.Tensor) -> torch.Tensor:
+        """(R, B, *input_shape) per replica, or (B, *input_shape) shared by all replicas."""
+        batch_dims = x.dim() - len(self.input_shape)
+        if batch_dims not in (1, 2) or tuple(x.shape[batch_dims:]) != self.input_shape:
+            raise ValueError(f"input of shape {tuple(x.shape)} does not end in {self.input_shape}")
+        return x.reshape(*x.shape[:batch_dims], self.widths[0])
+
+    def multiply_adds(self) -> int:
+        """Multiply-adds of one forward pass of one sample through one replica."""
+        return sum(a * b for a, b in zip(self.widths[:-1], self.widths[1:]))

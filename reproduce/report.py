@@ -1,0 +1,181 @@
+"""The claim report: claims.json, report.md (figures as PNG files beside it) and a self-contained
+report.html (figures embedded), written from the outcomes of the claim tests.
+
+A claim's verdict comes from its main cases, its control from its control cases:
+- all main cases passed -> `reproduced`; any failed -> `not_reproduced`; any strict xfail ->
+  `xfail` (shown as "not reproduced at this tier"); none ran (results missing) -> `not_run`;
+- all control cases passed (the criterion failed there, as it must) -> `failed_as_expected`;
+  any control case failed -> `passed_unexpectedly`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+REFERENCE = Path(__file__).resolve().parent.parent / "data" / "claims.json"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A paper claim: its id and the paper's words and numbers, from data/claims.json."""
+
+    id: str
+    section: str
+    statement: str
+    paper_value: str
+    criterion: str
+    control: str
+    figure: Callable[..., Figure] | None = field(default=None, compare=False)
+
+    @classmethod
+    def load(cls, claim_id: str, figure: Callable[..., Figure] | None = None) -> "Claim":
+        entry = json.loads(REFERENCE.read_text())[claim_id]
+        return cls(id=claim_id, figure=figure, **entry)
+
+    @property
+    def paper(self) -> str:
+        return self.id.split(".")[0]
+
+
+@dataclass
+class CaseOutcome:
+    """One claim-test case as pytest ended it."""
+
+    claim: str
+    tier: str
+    case: str
+    control: bool
+    outcome: str  # passed | failed | xfailed | skipped
+    statistic: dict
+    message: str = ""
+
+
+def verdict(cases: list[CaseOutcome]) -> tuple[str, str]:
+    """(verdict, control) of one claim at one tier from its case outcomes."""
+    main = [c.outcome for c in cases if not c.control]
+    control = [c.outcome for c in cases if c.control]
+    ran = [o for o in main if o != "skipped"]
+    if not ran:
+        v = "not_run"
+    elif "failed" in ran:
+        v = "not_reproduced"
+    elif "xfailed" in ran:
+        v = "xfail"
+    else:
+        v = "reproduced"
+    ran_control = [o for o in control if o != "skipped"]
+    if not ran_control:
+        c = "not_run"
+    elif all(o == "passed" for o in ran_control):
+        c = "failed_as_expected"
+    else:
+        c = "passed_unexpectedly"
+    return v, c
+
+
+VERDICT_TEXT = {
+    "reproduced": "reproduced",
+    "not_reproduced": "NOT reproduced",
+    "xfail": "not reproduced at this tier (strict xfail)",
+    "not_run": "not run (results missing)",
+}
+
+
+def claim_entries(claims: dict[str, Claim], outcomes: list[CaseOutcome], tier: str) -> list[dict]:
+    """The claims.json entries of a tier, one per claim that had cases in this session."""
+    entries = []
+    for claim_id in sorted({o.claim for o in outcomes if o.tier == tier}):
+        cases = [o for o in outcomes if o.claim == claim_id and o.tier == tier]
+        claim = claims[claim_id]
+        v, c = verdict(cases)
+        entries.append({
+            "id": claim_id,
+            "tier": tier,
+            "verdict": v,
+            "statistic": {o.case: o.statistic for o in cases if not o.control},
+            "criterion": claim.criterion,
+            "paper_value": claim.paper_value,
+            "control": c,
+            "control_statistic": {o.case: o.statistic for o in cases if o.control},
+            "section": claim.section,
+            "statement": claim.statement,
+            "cases": [{"case": o.case, "control": o.control, "outcome": o.outcome, "message": o.message} for o in cases],
+        })
+    return entries
+
+
+def figure_png(fig: Figure) -> bytes:
+    from io import BytesIO
+
+    buffer = BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _ours(entry: dict) -> str:
+    parts = []
+    for case, stat in entry["statistic"].items():
+        summary = stat.get("summary") if isinstance(stat, dict) else None
+        parts.append(f"{case}: {summary or json.dumps(stat)}")
+    return "; ".join(parts) or "-"
+
+
+def write_report(out_dir: Path, tier: str, entries: list[dict], figures: dict[str, bytes]) -> None:
+    """Write claims.json, report.md with figures/<id>.png, and a self-contained report.html."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "claims.json").write_text(json.dumps(entries, indent=2, default=float))
+    fig_dir = out_dir / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    for claim_id, png in figures.items():
+        (fig_dir / f"{claim_id}.png").write_bytes(png)
+
+    md = [f"# Claim report, tier `{tier}`", "",
+          "| claim | verdict | control | paper | ours |", "|---|---|---|---|---|"]
+    for e in entries:
+        md.append(f"| `{e['id']}` | {VERDICT_TEXT[e['verdict']]} | {e['control']} | {e['paper_value']} | {_ours(e)} |")
+    for e in entries:
+        md += ["", f"## `{e['id']}` ({e['section']})", "", e["statement"], "",
+               f"- verdict: **{VERDICT_TEXT[e['verdict']]}**; negative control: **{e['control']}**",
+               f"- paper: {e['paper_value']}", f"- criterion: {e['criterion']}", f"- ours: {_ours(e)}"]
+        for case in e["cases"]:
+            if case["outcome"] not in ("passed",) and case["message"]:
+                md.append(f"- `{case['case']}` {case['outcome']}: {case['message']}")
+        if e["id"] in figures:
+            md += ["", f"![{e['id']}](figures/{e['id']}.png)"]
+    (out_dir / "report.md").write_text("\n".join(md) + "\n")
+
+    rows = "".join(
+        f"<tr><td><code>{html.escape(e['id'])}</code></td><td class='{e['verdict']}'>{VERDICT_TEXT[e['verdict']]}</td>"
+        f"<td>{e['control']}</td><td>{html.escape(e['paper_value'])}</td><td>{html.escape(_ours(e))}</td></tr>"
+        for e in entries
+    )
+    sections = []
+    for e in entries:
+        img = ""
+        if e["id"] in figures:
+            data = base64.b64encode(figures[e["id"]]).decode()
+            img = f"<img alt='{html.escape(e['id'])}' src='data:image/png;base64,{data}'>"
+        sections.append(
+            f"<section><h2><code>{html.escape(e['id'])}</code> ({html.escape(e['section'])})</h2>"
+            f"<p>{html.escape(e['statement'])}</p><div class='side'><div><p><b>Verdict:</b> "
+            f"{VERDICT_TEXT[e['verdict']]}; <b>control:</b> {e['control']}</p>"
+            f"<p><b>Paper:</b> {html.escape(e['paper_value'])}</p><p><b>Ours:</b> {html.escape(_ours(e))}</p>"
+            f"<p><b>Criterion:</b> {html.escape(e['criterion'])}</p></div><div>{img}</div></div></section>"
+        )
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Claim report, tier "
+        f"{tier}</title><style>body{{font-family:sans-serif;max-width:1200px;margin:auto}}"
+        "td,th{border:1px solid #ccc;padding:4px;vertical-align:top}table{border-collapse:collapse}"
+        ".reproduced{background:#d4f4d4}.not_reproduced{background:#f8d0d0}.xfail{background:#fbeec8}"
+        ".side{display:flex;gap:1em}.side>div{flex:1}img{max-width:100%}</style></head><body>"
+        f"<h1>Claim report, tier {tier}</h1><table><tr><th>claim</th><th>verdict</th><th>control</th>"
+        f"<th>paper</th><th>ours</th></tr>{rows}</table>{''.join(sections)}</body></html>"
+    )
+    (out_dir / "report.html").write_text(page)

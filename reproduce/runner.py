@@ -1,0 +1,91 @@
+"""Make the results of a plan: the one code path behind the command line and the claim tests.
+
+For every run of the tier: reuse the stored file when it is valid, otherwise train (resuming
+from the run's saved training state if a previous attempt was killed) and write the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from reproduce.engine import resolve_device
+from reproduce.experiments import check_tier, experiment
+from reproduce.store import Store, utc_now
+
+
+def plan(tier: str, papers: Sequence[str], seed: int = 0) -> list[tuple[str, object]]:
+    """(paper, run) pairs of a tier, in the order they will be computed."""
+    check_tier(tier)
+    return [(paper, run) for paper in papers for run in experiment(paper).runs(tier, seed)]
+
+
+def make_results(
+    tier: str,
+    papers: Sequence[str],
+    results: Path,
+    device: str = "cpu",
+    seed: int = 0,
+    fresh: bool = False,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> dict[str, list[str]]:
+    """Compute every run of the plan that the store lacks; return the run names per paper."""
+    store = Store(Path(results))
+    dev = resolve_device(device)
+    todo, names = [], {p: [] for p in papers}
+    for paper, run in plan(tier, papers, seed):
+        names[paper].append(run.name)
+        config = dataclasses.asdict(run)
+        if fresh:
+            store.state_path(tier, paper, run.name).unlink(missing_ok=True)
+        elif store.load(tier, paper, run.name, config, warn=log) is not None:
+            continue
+        todo.append((paper, run, config))
+    if not todo:
+        return names
+    total = sum(experiment(p).steps_and_flops(r)[0] for p, r, _ in todo)
+    with tqdm(total=total, desc=f"{tier} plan ({len(todo)} runs)", unit="step", disable=not progress, position=0) as bar:
+        for paper, run, config in todo:
+            started = utc_now()
+            state = store.state_path(tier, paper, run.name)
+            ds = experiment(paper).execute(run, dev, state_path=state, progress=bar.update)
+            status = "diverged" if ds.attrs.get("diverged") else "complete"
+            provenance = dict(seed=run.seed, device=str(dev), torch_version=torch.__version__,
+                              started_at=started, finished_at=utc_now(), status=status)
+            path = store.write(ds, tier, paper, run.name, config, provenance)
+            state.unlink(missing_ok=True)
+            log(f"{paper}/{run.name}: {status}, {ds.attrs.get('train_seconds', 0):.0f} s of training -> {path}")
+    return names
+
+
+def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 0) -> str:
+    """The --dry-run table: runs, epochs, steps, FLOPs, and time on this device from a short calibration."""
+    dev = resolve_device(device)
+    lines = [f"plan for tier {tier} on {dev}:",
+             f"{'paper':8} {'run':12} {'replicas':>8} {'epochs':>9} {'steps':>11} {'FLOPs':>9} {'est. time':>10}"]
+    total_flops = total_seconds = 0.0
+    for paper, run in plan(tier, papers, seed):
+        steps, flops = experiment(paper).steps_and_flops(run)
+        seconds = steps * experiment(paper).calibrate(run, dev)
+        total_flops += flops
+        total_seconds += seconds
+        lines.append(f"{paper:8} {run.name:12} {len(run.replicas):>8} {run.train.epochs:>9g} {steps:>11,} "
+                     f"{flops:>9.2e} {_duration(seconds):>10}")
+    lines.append(f"total: {total_flops:.2e} FLOPs, about {_duration(total_seconds)} on {dev} (training steps only)")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+

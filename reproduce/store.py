@@ -1,0 +1,134 @@
+"""The results store: one netCDF file per run, written atomically, checked before it is reused.
+
+Layout: `<root>/<tier>/<paper>/<run>.nc`, training state for resuming in
+`<root>/<tier>/<paper>/.state/<run>.pt`, and the report files in `<root>/<tier>/`.
+A file is reused only if it opens, carries this schema version, and was made for exactly the
+config asked for (its hash); anything else is moved aside as `<run>.nc.rejected` and recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import xarray as xr
+
+from reproduce import __version__
+
+SCHEMA_VERSION = 1
+ENGINE = "netcdf4"
+
+
+def config_hash(config: dict) -> str:
+    """A short, stable hash of a JSON-able config (key order does not matter)."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def git_commit() -> str:
+    """The commit of the package's checkout, with '+dirty' for uncommitted changes; 'unknown' outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if commit.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return commit.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Store:
+    root: Path
+
+    def path(self, tier: str, paper: str, run: str) -> Path:
+        return Path(self.root) / tier / paper / f"{run}.nc"
+
+    def state_path(self, tier: str, paper: str, run: str) -> Path:
+        path = Path(self.root) / tier / paper / ".state" / f"{run}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def problem(self, path: Path, paper: str, tier: str, config: dict) -> str | None:
+        """Why the file at `path` cannot be used for this run, or None if it can."""
+        try:
+            with xr.open_dataset(path, engine=ENGINE) as ds:
+                attrs = dict(ds.attrs)
+        except Exception as error:  # truncated, not netCDF, unreadable
+            return f"unreadable ({type(error).__name__})"
+        if attrs.get("schema") != "reproduce-results":
+            return "not a results file of this package"
+        if attrs.get("schema_version") != SCHEMA_VERSION:
+            return f"schema version {attrs.get('schema_version')}, expected {SCHEMA_VERSION}"
+        if attrs.get("paper") != paper or attrs.get("tier") != tier:
+            return f"made for {attrs.get('paper')}/{attrs.get('tier')}, not {paper}/{tier}"
+        if attrs.get("config_hash") != config_hash(config):
+            return "made for another config"
+        return None
+
+    def load(self, tier: str, paper: str, run: str, config: dict, warn=print) -> xr.Dataset | None:
+        """The stored result of this run, or None when it must be (re)computed.
+
+        A file that exists but cannot be used is renamed `<run>.nc.rejected` (kept for
+        inspection, never read again) and `warn` is told why.
+        """
+        path = self.path(tier, paper, run)
+        if not path.exists():
+            return None
+        reason = self.problem(path, paper, tier, config)
+        if reason is not None:
+            os.replace(path, path.with_name(path.name + ".rejected"))
+            warn(f"{path}: {reason}; moved aside to {path.name}.rejected and recomputing")
+            return None
+        with xr.open_dataset(path, engine=ENGINE) as ds:
+            return ds.load()
+
+    def write(self, ds: xr.Dataset, tier: str, paper: str, run: str, config: dict, provenance: dict) -> Path:
+        """Write atomically: a temporary file in the same folder, fsync, then rename over the target."""
+        path = self.path(tier, paper, run)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ds = ds.copy()
+        ds.attrs.update(
+            schema="reproduce-results",
+            schema_version=SCHEMA_VERSION,
+            paper=paper,
+            tier=tier,
+            run=run,
+            config=json.dumps(config, sort_keys=True, default=str),
+            config_hash=config_hash(config),
+            package_version=__version__,
+            git_commit=git_commit(),
+            host=socket.gethostname(),
+            **provenance,
+        )
+        encoding = {name: {"_FillValue": None} for name in ds.coords}
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        try:
+            ds.to_netcdf(tmp, engine=ENGINE, encoding=encoding)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    def combine(self, tier: str, paper: str, runs: list[str]) -> xr.Dataset:
+        """All runs of a paper and tier as one Dataset with a `run` dimension (padding with NaN)."""
+        pieces = []
+        for run in runs:
+            with xr.open_dataset(self.path(tier, paper, run), engine=ENGINE) as ds:
+                pieces.append(ds.load().expand_dims(run=[run]))
+        return xr.concat(pieces, dim="run", data_vars="all", coords="different", compat="equals",
+                         join="outer", combine_attrs="drop_conflicts")

@@ -1,0 +1,112 @@
+"""The training engine: schedule, stacking, divergence, and resume after a kill."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from reproduce.engine import TrainSpec, log_schedule, train
+from reproduce.models import StackedMLP
+
+
+def test_log_schedule():
+    assert log_schedule(100) == (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+    assert log_schedule(3, first=0.1) == (0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 3.0)
+
+
+def _problem(seed=0, n=96, replicas=2):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, 4, 4, generator=g)
+    y = torch.randint(3, (replicas, n), generator=g)
+    return x, y
+
+
+def _accuracy_probe(x, y):
+    def probe(model):
+        pred = model(x).argmax(-1)
+        return {"accuracy": xr.DataArray((pred == y).double().mean(1).numpy(), dims=("replica",)),
+                "w0": xr.DataArray(model.weights[0].detach().reshape(model.replicas, -1).numpy(), dims=("replica", "p"))}
+    return probe
+
+
+def test_stacked_replicas_train_as_if_alone():
+    """Replica r of a stacked run ends exactly where it ends when trained by itself."""
+    x, y = _problem()
+    spec = TrainSpec(optimizer="adam", lr=1e-2, batch_size=16, epochs=3, checkpoints=(1.0,))
+    stacked = StackedMLP((1, 4, 4), [8, 8], 3, seeds=[1, 2])
+    both = train(stacked, x, y, spec, _accuracy_probe(x, y), order_seeds=[5, 6]).dataset
+    for r, (init, order) in enumerate([(1, 5), (2, 6)]):
+        alone_model = StackedMLP((1, 4, 4), [8, 8], 3, seeds=[init])
+        alone = train(alone_model, x, y[r : r + 1], spec, _accuracy_probe(x, y[r : r + 1]), order_seeds=[order]).dataset
+        np.testing.assert_allclose(both["w0"].isel(replica=r), alone["w0"].isel(replica=0), rtol=1e-5, atol=1e-6)
+
+
+def test_probe_pieces_stack_along_epoch():
+    x, y = _problem()
+    spec = TrainSpec(lr=1e-2, batch_size=24, epochs=2, checkpoints=(0.5, 1.0))
+    result = train(StackedMLP((1, 4, 4), [8], 3, seeds=[0, 1]), x, y, spec, _accuracy_probe(x, y), order_seeds=[0, 1])
+    assert list(result.dataset.epoch.values) == [0.0, 0.5, 1.0, 2.0]
+    assert result.dataset["accuracy"].dims == ("epoch", "replica")
+    assert result.steps == 8 and not result.diverged
+
+
+def test_nan_loss_stops_the_run_as_diverged():
+    x, y = _problem()
+    spec = TrainSpec(optimizer="sgd", lr=1e12, momentum=0.0, batch_size=32, epochs=50, checkpoints=log_schedule(50))
+    result = train(StackedMLP((1, 4, 4), [8], 3, seeds=[0, 1]), x, y, spec, _accuracy_probe(x, y), order_seeds=[0, 1])
+    assert result.diverged
+    assert result.steps < 50 * 3
+    assert result.dataset.epoch.values[-1] < result.diverged_epoch
+
+
+SCRIPT = textwrap.dedent("""
+    import pathlib, sys, torch
+    from reproduce.engine import TrainSpec, log_schedule, train
+    from reproduce.models import StackedMLP
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(512, 1, 8, 8, generator=g)
+    y = torch.randint(4, (2, 512), generator=g)
+    def probe(model):
+        import xarray as xr
+        return {"w": xr.DataArray(torch.cat([p.detach().reshape(2, -1) for p in model.parameters()], 1).numpy(),
+                                  dims=("replica", "p"))}
+    spec = TrainSpec(lr=1e-3, batch_size=16, epochs=60, checkpoints=log_schedule(60))
+    model = StackedMLP((1, 8, 8), [64, 64], 4, seeds=[3, 4])
+    state = pathlib.Path(sys.argv[2]) if sys.argv[2] != "-" else None
+    result = train(model, x, y, spec, probe, order_seeds=[7, 8], state_path=state, save_every_s=0.0)
+    result.dataset.to_netcdf(sys.argv[1], engine="netcdf4")
+""")
+
+
+def _run(tmp_path, out, state):
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(script), str(out), str(state)], env=env)
+
+
+def test_killed_run_resumes_to_identical_numbers(tmp_path):
+    """SIGKILL mid-training, start again: the final weights equal those of an uninterrupted run."""
+    assert _run(tmp_path, tmp_path / "whole.nc", "-").wait(timeout=300) == 0
+    state = tmp_path / "state.pt"
+    victim = _run(tmp_path, tmp_path / "resumed.nc", state)
+    deadline = time.time() + 120
+    while not state.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # well into training, past a few saves
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL, "the run finished before the kill; make it longer"
+    assert not (tmp_path / "resumed.nc").exists()
+    assert _run(tmp_path, tmp_path / "resumed.nc", state).wait(timeout=300) == 0
+    whole = xr.open_dataset(tmp_path / "whole.nc", engine="netcdf4").load()
+    resumed = xr.open_dataset(tmp_path / "resumed.nc", engine="netcdf4").load()
+    xr.testing.assert_identical(whole, resumed)

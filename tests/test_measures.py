@@ -1,0 +1,97 @@
+"""Measures of the double-descent paper against planted ground truth."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reproduce.measures import (
+    cosine_similarity,
+    first_crossing,
+    group_sums,
+    outlier_ratio,
+    runner_up_ratio,
+    tracked_outlier_ratio,
+)
+
+
+def test_group_sums_match_a_loop():
+    g = torch.Generator().manual_seed(0)
+    h = torch.rand(2, 50, 7, generator=g)
+    group = torch.randint(-1, 4, (2, 50), generator=g)
+    sums, counts = group_sums(h, group, 4)
+    for r in range(2):
+        for k in range(4):
+            mask = group[r] == k
+            assert torch.allclose(sums[r, k], h[r, mask].sum(0).double())
+            assert counts[r, k] == mask.sum()
+
+
+def test_planted_separation_is_found_by_layer():
+    """Layer l shifts noisy samples away from clean ones by an angle that grows with l."""
+    rng = np.random.default_rng(0)
+    width, n = 64, 400
+    base = np.abs(rng.normal(size=width))
+    cs_by_layer = []
+    for layer, angle in enumerate([0.0, 0.3, 0.6, 0.9]):
+        other = np.abs(rng.normal(size=width))
+        noisy_dir = np.cos(angle) * base + np.sin(angle) * other
+        clean = base + 0.01 * rng.normal(size=(n, width))
+        noisy = noisy_dir + 0.01 * rng.normal(size=(n, width))
+        h = torch.tensor(np.concatenate([clean, noisy]))[None]
+        group = torch.tensor([0] * n + [1] * n)[None]
+        sums, _ = group_sums(h, group, 2)
+        cs_by_layer.append(float(cosine_similarity(sums[:, 0], sums[:, 1])))
+        expected = base @ noisy_dir / np.linalg.norm(base) / np.linalg.norm(noisy_dir)
+        assert cs_by_layer[-1] == pytest.approx(expected, abs=1e-3)
+    assert cs_by_layer[0] == pytest.approx(1.0, abs=1e-4)
+    assert all(a > b for a, b in zip(cs_by_layer, cs_by_layer[1:]))
+
+
+def test_cosine_similarity_of_empty_group_is_nan():
+    a = torch.ones(3, 5)
+    b = torch.zeros(3, 5)
+    assert torch.isnan(cosine_similarity(a, b)).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(scale=st.floats(1e-3, 1e3), seed=st.integers(0, 10_000))
+def test_cosine_similarity_ignores_scale(scale, seed):
+    g = torch.Generator().manual_seed(seed)
+    a, b = torch.rand(4, 9, generator=g) + 0.1, torch.rand(4, 9, generator=g) + 0.1
+    assert torch.allclose(cosine_similarity(a * scale, b), cosine_similarity(a, b), atol=1e-9)
+
+
+@settings(max_examples=30, deadline=None)
+@given(width=st.integers(20, 300), height=st.floats(15, 200), seed=st.integers(0, 10_000))
+def test_planted_outlier_neuron(width, height, seed):
+    """One neuron planted `height` times the others' RMS is found, its ratio recovered, the runner-up small."""
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(0.5, 1.5, size=width)
+    star = int(rng.integers(width))
+    rms = np.sqrt(np.mean(np.delete(a, star) ** 2))
+    a[star] = height * rms
+    neuron, ratio = tracked_outlier_ratio(np.stack([np.ones(width), a]))
+    assert neuron == star
+    assert ratio[-1] == pytest.approx(height)
+    assert ratio[0] == pytest.approx(1.0)
+    assert runner_up_ratio(a) < 2.0
+
+
+def test_two_outliers_show_in_the_runner_up():
+    a = np.ones(100)
+    a[3], a[7] = 50.0, 40.0
+    assert outlier_ratio(a, 3) > 10
+    assert runner_up_ratio(a) == pytest.approx(40.0)
+
+
+def test_outlier_ratio_ignores_padding():
+    a = np.array([1.0, 1.0, 30.0, np.nan, np.nan])
+    assert outlier_ratio(a, 2) == pytest.approx(30.0)
+
+
+def test_first_crossing():
+    epochs = np.array([0, 1, 2, 5, 10])
+    assert first_crossing(epochs, np.array([0.1, 0.2, 0.6, 0.9, 1.0])) == 2
+    assert first_crossing(epochs, np.array([0.1, 0.1, 0.1, 0.1, 0.1])) == 0

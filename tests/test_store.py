@@ -1,0 +1,84 @@
+"""The results store: atomic writes, provenance, and files that must never be used."""
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from reproduce.store import SCHEMA_VERSION, Store, config_hash
+
+CONFIG = {"model": "mlp3", "lr": 1e-3, "hidden": [8, 4]}
+
+
+def _ds():
+    return xr.Dataset({"accuracy": (("epoch", "replica"), np.arange(6.0).reshape(3, 2))}, coords={"epoch": [0.0, 1.0, 2.0]})
+
+
+def test_write_then_load_round_trip_with_provenance(tmp_path):
+    store = Store(tmp_path)
+    path = store.write(_ds(), "quick", "ddmlp", "mlp3-s0", CONFIG, {"seed": 0, "device": "cpu"})
+    assert path == tmp_path / "quick" / "ddmlp" / "mlp3-s0.nc"
+    ds = store.load("quick", "ddmlp", "mlp3-s0", CONFIG)
+    xr.testing.assert_equal(ds["accuracy"], _ds()["accuracy"])
+    assert ds.attrs["config_hash"] == config_hash(CONFIG)
+    assert json.loads(ds.attrs["config"]) == CONFIG
+    assert ds.attrs["schema_version"] == SCHEMA_VERSION
+    for key in ("package_version", "git_commit", "paper", "tier", "seed", "device"):
+        assert key in ds.attrs
+    assert not list(path.parent.glob("*.tmp*"))
+
+
+def test_missing_file_is_none(tmp_path):
+    assert Store(tmp_path).load("quick", "ddmlp", "nothing", CONFIG) is None
+
+
+def test_config_hash_ignores_key_order():
+    assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign", "other_config", "other_schema"])
+def test_unusable_file_is_detected_and_moved_aside(tmp_path, damage):
+    store = Store(tmp_path)
+    path = store.write(_ds(), "quick", "ddmlp", "mlp3-s0", CONFIG, {})
+    if damage == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "foreign":
+        _ds().to_netcdf(path, engine="netcdf4")
+    elif damage == "other_schema":
+        with xr.open_dataset(path, engine="netcdf4") as opened:
+            ds = opened.load()
+        ds.attrs["schema_version"] = SCHEMA_VERSION + 1
+        ds.to_netcdf(path, engine="netcdf4")
+    config = {**CONFIG, "lr": 2e-3} if damage == "other_config" else CONFIG
+    warnings = []
+    assert store.load("quick", "ddmlp", "mlp3-s0", config, warn=warnings.append) is None
+    assert len(warnings) == 1 and "mlp3-s0.nc" in warnings[0]
+    assert not path.exists() and path.with_name("mlp3-s0.nc.rejected").exists()
+
+
+def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    store = Store(tmp_path)
+    store.write(_ds(), "quick", "ddmlp", "mlp3-s0", CONFIG, {})
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", boom)
+    with pytest.raises(OSError):
+        store.write(_ds() * 2, "quick", "ddmlp", "mlp3-s0", CONFIG, {})
+    files = sorted(p.name for p in (tmp_path / "quick" / "ddmlp").iterdir())
+    assert files == ["mlp3-s0.nc"]  # the old file, intact, and no temporary left
+    assert store.load("quick", "ddmlp", "mlp3-s0", CONFIG) is not None
+
+
+def test_combine_runs_of_different_depth(tmp_path):
+    store = Store(tmp_path)
+    for name, layers in (("a", 3), ("b", 2)):
+        ds = xr.Dataset({"cs": (("epoch", "layer"), np.ones((2, layers)))}, coords={"epoch": [0.0, 1.0], "layer": np.arange(1, layers + 1)})
+        store.write(ds, "quick", "ddmlp", name, {"n": name}, {})
+    combined = store.combine("quick", "ddmlp", ["a", "b"])
+    assert combined["cs"].dims == ("run", "epoch", "layer")
+    assert np.isnan(combined["cs"].sel(run="b", layer=3)).all()
