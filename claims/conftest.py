@@ -21,6 +21,7 @@ from reproduce.report import CaseOutcome, Claim, claim_entries, figure_png, writ
 from reproduce.runner import make_results, plan
 from reproduce.store import Store
 
+TIER_ORDER = ("quick", "medium", "full")
 OUTCOMES = pytest.StashKey[list]()
 DATASETS = pytest.StashKey[dict]()
 CLAIMS = pytest.StashKey[dict]()
@@ -39,25 +40,26 @@ class Case:
         return f"{self.tier}-{self.model}" + ("-control" if self.control else "")
 
 
-def cases(models: dict[str, list[str]], control: bool = True, xfail: dict[str, str] | None = None) -> list:
+def cases(models: dict[str, list[str]], controls: dict[str, list[str]] | None = None,
+          xfail: dict[str, str] | None = None) -> list:
     """pytest params for every tier's models, each marked with its tier; controls as their own cases.
 
+    `controls` names the models that get a control case (default: the same models; {} for none).
     `xfail` maps a tier to the evidence of why its main cases cannot show the claim: those cases
     become strict xfails, so an unexpected pass fails the run.
     """
+    controls = models if controls is None else controls
     params = []
-    for tier, names in models.items():
+    for tier in models.keys() | controls.keys():
         tier_mark = getattr(pytest.mark, tier)
-        for name in names:
-            marks = [tier_mark]
-            if xfail and tier in xfail:
-                marks.append(pytest.mark.xfail(strict=True, reason=xfail[tier]))
-            case = Case(tier, name)
-            params.append(pytest.param(case, id=case.id, marks=marks))
-            if control:
-                case = Case(tier, name, control=True)
-                params.append(pytest.param(case, id=case.id, marks=[tier_mark]))
-    return params
+        main_marks = [tier_mark]
+        if xfail and tier in xfail:
+            main_marks.append(pytest.mark.xfail(strict=True, reason=xfail[tier]))
+        for case in [Case(tier, m) for m in models.get(tier, [])]:
+            params.append(pytest.param(case, id=case.id, marks=main_marks))
+        for case in [Case(tier, m, control=True) for m in controls.get(tier, [])]:
+            params.append(pytest.param(case, id=case.id, marks=[tier_mark]))
+    return sorted(params, key=lambda p: TIER_ORDER.index(p.values[0].tier))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

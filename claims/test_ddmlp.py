@@ -18,6 +18,9 @@ from reproduce.report import Claim
 
 PAPER = "ddmlp"
 MODELS = {"quick": ["mlp7", "mlp5", "mlp3"], "medium": ["mlp7", "mlp5", "mlp3"], "full": ["mlp7", "mlp5", "mlp3"]}
+# The paper states depth-wise separation for MLP7 and MLP5 (Sec. 4 and conclusion item 2) and finds
+# MLP3's "considerably weaker"; MLP3 enters the claim through test_mlp3_separates_least.
+DEEP_MODELS = {tier: ["mlp7", "mlp5"] for tier in MODELS}
 
 LEARNED_LATER = Claim.load("ddmlp.noisy_learned_later", figure=ddmlp_learning_curves)
 SEPARATION = Claim.load("ddmlp.separation_deepens_with_layers", figure=ddmlp_separation)
@@ -73,7 +76,7 @@ def separation(run) -> dict:
 
 
 @pytest.mark.claim(SEPARATION)
-@pytest.mark.parametrize("case", cases(MODELS))
+@pytest.mark.parametrize("case", cases(DEEP_MODELS, controls=MODELS))
 def test_separation_deepens_with_layers(case: Case, paper_results, record_statistic):
     stat = separation(replica(paper_results(PAPER, case.tier), _run(case), _setting(case)))
     record_statistic(f"CS by layer {stat['cs_final']}, Spearman {stat['spearman']:.2f}, "
@@ -82,7 +85,7 @@ def test_separation_deepens_with_layers(case: Case, paper_results, record_statis
 
 
 @pytest.mark.claim(SEPARATION)
-@pytest.mark.parametrize("case", cases({t: ["all"] for t in MODELS}, control=False))
+@pytest.mark.parametrize("case", cases({t: ["all"] for t in MODELS}, controls={}))
 def test_mlp3_separates_least(case: Case, paper_results, record_statistic):
     ds = paper_results(PAPER, case.tier)
     deepest = {m: float(replica(ds, f"{m}-s0", "noisy").cs.mean("class").isel(epoch=-1).min()) for m in MODELS[case.tier]}
@@ -90,7 +93,17 @@ def test_mlp3_separates_least(case: Case, paper_results, record_statistic):
     assert deepest["mlp3"] == max(deepest.values()), deepest
 
 
-# --- ddmlp.single_outlier_neuron --------------------------------------------------------------
+# --- ddmlp.single_outlier_neuron ---------------------------------------------------------
+# Evidence behind the quick-tier xfail (docs/quick-settings.md has every run): in the quick budget
+# the largest neuron of the noisy replicas reached r = 7.0 (MLP7q, 150 epochs), and in longer
+# searches r > 10 only together with a runner-up above r / 2 (several large neurons, as in the
+# control replica), except once after 600 epochs at batch 32 (263 s for one model alone, and the
+# 0%-noise control grew such a neuron too). The paper needs 1e5-1e6 epochs for it.
+OUTLIER_XFAIL = {
+    "quick": "no single outlier neuron within the quick budget: r <= 7 at 150 epochs; r > 10 with a "
+             "lone neuron needed >= 600 epochs (over 4 min for one model); see docs/quick-settings.md",
+}
+
 
 def outlier(run) -> dict:
     """Per layer: r of the final-epoch largest neuron (Eq. 5) over training, and the runner-up."""
@@ -107,7 +120,7 @@ def outlier(run) -> dict:
 
 
 @pytest.mark.claim(OUTLIER)
-@pytest.mark.parametrize("case", cases(MODELS))
+@pytest.mark.parametrize("case", cases(MODELS, xfail=OUTLIER_XFAIL))
 def test_single_outlier_neuron(case: Case, paper_results, record_statistic):
     run = replica(paper_results(PAPER, case.tier), _run(case), "noisy")
     if case.control:  # the same network at initialization

@@ -53,7 +53,15 @@ def make_results(
         for paper, run, config in todo:
             started = utc_now()
             state = store.state_path(tier, paper, run.name)
-            ds = experiment(paper).execute(run, dev, state_path=state, progress=bar.update)
+            steps = experiment(paper).steps_and_flops(run)[0]
+            with tqdm(total=steps, desc=f"{paper}/{run.name}", unit="step", disable=not progress,
+                      position=1, leave=False) as run_bar:
+
+                def advance(n: int) -> None:
+                    run_bar.update(n)
+                    bar.update(n)
+
+                ds = experiment(paper).execute(run, dev, state_path=state, progress=advance)
             status = "diverged" if ds.attrs.get("diverged") else "complete"
             provenance = dict(seed=run.seed, device=str(dev), torch_version=torch.__version__,
                               started_at=started, finished_at=utc_now(), status=status)

@@ -70,8 +70,8 @@ def runs(tier: str, seed: int = 0) -> list[Run]:
     chose the quick budget is recorded in docs/quick-settings.md.
     """
     if tier == "quick":
-        spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=64, epochs=300,
-                         checkpoints=log_schedule(300, first=0.01))
+        spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=64, epochs=150,
+                         checkpoints=log_schedule(150, first=0.01))
         widths = {
             "mlp7": (512, 512, 256, 256, 128, 128),
             "mlp5": (512, 256, 128, 128),

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Set up everything the project needs on a fresh Debian machine with Python 3.11:
+# Debian's Fashion-MNIST package, a virtualenv in .venv, torch from the wheels on local disk, the package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! ls /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte* >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  else
+    echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist' (or set REPRODUCE_DATA to a folder with its IDX files)" >&2
+  fi
+fi
+
+python="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+case "$(uname -m)" in
+  x86_64) torch="torch==2.14.1 torchvision==0.29.1" ;;  # on local disk for Python 3.11
+  *) torch="torch==2.9.1 torchvision==0.24.1" ;;
+esac
+.venv/bin/python -m pip install -q --disable-pip-version-check $torch
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+echo "setup done: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)')"

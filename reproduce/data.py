@@ -1,0 +1,174 @@
+"""Data sets as float tensors in [0, 1], moved to the training device once.
+
+Fashion-MNIST comes from Debian's `dataset-fashion-mnist` (/usr/share/datasets/fashion-mnist), a
+cache folder, or torchvision's download; MNIST from the cache or torchvision; CIFAR-10/100 from the
+standard python-pickle layout in the cache (which torchvision's download also creates). Files are
+read by this module, so tests can write tiny files in the same layouts.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from reproduce.errors import UserError
+
+DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100")
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+IDX_FILES = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
+
+
+@dataclass
+class ImageData:
+    name: str
+    train_x: torch.Tensor  # float32 in [0, 1], (N, C, H, W)
+    train_y: torch.Tensor  # int64 (N,)
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+
+    def to(self, device: torch.device | str) -> "ImageData":
+        return replace(self, train_x=self.train_x.to(device), train_y=self.train_y.to(device),
+                       test_x=self.test_x.to(device), test_y=self.test_y.to(device))
+
+    def subset(self, n_train: int | None, n_test: int | None, seed: int) -> "ImageData":
+        """Stratified, seeded subsets of the training and test sets (None keeps a set whole)."""
+        out = self
+        if n_train is not None:
+            i = stratified_indices(self.train_y, n_train, seed)
+            out = replace(out, train_x=self.train_x[i], train_y=self.train_y[i])
+        if n_test is not None:
+            i = stratified_indices(self.test_y, n_test, seed + 1)
+            out = replace(out, test_x=self.test_x[i], test_y=self.test_y[i])
+        return out
+
+
+def stratified_indices(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """n indices with classes as equal as possible (the remainder to the lowest classes), shuffled."""
+    labels = labels.cpu()
+    generator = torch.Generator().manual_seed(int(seed))
+    classes = torch.unique(labels)
+    if n > labels.numel():
+        raise UserError(f"asked for {n} samples but the set has {labels.numel()}")
+    share, extra = divmod(n, len(classes))
+    picked = []
+    for k, c in enumerate(classes):
+        members = torch.nonzero(labels == c).flatten()
+        take = share + (1 if k < extra else 0)
+        if take > members.numel():
+            raise UserError(f"class {int(c)} has {members.numel()} samples, fewer than the {take} asked for")
+        picked.append(members[torch.randperm(members.numel(), generator=generator)[:take]])
+    picked = torch.cat(picked)
+    return picked[torch.randperm(picked.numel(), generator=generator)]
+
+
+def cache_dir(root: str | Path | None = None) -> Path:
+    return Path(root or os.environ.get("REPRODUCE_DATA") or Path.home() / ".cache" / "reproduce" / "data")
+
+
+def load_dataset(name: str, root: str | Path | None = None, download: bool = True,
+                 search: Sequence[Path] | None = None) -> ImageData:
+    """Load a data set by name; `search` overrides the folders looked in (tests use it)."""
+    if name not in DATASETS:
+        raise UserError(f"unknown data set {name!r}: choose from {', '.join(DATASETS)}")
+    cache = cache_dir(root)
+    if name in ("fashion_mnist", "mnist"):
+        return _load_idx_set(name, cache, download, search)
+    return _load_cifar(name, cache, download)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (plain or .gz): big-endian header, magic 0x08 0x0N, then uint8 data."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise UserError(f"{path} is not an IDX file of unsigned bytes")
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(raw[3])]
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * len(dims))
+    if data.size != int(np.prod(dims)):
+        raise UserError(f"{path} is truncated: {data.size} bytes for shape {dims}")
+    return data.reshape(dims)
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _load_idx_set(name: str, cache: Path, download: bool, search: Sequence[Path] | None) -> ImageData:
+    torchvision_name = "FashionMNIST" if name == "fashion_mnist" else "MNIST"
+    folder_name = "fashion-mnist" if name == "fashion_mnist" else "mnist"
+    if search is None:
+        search = ([DEBIAN_FASHION_MNIST] if name == "fashion_mnist" else []) + [
+            cache / folder_name, cache / torchvision_name / "raw"]
+    for folder in search:
+        files = {key: _find_idx(folder, stem) for key, stem in IDX_FILES.items()}
+        if all(files.values()):
+            return _idx_data(name, files)
+    if download and _torchvision_download(torchvision_name, cache):
+        return _load_idx_set(name, cache, False, [cache / torchvision_name / "raw"])
+    hint = "install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist) or " if name == "fashion_mnist" else ""
+    raise UserError(f"{name} not found: {hint}put its four IDX files in {cache / folder_name} "
+                    f"(or set REPRODUCE_DATA to a folder that has {folder_name}/)")
+
+
+def _idx_data(name: str, files: dict[str, Path]) -> ImageData:
+    images = {k: torch.from_numpy(read_idx(files[k]).copy()).float().div_(255).unsqueeze(1) for k in ("train_x", "test_x")}
+    labels = {k: torch.from_numpy(read_idx(files[k]).astype(np.int64)) for k in ("train_y", "test_y")}
+    return ImageData(name, images["train_x"], labels["train_y"], images["test_x"], labels["test_y"], 10)
+
+
+def _torchvision_download(dataset: str, cache: Path) -> bool:
+    """Let torchvision fetch a data set into `cache` (only works online); False when it cannot."""
+    try:
+        import torchvision
+
+        getattr(torchvision.datasets, dataset)(str(cache), train=True, download=True)
+        getattr(torchvision.datasets, dataset)(str(cache), train=False, download=True)
+        return True
+    except Exception:  # offline, or a mirror refused: the caller explains what to do instead
+        return False
+
+
+CIFAR_LAYOUT = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels", 10, "CIFAR10"),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels", 100, "CIFAR100"),
+}
+
+
+def _load_cifar(name: str, cache: Path, download: bool) -> ImageData:
+    folder, train_files, test_files, label_key, classes, tv_name = CIFAR_LAYOUT[name]
+    base = cache / folder
+    if not all((base / f).exists() for f in train_files + test_files):
+        if download and _torchvision_download(tv_name, cache):
+            return _load_cifar(name, cache, False)
+        raise UserError(f"{name} not found: put the python-pickle files ({', '.join(train_files + test_files)}) "
+                        f"in {base}, or run where torchvision can download it")
+
+    def read(files: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        for f in files:
+            with open(base / f, "rb") as handle:
+                batch = pickle.load(handle, encoding="bytes")
+            xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(batch[label_key], dtype=np.int64))
+        return torch.from_numpy(np.concatenate(xs)).float().div_(255), torch.from_numpy(np.concatenate(ys))
+
+    train_x, train_y = read(train_files)
+    test_x, test_y = read(test_files)
+    return ImageData(name, train_x, train_y, test_x, test_y, classes)

@@ -1,0 +1,50 @@
+"""Verdicts and report files."""
+
+import json
+
+import pytest
+from matplotlib.figure import Figure
+
+from reproduce.report import CaseOutcome, Claim, claim_entries, figure_png, verdict, write_report
+
+
+def _case(outcome, control=False, case="quick-a"):
+    return CaseOutcome("ddmlp.x", "quick", case + ("-control" if control else ""), control, outcome, {"summary": "s"})
+
+
+@pytest.mark.parametrize(
+    "main, control, expected",
+    [
+        (["passed", "passed"], ["passed"], ("reproduced", "failed_as_expected")),
+        (["passed", "failed"], ["passed"], ("not_reproduced", "failed_as_expected")),
+        (["xfailed", "passed"], ["failed"], ("xfail", "passed_unexpectedly")),
+        (["skipped"], ["skipped"], ("not_run", "not_run")),
+    ],
+    ids=["all-pass", "one-fails", "xfail-and-control-passes", "nothing-ran"],
+)
+def test_verdict(main, control, expected):
+    cases = [_case(o, case=f"quick-{i}") for i, o in enumerate(main)] + [_case(o, True) for o in control]
+    assert verdict(cases) == expected
+
+
+def test_every_claim_has_reference_data():
+    claim = Claim.load("ddmlp.noisy_learned_later")
+    assert claim.paper == "ddmlp" and claim.paper_value and claim.criterion and claim.control
+
+
+def test_report_files(tmp_path):
+    claim = Claim.load("ddmlp.noisy_learned_later")
+    entries = claim_entries({claim.id: claim}, [
+        CaseOutcome(claim.id, "quick", "quick-mlp7", False, "passed", {"summary": "clean at 1, noisy at 100"}),
+        CaseOutcome(claim.id, "quick", "quick-mlp7-control", True, "passed", {"summary": "x1"}),
+    ], "quick")
+    fig = Figure()
+    fig.subplots().plot([0, 1], [1, 0])
+    write_report(tmp_path, "quick", entries, {claim.id: figure_png(fig)})
+    data = json.loads((tmp_path / "claims.json").read_text())
+    assert data[0]["verdict"] == "reproduced" and data[0]["control"] == "failed_as_expected"
+    assert {"id", "tier", "verdict", "statistic", "criterion", "paper_value", "control"} <= set(data[0])
+    page = (tmp_path / "report.html").read_text()
+    assert "data:image/png;base64," in page and "clean at 1, noisy at 100" in page
+    assert f"figures/{claim.id}.png" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "figures" / f"{claim.id}.png").read_bytes()[:4] == b"\x89PNG"
