@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -92,10 +93,15 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Tru
 def read_idx(path: Path) -> np.ndarray:
     """An IDX file (plain or .gz): big-endian header, magic 0x08 0x0N, then uint8 data."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:  # a download cut short, or not gzip at all
+        raise UserError(f"{path} is a damaged gzip file ({error})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise UserError(f"{path} is not an IDX file of unsigned bytes")
+    if len(raw) < 4 + 4 * raw[3]:
+        raise UserError(f"{path} is truncated: its header is cut short")
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(raw[3])]
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * len(dims))
     if data.size != int(np.prod(dims)):

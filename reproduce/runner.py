@@ -82,7 +82,7 @@ def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 
         seconds = steps * experiment(paper).calibrate(run, dev)
         total_flops += flops
         total_seconds += seconds
-        lines.append(f"{paper:8} {run.name:12} {len(run.replicas):>8} {run.train.epochs:>9g} {steps:>11,} "
+        lines.append(f"{paper:8} {run.name:12} {len(run.replicas):>8} {run.train.epochs:>9.3g} {steps:>11,} "
                      f"{flops:>9.2e} {_duration(seconds):>10}")
     lines.append(f"total: {total_flops:.2e} FLOPs, about {_duration(total_seconds)} on {dev} (training steps only)")
     return "\n".join(lines)
