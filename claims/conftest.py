@@ -89,6 +89,10 @@ def paper_results(request: pytest.FixtureRequest):
             cache[key] = _load(store, paper, tier, seed, config.getoption("--device"))
         if isinstance(cache[key], str):
             pytest.skip(cache[key])
+        diverged = [str(r) for r, s in zip(cache[key].run.values, cache[key].status.values) if s == "diverged"]
+        if diverged:
+            pytest.fail(f"{paper} run(s) {', '.join(diverged)} diverged (NaN loss): the claim cannot be judged on them; "
+                        f"see their diverged_epoch attribute in {store.root}/{tier}/{paper}/")
         return cache[key]
 
     return results

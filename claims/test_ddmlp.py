@@ -27,10 +27,6 @@ SEPARATION = Claim.load("ddmlp.separation_deepens_with_layers", figure=ddmlp_sep
 OUTLIER = Claim.load("ddmlp.single_outlier_neuron", figure=ddmlp_outlier)
 
 
-def _run(case: Case) -> str:
-    return f"{case.model}-s0"
-
-
 def _setting(case: Case) -> str:
     return "control" if case.control else "noisy"
 
@@ -55,7 +51,7 @@ def learned_later(run) -> dict:
 @pytest.mark.claim(LEARNED_LATER)
 @pytest.mark.parametrize("case", cases(MODELS))
 def test_noisy_learned_later(case: Case, paper_results, record_statistic):
-    stat = learned_later(replica(paper_results(PAPER, case.tier), _run(case), _setting(case)))
+    stat = learned_later(replica(paper_results(PAPER, case.tier), case.model, _setting(case)))
     record_statistic(f"clean at epoch {stat['clean_epoch']:.3g}, noisy at {stat['noisy_epoch']:.3g} "
                      f"(x{stat['factor']:.1f}); then {stat['as_original']:.2f} as original vs "
                      f"{stat['as_noisy_label']:.2f} as noisy label", **stat)
@@ -78,7 +74,7 @@ def separation(run) -> dict:
 @pytest.mark.claim(SEPARATION)
 @pytest.mark.parametrize("case", cases(DEEP_MODELS, controls=MODELS))
 def test_separation_deepens_with_layers(case: Case, paper_results, record_statistic):
-    stat = separation(replica(paper_results(PAPER, case.tier), _run(case), _setting(case)))
+    stat = separation(replica(paper_results(PAPER, case.tier), case.model, _setting(case)))
     record_statistic(f"CS by layer {stat['cs_final']}, Spearman {stat['spearman']:.2f}, "
                      f"first-deepest {stat['first_minus_deepest']:.3f}", **stat)
     assert stat["holds"] != case.control, stat
@@ -88,7 +84,7 @@ def test_separation_deepens_with_layers(case: Case, paper_results, record_statis
 @pytest.mark.parametrize("case", cases({t: ["all"] for t in MODELS}, controls={}))
 def test_mlp3_separates_least(case: Case, paper_results, record_statistic):
     ds = paper_results(PAPER, case.tier)
-    deepest = {m: float(replica(ds, f"{m}-s0", "noisy").cs.mean("class").isel(epoch=-1).min()) for m in MODELS[case.tier]}
+    deepest = {m: float(replica(ds, m, "noisy").cs.mean("class").isel(epoch=-1).min()) for m in MODELS[case.tier]}
     record_statistic("lowest CS over layers: " + ", ".join(f"{m} {v:.3f}" for m, v in deepest.items()), **deepest)
     assert deepest["mlp3"] == max(deepest.values()), deepest
 
@@ -122,7 +118,7 @@ def outlier(run) -> dict:
 @pytest.mark.claim(OUTLIER)
 @pytest.mark.parametrize("case", cases(MODELS, xfail=OUTLIER_XFAIL))
 def test_single_outlier_neuron(case: Case, paper_results, record_statistic):
-    run = replica(paper_results(PAPER, case.tier), _run(case), "noisy")
+    run = replica(paper_results(PAPER, case.tier), case.model, "noisy")
     if case.control:  # the same network at initialization
         run = run.isel(epoch=[0])
     stat = outlier(run)

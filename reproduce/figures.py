@@ -13,9 +13,12 @@ from matplotlib.figure import Figure
 from reproduce.measures import tracked_outlier_ratio
 
 
-def replica(ds: xr.Dataset, run: str, setting: str) -> xr.Dataset:
-    """The first replica of `run` trained in `setting` (noisy | control), with padding dropped."""
-    one = ds.sel(run=run)
+def replica(ds: xr.Dataset, model: str, setting: str) -> xr.Dataset:
+    """The first replica of `model`'s run trained in `setting` (noisy | control), padding dropped.
+
+    Runs are found by their `model` coordinate, not their file name, so any base seed works.
+    """
+    one = ds.isel(run=list(ds["model"].values).index(model))
     index = int(np.nonzero(one["setting"].values == setting)[0][0])
     one = one.isel(replica=index)
     layers = int(np.isfinite(one["layer_width"]).sum()) if "layer_width" in one else one.sizes["layer"]
@@ -32,7 +35,7 @@ def _log_epochs(ax, epochs: np.ndarray) -> np.ndarray:
 
 def ddmlp_learning_curves(ds: xr.Dataset) -> Figure:
     """Fig. 1 analogue: accuracy on clean, noisy (noisy / original labels) and test, per model."""
-    runs = list(ds.run.values)
+    runs = list(ds.model.values)
     fig = Figure(figsize=(4 * len(runs), 3.2))
     axes = fig.subplots(1, len(runs), squeeze=False)[0]
     labels = {"clean": "clean training", "noisy": "noisy training / noisy", "noisy_original": "noisy training / clean",
@@ -53,7 +56,7 @@ def ddmlp_learning_curves(ds: xr.Dataset) -> Figure:
 
 def ddmlp_separation(ds: xr.Dataset) -> Figure:
     """Fig. 3 analogue: CS(l) of clean vs noisy mean activations over training, one line per layer."""
-    runs = list(ds.run.values)
+    runs = list(ds.model.values)
     fig = Figure(figsize=(4 * len(runs), 3.2))
     axes = fig.subplots(1, len(runs), squeeze=False, sharey=True)[0]
     for ax, run in zip(axes, runs):
@@ -74,7 +77,7 @@ def ddmlp_separation(ds: xr.Dataset) -> Figure:
 
 def ddmlp_outlier(ds: xr.Dataset) -> Figure:
     """Fig. 7 analogue: ratio of the final-epoch largest neuron to the RMS of the rest (Eq. 5)."""
-    runs = list(ds.run.values)
+    runs = list(ds.model.values)
     fig = Figure(figsize=(4 * len(runs), 3.2))
     axes = fig.subplots(1, len(runs), squeeze=False, sharey=True)[0]
     for ax, run in zip(axes, runs):
@@ -87,6 +90,7 @@ def ddmlp_outlier(ds: xr.Dataset) -> Figure:
             ax.plot(x, ratio, style, label=f"layer {layer}")
         ax.axhline(10, color="grey", lw=0.8)
         ax.set_yscale("log")
+        ax.set_ylim(bottom=0.1)  # a neuron still dead early on would stretch the axis to 1e-5
         ax.set_title(str(run))
     axes[0].set_ylabel("max / RMS(rest)")
     axes[0].legend(fontsize=7)

@@ -87,7 +87,7 @@ def corrupt_labels(
         new = torch.where(mask, torch.randint(num_classes, (n,), generator=generator), original)
     else:  # asymmetric
         if not classes:
-            raise ValueError("the asymmetric protocol needs the classes to corrupt")
+            raise UserError("the asymmetric protocol needs the classes to corrupt (classes=...)")
         mask = torch.zeros(n, dtype=torch.bool)
         for c in classes:  # a loop over classes, not samples
             members = torch.nonzero(original == c).flatten()

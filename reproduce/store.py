@@ -21,7 +21,7 @@ import xarray as xr
 
 from reproduce import __version__
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs carry their `model` coordinate
 ENGINE = "netcdf4"
 
 
@@ -125,10 +125,15 @@ class Store:
         return path
 
     def combine(self, tier: str, paper: str, runs: list[str]) -> xr.Dataset:
-        """All runs of a paper and tier as one Dataset with a `run` dimension (padding with NaN)."""
+        """All runs of a paper and tier as one Dataset with a `run` dimension (padding with NaN).
+
+        Each run's `status` attribute (complete | diverged) becomes a coordinate along `run`, so a
+        claim can tell that a run diverged instead of judging its cut-short curves.
+        """
         pieces = []
         for run in runs:
             with xr.open_dataset(self.path(tier, paper, run), engine=ENGINE) as ds:
-                pieces.append(ds.load().expand_dims(run=[run]))
+                status = [ds.attrs.get("status", "complete")]
+                pieces.append(ds.load().expand_dims(run=[run]).assign_coords(status=("run", status)))
         return xr.concat(pieces, dim="run", data_vars="all", coords="different", compat="equals",
                          join="outer", combine_attrs="drop_conflicts")

@@ -82,3 +82,12 @@ def test_combine_runs_of_different_depth(tmp_path):
     combined = store.combine("quick", "ddmlp", ["a", "b"])
     assert combined["cs"].dims == ("run", "epoch", "layer")
     assert np.isnan(combined["cs"].sel(run="b", layer=3)).all()
+
+
+def test_combine_carries_each_runs_status(tmp_path):
+    """A diverged run stays visible after combining, so a claim can refuse to judge it."""
+    store = Store(tmp_path)
+    store.write(_ds(), "quick", "ddmlp", "a", {"n": "a"}, {"status": "complete"})
+    store.write(_ds(), "quick", "ddmlp", "b", {"n": "b"}, {"status": "diverged"})
+    combined = store.combine("quick", "ddmlp", ["a", "b"])
+    assert list(combined.status.values) == ["complete", "diverged"]

@@ -59,8 +59,10 @@ class Run:
 
     @property
     def replicas(self) -> list[tuple[str, int]]:
+        """(setting, replica seed) pairs. A noisy replica and its control share the seed, hence the
+        initialization, the data order and the mask: the control tags exactly the samples that
+        the noisy replica flips, and differs from it only in keeping their labels."""
         return [(s, self.seed * 100 + k) for s in self.settings for k in range(self.seeds_per_setting)]
-
 
 
 def runs(tier: str, seed: int = 0) -> list[Run]:
@@ -70,8 +72,8 @@ def runs(tier: str, seed: int = 0) -> list[Run]:
     chose the quick budget is recorded in docs/quick-settings.md.
     """
     if tier == "quick":
-        spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=64, epochs=150,
-                         checkpoints=log_schedule(150, first=0.01))
+        spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=64, epochs=100,
+                         checkpoints=log_schedule(100, first=0.01))
         widths = {
             "mlp7": (512, 512, 256, 256, 128, 128),
             "mlp5": (512, 256, 128, 128),
@@ -194,6 +196,7 @@ def execute(run: Run, device: torch.device, state_path=None, progress=None) -> x
                    order_seeds=[20_000 + s for _, s in run.replicas], state_path=state_path, progress=progress)
     ds = result.dataset
     ds = ds.assign_coords(
+        model=run.model,
         setting=("replica", [s for s, _ in run.replicas]),
         init_seed=("replica", [s for _, s in run.replicas]),
         layer_width=("layer", list(run.hidden)),
