@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--results", default="results", help="results store (default results/)")
     group.addoption("--seed", type=int, default=0, help="base seed of the runs (default 0)")
     group.addoption("--device", default="cpu", help="device for quick results made on demand")
+    group.addoption("--stored-only", action="store_true",
+                    help="make no results, not even quick ones: judge what the store holds (python -m reproduce report)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -86,7 +89,8 @@ def paper_results(request: pytest.FixtureRequest):
     def results(paper: str, tier: str) -> xr.Dataset:
         key = (paper, tier)
         if key not in cache:
-            cache[key] = _load(store, paper, tier, seed, config.getoption("--device"))
+            make = tier == "quick" and not config.getoption("--stored-only")
+            cache[key] = _load(store, paper, tier, seed, config.getoption("--device"), make)
         if isinstance(cache[key], str):
             pytest.skip(cache[key])
         diverged = [str(r) for r, s in zip(cache[key].run.values, cache[key].status.values) if s == "diverged"]
@@ -98,12 +102,11 @@ def paper_results(request: pytest.FixtureRequest):
     return results
 
 
-def _load(store: Store, paper: str, tier: str, seed: int, device: str) -> xr.Dataset | str:
-    if tier == "quick":
+def _load(store: Store, paper: str, tier: str, seed: int, device: str, make: bool) -> xr.Dataset | str:
+    """The paper's combined results, made first when `make`; otherwise why they are missing."""
+    if make:
         names = make_results(tier, [paper], store.root, device=device, seed=seed, progress=False)[paper]
         return store.combine(tier, paper, names)
-    import dataclasses
-
     names = []
     for _, run in plan(tier, [paper], seed):
         if store.load(tier, paper, run.name, dataclasses.asdict(run)) is None:

@@ -82,12 +82,25 @@ def cache_dir(root: str | Path | None = None) -> Path:
 def load_dataset(name: str, root: str | Path | None = None, download: bool = True,
                  search: Sequence[Path] | None = None) -> ImageData:
     """Load a data set by name; `search` overrides the folders looked in (tests use it)."""
+    found = locate(name, root, download, search)
+    if name in ("fashion_mnist", "mnist"):
+        return _idx_data(name, found)
+    return _read_cifar(name, found)
+
+
+def locate(name: str, root: str | Path | None = None, download: bool = True,
+           search: Sequence[Path] | None = None) -> dict[str, Path] | Path:
+    """Where a data set's files are (fetching them with torchvision when online), without reading them.
+
+    The runner calls this for every run before training starts, so a missing data set is one
+    clear error up front. Returns the four IDX files of (Fashion-)MNIST, or CIFAR's pickle folder.
+    """
     if name not in DATASETS:
         raise UserError(f"unknown data set {name!r}: choose from {', '.join(DATASETS)}")
     cache = cache_dir(root)
     if name in ("fashion_mnist", "mnist"):
-        return _load_idx_set(name, cache, download, search)
-    return _load_cifar(name, cache, download)
+        return _find_idx_set(name, cache, download, search)
+    return _find_cifar(name, cache, download)
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -116,7 +129,7 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _load_idx_set(name: str, cache: Path, download: bool, search: Sequence[Path] | None) -> ImageData:
+def _find_idx_set(name: str, cache: Path, download: bool, search: Sequence[Path] | None) -> dict[str, Path]:
     torchvision_name = "FashionMNIST" if name == "fashion_mnist" else "MNIST"
     folder_name = "fashion-mnist" if name == "fashion_mnist" else "mnist"
     if search is None:
@@ -125,9 +138,9 @@ def _load_idx_set(name: str, cache: Path, download: bool, search: Sequence[Path]
     for folder in search:
         files = {key: _find_idx(folder, stem) for key, stem in IDX_FILES.items()}
         if all(files.values()):
-            return _idx_data(name, files)
+            return files
     if download and _torchvision_download(torchvision_name, cache):
-        return _load_idx_set(name, cache, False, [cache / torchvision_name / "raw"])
+        return _find_idx_set(name, cache, False, [cache / torchvision_name / "raw"])
     hint = "install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist) or " if name == "fashion_mnist" else ""
     raise UserError(f"{name} not found: {hint}put its four IDX files in {cache / folder_name} "
                     f"(or set REPRODUCE_DATA to a folder that has {folder_name}/)")
@@ -157,14 +170,19 @@ CIFAR_LAYOUT = {
 }
 
 
-def _load_cifar(name: str, cache: Path, download: bool) -> ImageData:
-    folder, train_files, test_files, label_key, classes, tv_name = CIFAR_LAYOUT[name]
+def _find_cifar(name: str, cache: Path, download: bool) -> Path:
+    folder, train_files, test_files, _, _, tv_name = CIFAR_LAYOUT[name]
     base = cache / folder
     if not all((base / f).exists() for f in train_files + test_files):
         if download and _torchvision_download(tv_name, cache):
-            return _load_cifar(name, cache, False)
+            return _find_cifar(name, cache, False)
         raise UserError(f"{name} not found: put the python-pickle files ({', '.join(train_files + test_files)}) "
                         f"in {base}, or run where torchvision can download it")
+    return base
+
+
+def _read_cifar(name: str, base: Path) -> ImageData:
+    _, train_files, test_files, label_key, classes, _ = CIFAR_LAYOUT[name]
 
     def read(files: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = [], []

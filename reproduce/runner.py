@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from reproduce.data import locate
 from reproduce.engine import resolve_device
 from reproduce.experiments import check_tier, experiment
 from reproduce.store import Store, utc_now
@@ -48,6 +49,8 @@ def make_results(
         todo.append((paper, run, config))
     if not todo:
         return names
+    for dataset in sorted({getattr(run, "dataset", None) for _, run, _ in todo} - {None}):
+        locate(dataset)  # a missing data set stops the plan here, with one clear line, before any training
     total = sum(experiment(p).steps_and_flops(r)[0] for p, r, _ in todo)
     with tqdm(total=total, desc=f"{tier} plan ({len(todo)} runs)", unit="step", disable=not progress, position=0) as bar:
         for paper, run, config in todo:

@@ -1,5 +1,6 @@
 """The command line: bad input gives one clear line and exit code 2; the dry run needs no data."""
 
+import json
 import os
 import subprocess
 import sys
@@ -43,6 +44,22 @@ def test_unwritable_results_directory(tmp_path):
     blocked.write_text("not a folder")
     result = _cli("--tier", "quick", "--results", str(blocked / "results"))
     assert result.returncode == 2 and "not writable" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_data_set_through_the_command_line(tmp_path):
+    """The medium tier needs CIFAR-10: without it (and offline) the plan stops before training."""
+    result = _cli("--tier", "medium", "--paper", "ddmlp", "--results", str(tmp_path / "r"), REPRODUCE_DATA=str(tmp_path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cifar10 not found" in lines[0] and str(tmp_path / "cifar-10-batches-py") in lines[0]
+
+
+def test_report_without_stored_results_trains_nothing(tmp_path):
+    result = _cli("report", "--tier", "quick", "--results", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    claims = json.loads((tmp_path / "quick" / "claims.json").read_text())
+    assert {c["verdict"] for c in claims} == {"not_run"}
+    assert not (tmp_path / "quick" / "ddmlp").exists()
 
 
 def test_missing_data_set_says_how_to_get_it(tmp_path):
