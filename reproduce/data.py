@@ -118,7 +118,8 @@ def read_idx(path: Path) -> np.ndarray:
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(raw[3])]
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * len(dims))
     if data.size != int(np.prod(dims)):
-        raise UserError(f"{path} is truncated: {data.size} bytes for shape {dims}")
+        problem = "truncated" if data.size < int(np.prod(dims)) else "longer than its header says"
+        raise UserError(f"{path} is {problem}: {data.size} bytes of data for shape {dims}")
     return data.reshape(dims)
 
 
