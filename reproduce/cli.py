@@ -78,7 +78,8 @@ def report(tier: str, results: Path, papers: list[str], seed: int = 0, device: s
         raise UserError(f"claim tests not found in {CLAIMS_DIR}: run from a checkout of the project")
     files = [str(CLAIMS_DIR / f"test_{p}.py") for p in papers]
     code = pytest.main([*files, "-m", tier, "--results", str(results), "--seed", str(seed), "--stored-only",
-                        "--device", device, "-q", "-p", "no:cacheprovider", "--rootdir", str(CLAIMS_DIR.parent)])
+                        "--device", device, "-q", "-p", "no:cacheprovider", "-c", str(CLAIMS_DIR.parent / "pyproject.toml"),
+                        "--rootdir", str(CLAIMS_DIR.parent)])
     print(f"report: {results / tier / 'report.md'} and report.html, claims.json beside it")
     return 0 if code in (0, 1) else int(code)  # failed claims are verdicts, not errors of the command
 
