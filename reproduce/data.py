@@ -39,6 +39,7 @@ class ImageData:
     test_x: torch.Tensor
     test_y: torch.Tensor
     num_classes: int
+    train_index: torch.Tensor | None = None  # int64 (N,): position of each training sample in the full set
 
     def to(self, device: torch.device | str) -> "ImageData":
         return replace(self, train_x=self.train_x.to(device), train_y=self.train_y.to(device),
@@ -49,7 +50,8 @@ class ImageData:
         out = self
         if n_train is not None:
             i = stratified_indices(self.train_y, n_train, seed)
-            out = replace(out, train_x=self.train_x[i], train_y=self.train_y[i])
+            index = self.train_index[i] if self.train_index is not None else i
+            out = replace(out, train_x=self.train_x[i], train_y=self.train_y[i], train_index=index)
         if n_test is not None:
             i = stratified_indices(self.test_y, n_test, seed + 1)
             out = replace(out, test_x=self.test_x[i], test_y=self.test_y[i])
