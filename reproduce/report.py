@@ -127,6 +127,12 @@ def _ours(entry: dict) -> str:
     return "; ".join(parts) or "-"
 
 
+def _case_notes(entry: dict) -> list[tuple[str, str, str]]:
+    """(case, outcome, message) of every case that did not simply pass: why it failed, was
+    skipped, or is an expected failure at this tier (the evidence of the strict xfail)."""
+    return [(c["case"], c["outcome"], c["message"]) for c in entry["cases"] if c["outcome"] != "passed" and c["message"]]
+
+
 def write_report(out_dir: Path, tier: str, entries: list[dict], figures: dict[str, bytes]) -> None:
     """Write claims.json, report.md with figures/<id>.png, and a self-contained report.html."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -144,9 +150,7 @@ def write_report(out_dir: Path, tier: str, entries: list[dict], figures: dict[st
         md += ["", f"## `{e['id']}` ({e['section']})", "", e["statement"], "",
                f"- verdict: **{VERDICT_TEXT[e['verdict']]}**; negative control: **{e['control']}**",
                f"- paper: {e['paper_value']}", f"- criterion: {e['criterion']}", f"- ours: {_ours(e)}"]
-        for case in e["cases"]:
-            if case["outcome"] not in ("passed",) and case["message"]:
-                md.append(f"- `{case['case']}` {case['outcome']}: {case['message']}")
+        md += [f"- `{case}` {outcome}: {message}" for case, outcome, message in _case_notes(e)]
         if e["id"] in figures:
             md += ["", f"![{e['id']}](figures/{e['id']}.png)"]
     (out_dir / "report.md").write_text("\n".join(md) + "\n")
@@ -167,7 +171,9 @@ def write_report(out_dir: Path, tier: str, entries: list[dict], figures: dict[st
             f"<p>{html.escape(e['statement'])}</p><div class='side'><div><p><b>Verdict:</b> "
             f"{VERDICT_TEXT[e['verdict']]}; <b>control:</b> {e['control']}</p>"
             f"<p><b>Paper:</b> {html.escape(e['paper_value'])}</p><p><b>Ours:</b> {html.escape(_ours(e))}</p>"
-            f"<p><b>Criterion:</b> {html.escape(e['criterion'])}</p></div><div>{img}</div></div></section>"
+            f"<p><b>Criterion:</b> {html.escape(e['criterion'])}</p>"
+            + "".join(f"<p><code>{html.escape(c)}</code> {html.escape(o)}: {html.escape(m)}</p>" for c, o, m in _case_notes(e))
+            + f"</div><div>{img}</div></div></section>"
         )
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>Claim report, tier "

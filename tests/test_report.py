@@ -48,3 +48,15 @@ def test_report_files(tmp_path):
     assert "data:image/png;base64," in page and "clean at 1, noisy at 100" in page
     assert f"figures/{claim.id}.png" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "figures" / f"{claim.id}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_xfail_evidence_is_in_both_reports(tmp_path):
+    claim = Claim.load("ddmlp.single_outlier_neuron")
+    entries = claim_entries({claim.id: claim}, [
+        CaseOutcome(claim.id, "quick", "quick-mlp7", False, "xfailed", {"summary": "r 7"}, "no outlier in budget"),
+        CaseOutcome(claim.id, "quick", "quick-mlp7-control", True, "passed", {"summary": "r 4"}),
+    ], "quick")
+    write_report(tmp_path, "quick", entries, {})
+    for name in ("report.md", "report.html"):
+        text = (tmp_path / name).read_text()
+        assert "not reproduced at this tier" in text and "no outlier in budget" in text, name
