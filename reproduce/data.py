@@ -45,6 +45,11 @@ class ImageData:
         return replace(self, train_x=self.train_x.to(device), train_y=self.train_y.to(device),
                        test_x=self.test_x.to(device), test_y=self.test_y.to(device))
 
+    def sample_index(self) -> torch.Tensor:
+        """Each training sample's position in the full data set, so stored per-sample results
+        (noise masks, labels) map back to images."""
+        return self.train_index if self.train_index is not None else torch.arange(self.train_y.shape[0])
+
     def subset(self, n_train: int | None, n_test: int | None, seed: int) -> "ImageData":
         """Stratified, seeded subsets of the training and test sets (None keeps a set whole)."""
         out = self

@@ -21,7 +21,7 @@ import xarray as xr
 
 from reproduce import __version__
 
-SCHEMA_VERSION = 2  # 2: runs carry their `model` coordinate
+SCHEMA_VERSION = 2  # 2: runs carry their `model` coordinate and per-sample labels and noise mask
 ENGINE = "netcdf4"
 
 

@@ -201,7 +201,7 @@ def execute(run: Run, device: torch.device, state_path=None, progress=None) -> x
         init_seed=("replica", [s for _, s in run.replicas]),
         layer_width=("layer", list(run.hidden)),
     )
-    ds = ds.assign_coords(sample=_sample_index(data))
+    ds = ds.assign_coords(sample=data.sample_index().cpu().numpy())
     ds["label"] = (("replica", "sample"), labels.cpu().numpy().astype(np.int16))
     ds["noisy_mask"] = (("replica", "sample"), noisy.cpu().numpy().astype(np.int8))
     ds["original_label"] = ("sample", data.train_y.cpu().numpy().astype(np.int16))
@@ -213,13 +213,6 @@ def execute(run: Run, device: torch.device, state_path=None, progress=None) -> x
         steps=result.steps,
     )
     return ds
-
-
-def _sample_index(data: ImageData) -> np.ndarray:
-    """Each training sample's position in the full data set, so stored masks map back to images."""
-    if data.train_index is None:
-        return np.arange(data.train_y.shape[0])
-    return data.train_index.cpu().numpy()
 
 
 INPUT_SHAPES = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
