@@ -163,10 +163,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     root = Path(config.getoption("--results"))
     for tier in sorted({o.tier for o in outcomes}):
         entries = claim_entries(claims, outcomes, tier)
-        figures = {}
+        figures, tables = {}, {}
         for entry in entries:
             claim = claims[entry["id"]]
             ds = datasets.get((claim.paper, tier))
-            if claim.figure is not None and isinstance(ds, xr.Dataset):
+            if not isinstance(ds, xr.Dataset):
+                continue
+            if claim.figure is not None:
                 figures[claim.id] = figure_png(claim.figure(ds))
-        write_report(root / tier, tier, entries, figures)
+            if claim.table is not None:
+                tables[claim.id] = claim.table(ds)
+        write_report(root / tier, tier, entries, figures, tables)

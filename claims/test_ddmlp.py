@@ -1,7 +1,7 @@
 """Claims of the epoch-wise double-descent paper (papers/epochwise-double-descent-mlp.txt).
 
 Each statistic is computed here from the stored results; the criteria are CLAIMS.md's, word for
-word in data/claims.json. The `control` cases apply the same criterion where the phenomenon must
+word in data/claims/ddmlp.json. The `control` cases apply the same criterion where the phenomenon must
 be absent and assert that it fails there.
 """
 
@@ -12,8 +12,8 @@ import pytest
 from scipy.stats import spearmanr
 
 from claims.conftest import Case, cases
-from reproduce.figures import ddmlp_learning_curves, ddmlp_outlier, ddmlp_separation, replica
-from reproduce.measures import first_crossing, runner_up_ratio, tracked_outlier_ratio
+from reproduce.figures.ddmlp import ddmlp_learning_curves, ddmlp_outlier, ddmlp_separation, replica
+from reproduce.measures.activations import first_crossing, runner_up_ratio, tracked_outlier_ratio
 from reproduce.report import Claim
 
 PAPER = "ddmlp"

@@ -19,12 +19,16 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-REFERENCE = Path(__file__).resolve().parent.parent / "data" / "claims.json"
+REFERENCE = Path(__file__).resolve().parent.parent / "data" / "claims"  # one <paper>.json per paper
+Table = tuple[list[str], list[list]]  # (column names, rows): a paper-table analogue such as MASC's Table 1
 
 
 @dataclass(frozen=True)
 class Claim:
-    """A paper claim: its id and the paper's words and numbers, from data/claims.json."""
+    """A paper claim: its id and the paper's words and numbers, from data/claims/<paper>.json.
+
+    `figure(ds)` and `table(ds)` redraw the paper's figure or table from the combined results.
+    """
 
     id: str
     section: str
@@ -33,11 +37,14 @@ class Claim:
     criterion: str
     control: str
     figure: Callable[..., Figure] | None = field(default=None, compare=False)
+    table: Callable[..., Table] | None = field(default=None, compare=False)
 
     @classmethod
-    def load(cls, claim_id: str, figure: Callable[..., Figure] | None = None) -> "Claim":
-        entry = json.loads(REFERENCE.read_text())[claim_id]
-        return cls(id=claim_id, figure=figure, **entry)
+    def load(cls, claim_id: str, figure: Callable[..., Figure] | None = None,
+             table: Callable[..., Table] | None = None) -> "Claim":
+        paper = claim_id.split(".")[0]
+        entry = json.loads((REFERENCE / f"{paper}.json").read_text())[claim_id]
+        return cls(id=claim_id, figure=figure, table=table, **entry)
 
     @property
     def paper(self) -> str:
@@ -133,8 +140,26 @@ def _case_notes(entry: dict) -> list[tuple[str, str, str]]:
     return [(c["case"], c["outcome"], c["message"]) for c in entry["cases"] if c["outcome"] != "passed" and c["message"]]
 
 
-def write_report(out_dir: Path, tier: str, entries: list[dict], figures: dict[str, bytes]) -> None:
-    """Write claims.json, report.md with figures/<id>.png, and a self-contained report.html."""
+def _markdown_table(table: Table) -> list[str]:
+    columns, rows = table
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + [
+        "| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+
+
+def _html_table(table: Table) -> str:
+    columns, rows = table
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def write_report(out_dir: Path, tier: str, entries: list[dict], figures: dict[str, bytes],
+                 tables: dict[str, Table] | None = None) -> None:
+    """Write claims.json, report.md with figures/<id>.png, and a self-contained report.html.
+
+    `tables` (claim id -> columns and rows) are shown under their claim, in both files.
+    """
+    tables = tables or {}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "claims.json").write_text(json.dumps(entries, indent=2, default=float))
     fig_dir = out_dir / "figures"
@@ -151,6 +176,8 @@ def write_report(out_dir: Path, tier: str, entries: list[dict], figures: dict[st
                f"- verdict: **{VERDICT_TEXT[e['verdict']]}**; negative control: **{e['control']}**",
                f"- paper: {e['paper_value']}", f"- criterion: {e['criterion']}", f"- ours: {_ours(e)}"]
         md += [f"- `{case}` {outcome}: {message}" for case, outcome, message in _case_notes(e)]
+        if e["id"] in tables:
+            md += [""] + _markdown_table(tables[e["id"]])
         if e["id"] in figures:
             md += ["", f"![{e['id']}](figures/{e['id']}.png)"]
     (out_dir / "report.md").write_text("\n".join(md) + "\n")
@@ -173,6 +200,7 @@ def write_report(out_dir: Path, tier: str, entries: list[dict], figures: dict[st
             f"<p><b>Paper:</b> {html.escape(e['paper_value'])}</p><p><b>Ours:</b> {html.escape(_ours(e))}</p>"
             f"<p><b>Criterion:</b> {html.escape(e['criterion'])}</p>"
             + "".join(f"<p><code>{html.escape(c)}</code> {html.escape(o)}: {html.escape(m)}</p>" for c, o, m in _case_notes(e))
+            + (_html_table(tables[e["id"]]) if e["id"] in tables else "")
             + f"</div><div>{img}</div></div></section>"
         )
     page = (

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reproduce.measures import (
+from reproduce.measures.activations import (
     cosine_similarity,
     first_crossing,
     group_sums,

@@ -60,3 +60,22 @@ def test_xfail_evidence_is_in_both_reports(tmp_path):
     for name in ("report.md", "report.html"):
         text = (tmp_path / name).read_text()
         assert "not reproduced at this tier" in text and "no outlier in budget" in text, name
+
+
+def test_claim_table_is_in_both_reports(tmp_path):
+    claim = Claim.load("ddmlp.noisy_learned_later")
+    entries = claim_entries({claim.id: claim}, [
+        CaseOutcome(claim.id, "quick", "quick-mlp7", False, "passed", {"summary": "s"})], "quick")
+    table = (["noise", "paper gain", "our gain"], [["20%", "7.5%", "9.1%"], ["80%", "189%", "120%"]])
+    write_report(tmp_path, "quick", entries, {}, {claim.id: table})
+    assert "| 80% | 189% | 120% |" in (tmp_path / "report.md").read_text()
+    assert "<td>189%</td>" in (tmp_path / "report.html").read_text()
+
+
+def test_every_paper_file_is_valid_reference_data():
+    from reproduce.report import REFERENCE
+
+    for path in REFERENCE.glob("*.json"):
+        for claim_id, entry in json.loads(path.read_text()).items():
+            assert claim_id.split(".")[0] == path.stem
+            assert Claim.load(claim_id).criterion == entry["criterion"]

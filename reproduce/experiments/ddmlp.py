@@ -22,7 +22,7 @@ import xarray as xr
 
 from reproduce.data import ImageData, load_dataset
 from reproduce.engine import TrainSpec, log_schedule, seconds_per_step, train
-from reproduce.measures import cosine_similarity, group_sums
+from reproduce.measures.activations import cosine_similarity, group_sums
 from reproduce.models import StackedMLP
 from reproduce.noise import corrupt_labels
 

@@ -1,8 +1,4 @@
-"""Figures that redraw the papers' figures from our results, one per claim.
-
-Each takes the combined Dataset of a paper and tier (dims run, epoch, replica, ...) and returns a
-matplotlib Figure (no pyplot, so nothing depends on a display).
-"""
+"""The ddmlp paper's figures (Fig. 1, 3 and 7 analogues) and `replica`, which picks one replica."""
 
 from __future__ import annotations
 
@@ -10,7 +6,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
-from reproduce.measures import tracked_outlier_ratio
+from reproduce.measures.activations import tracked_outlier_ratio
 
 
 def replica(ds: xr.Dataset, model: str, setting: str) -> xr.Dataset:
