@@ -93,9 +93,18 @@ def _main(argv: list[str] | None) -> int:
 
         make_results(args.tier, args.paper, args.results, args.device, args.seed, fresh=args.fresh,
                      executor=args.executor, only=args.run, threads=args.threads, slurm=slurm)
-        if args.no_report:
-            return 0
-    return report(args.tier, args.results, args.paper, args.seed, args.device, args.claim)
+    code = 0 if args.no_report else report(args.tier, args.results, args.paper, args.seed, args.device, args.claim)
+    _check_diverged(args.tier, args.paper, args.results, args.seed, args.run)
+    return code
+
+
+def _check_diverged(tier: str, papers: list[str], results: Path, seed: int, only: list[str] | None) -> None:
+    from reproduce.runner import diverged_runs
+
+    diverged = diverged_runs(tier, papers, results, seed, only)
+    if diverged:
+        raise UserError(f"run(s) diverged (NaN loss): {', '.join(diverged)}; they are stored with status "
+                        f"'diverged' and their claims fail saying so; try a smaller learning rate")
 
 
 def _papers_of_claims(claims: list[str], papers: list[str]) -> list[str]:
@@ -114,8 +123,11 @@ def report(tier: str, results: Path, papers: list[str], seed: int = 0, device: s
     """Run the claim tests of the tier on the stored results; their plugin writes the report."""
     import pytest
 
+    from reproduce.runner import check_stored
+
     if not CLAIMS_DIR.is_dir():
         raise UserError(f"claim tests not found in {CLAIMS_DIR}: run from a checkout of the project")
+    check_stored(tier, papers, results, seed)
     files = [str(CLAIMS_DIR / f"test_{p}.py") for p in papers]
     code = pytest.main([*files, "-m", tier, "--results", str(results), "--seed", str(seed), "--stored-only",
                         "--device", device, "-q", "-p", "no:cacheprovider", "-c", str(CLAIMS_DIR.parent / "pyproject.toml"),

@@ -11,13 +11,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+import xarray as xr
 from tqdm.auto import tqdm
 
 from reproduce.data import locate
 from reproduce.engine import resolve_device
 from reproduce.errors import UserError
 from reproduce.experiments import check_tier, experiment
-from reproduce.store import Store, utc_now
+from reproduce.store import ENGINE, Store, utc_now
 
 
 def plan(tier: str, papers: Sequence[str], seed: int = 0, only: Sequence[str] | None = None) -> list[tuple[str, object]]:
@@ -120,6 +121,30 @@ def run_locally(store: Store, tier: str, todo: list, device: str, reuse: bool = 
         for paper, run in deferred:
             log(f"{paper}/{run.name}: another process is computing it; waiting for its result")
             compute(store, tier, paper, run, device, reuse=True, wait=True, log=log)
+
+
+def check_stored(tier: str, papers: Sequence[str], results: Path, seed: int = 0,
+                 only: Sequence[str] | None = None) -> None:
+    """For commands that train nothing (report): a stored file that cannot be used is an error, not a notice."""
+    store = Store(Path(results))
+    for paper, run in plan(tier, papers, seed, only):
+        path = store.path(tier, paper, run.name)
+        if path.exists() and (reason := store.problem(path, paper, tier, dataclasses.asdict(run))):
+            raise UserError(f"{path} cannot be used: {reason}; remake it with `python -m reproduce --tier {tier} "
+                            f"--paper {paper} --run {run.name} --results {results}` (the file is then moved aside)")
+
+
+def diverged_runs(tier: str, papers: Sequence[str], results: Path, seed: int = 0,
+                  only: Sequence[str] | None = None) -> list[str]:
+    """`paper/run (epoch E)` for every stored run of the plan whose loss turned NaN."""
+    store, found = Store(Path(results)), []
+    for paper, run in plan(tier, papers, seed, only):
+        path = store.path(tier, paper, run.name)
+        if path.exists():
+            with xr.open_dataset(path, engine=ENGINE) as ds:
+                if ds.attrs.get("status") == "diverged":
+                    found.append(f"{paper}/{run.name} (epoch {ds.attrs.get('diverged_epoch')})")
+    return found
 
 
 def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 0,
