@@ -70,12 +70,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--device", default="cpu", help="device for quick results made on demand")
     group.addoption("--stored-only", action="store_true",
                     help="make no results, not even quick ones: judge what the store holds (python -m reproduce report)")
+    group.addoption("--claim", action="append", default=[], help="only the cases of this claim id (repeatable)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[OUTCOMES] = []
     config.stash[DATASETS] = {}
     config.stash[CLAIMS] = {}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wanted = set(config.getoption("--claim"))
+    if not wanted:
+        return
+    keep = [i for i in items if (m := i.get_closest_marker("claim")) is not None and m.args[0].id in wanted]
+    config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+    items[:] = keep
 
 
 @pytest.fixture(scope="session")

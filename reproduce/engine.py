@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 from torch import nn
+
+from reproduce import faults
 
 Probe = Callable[[nn.Module], dict[str, xr.DataArray]]
 
@@ -95,12 +98,29 @@ def stacked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.T
     return F.cross_entropy(logits.reshape(r * b, k), labels.reshape(r * b), reduction="none").view(r, b).mean(1)
 
 
+class Preempted(Exception):
+    """train() saved its state and stopped because `request_stop()` was called (a Slurm preemption)."""
+
+
+_stop = threading.Event()
+
+
+def request_stop() -> None:
+    """Ask the running train() (any thread) to save its state at the next step and raise Preempted."""
+    _stop.set()
+
+
+def clear_stop() -> None:
+    _stop.clear()
+
+
 def _atomic_torch_save(obj: object, path: Path) -> None:
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
+    faults.reached("state")
     os.replace(tmp, path)
 
 
@@ -205,6 +225,9 @@ def train(
         elif step % steps_per_epoch == 0 and time.perf_counter() - last_save > save_every_s:
             checkpoint(step)
             last_save = time.perf_counter()
+        if _stop.is_set():
+            checkpoint(step)
+            raise Preempted(f"stopped at step {step} of {total_steps}, state saved to {state_path}")
         if stop_after_steps is not None and step >= stop_after_steps:
             checkpoint(step)
             raise KeyboardInterrupt(f"stopped after {step} steps (test stand-in for a kill)")

@@ -11,18 +11,27 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+import xarray as xr
 from tqdm.auto import tqdm
 
 from reproduce.data import locate
 from reproduce.engine import resolve_device
+from reproduce.errors import UserError
 from reproduce.experiments import check_tier, experiment
-from reproduce.store import Store, utc_now
+from reproduce.store import ENGINE, Store, utc_now
 
 
-def plan(tier: str, papers: Sequence[str], seed: int = 0) -> list[tuple[str, object]]:
-    """(paper, run) pairs of a tier, in the order they will be computed."""
+def plan(tier: str, papers: Sequence[str], seed: int = 0, only: Sequence[str] | None = None) -> list[tuple[str, object]]:
+    """(paper, run) pairs of a tier, in the order they will be computed; `only` keeps runs by name."""
     check_tier(tier)
-    return [(paper, run) for paper in papers for run in experiment(paper).runs(tier, seed)]
+    pairs = [(paper, run) for paper in papers for run in experiment(paper).runs(tier, seed)]
+    if only:
+        known = {run.name for _, run in pairs}
+        unknown = [name for name in only if name not in known]
+        if unknown:
+            raise UserError(f"unknown run {unknown[0]!r} in the {tier} plan: choose from {', '.join(sorted(known))}")
+        pairs = [(paper, run) for paper, run in pairs if run.name in only]
+    return pairs
 
 
 def make_results(
@@ -34,53 +43,118 @@ def make_results(
     fresh: bool = False,
     log: Callable[[str], None] = print,
     progress: bool = True,
+    executor: str = "local",
+    only: Sequence[str] | None = None,
+    threads: int | None = None,
+    slurm: object | None = None,
 ) -> dict[str, list[str]]:
-    """Compute every run of the plan that the store lacks; return the run names per paper."""
+    """Compute every run of the plan that the store lacks; return the run names per paper.
+
+    `executor` is `local` (this process) or `slurm` (one job array, see executors.py); `only`
+    keeps the runs with these names; `threads` sets torch's CPU threads (the numbers depend on it).
+    """
+    from reproduce.executors import execute_plan
+
     store = Store(Path(results))
-    dev = resolve_device(device)
     todo, names = [], {p: [] for p in papers}
-    for paper, run in plan(tier, papers, seed):
+    for paper, run in plan(tier, papers, seed, only):
         names[paper].append(run.name)
-        config = dataclasses.asdict(run)
         if fresh:
             store.state_path(tier, paper, run.name).unlink(missing_ok=True)
-        elif store.load(tier, paper, run.name, config, warn=log) is not None:
+        elif store.load(tier, paper, run.name, dataclasses.asdict(run), warn=log) is not None:
             continue
-        todo.append((paper, run, config))
+        todo.append((paper, run))
     if not todo:
         return names
-    for dataset in sorted({getattr(run, "dataset", None) for _, run, _ in todo} - {None}):
+    for dataset in sorted({getattr(run, "dataset", None) for _, run in todo} - {None}):
         locate(dataset)  # a missing data set stops the plan here, with one clear line, before any training
-    total = sum(experiment(p).steps_and_flops(r)[0] for p, r, _ in todo)
+    execute_plan(executor, store, tier, todo, device, reuse=not fresh, threads=threads, slurm=slurm,
+                 log=log, progress=progress)
+    return names
+
+
+def compute(store: Store, tier: str, paper: str, run, device: str, *, reuse: bool = True, wait: bool = True,
+            log: Callable[[str], None] = print, progress: Callable[[int], None] | None = None) -> bool:
+    """Train one run and write its file, holding the run's lock; the unit every executor runs.
+
+    Returns False at once when another process holds the lock and `wait` is false. Under the
+    lock the store is checked again, so a run that another process finished is not recomputed.
+    """
+    with store.lock(tier, paper, run.name, wait) as held:
+        if not held:
+            return False
+        config = dataclasses.asdict(run)
+        if reuse and store.load(tier, paper, run.name, config, warn=log) is not None:
+            log(f"{paper}/{run.name}: computed by another process, reusing it")
+            return True
+        store.clean_partial(tier, paper, run.name)
+        started = utc_now()
+        state = store.state_path(tier, paper, run.name)
+        dev = resolve_device(device)
+        ds = experiment(paper).execute(run, dev, state_path=state, progress=progress)
+        status = "diverged" if ds.attrs.get("diverged") else "complete"
+        provenance = dict(seed=run.seed, device=str(dev), torch_version=torch.__version__,
+                          torch_threads=torch.get_num_threads(), started_at=started, finished_at=utc_now(),
+                          status=status)
+        path = store.write(ds, tier, paper, run.name, config, provenance)
+        state.unlink(missing_ok=True)
+        log(f"{paper}/{run.name}: {status}, {ds.attrs.get('train_seconds', 0):.0f} s of training -> {path}")
+    return True
+
+
+def run_locally(store: Store, tier: str, todo: list, device: str, reuse: bool = True,
+                log: Callable[[str], None] = print, progress: bool = True) -> None:
+    """The local executor: runs in plan order; one that another process holds is waited for last."""
+    total = sum(experiment(p).steps_and_flops(r)[0] for p, r in todo)
     with tqdm(total=total, desc=f"{tier} plan ({len(todo)} runs)", unit="step", disable=not progress, position=0) as bar:
-        for paper, run, config in todo:
-            started = utc_now()
-            state = store.state_path(tier, paper, run.name)
-            steps = experiment(paper).steps_and_flops(run)[0]
-            with tqdm(total=steps, desc=f"{paper}/{run.name}", unit="step", disable=not progress,
-                      position=1, leave=False) as run_bar:
+        deferred = []
+        for paper, run in todo:
+            with tqdm(total=experiment(paper).steps_and_flops(run)[0], desc=f"{paper}/{run.name}", unit="step",
+                      disable=not progress, position=1, leave=False) as run_bar:
 
                 def advance(n: int) -> None:
                     run_bar.update(n)
                     bar.update(n)
 
-                ds = experiment(paper).execute(run, dev, state_path=state, progress=advance)
-            status = "diverged" if ds.attrs.get("diverged") else "complete"
-            provenance = dict(seed=run.seed, device=str(dev), torch_version=torch.__version__,
-                              started_at=started, finished_at=utc_now(), status=status)
-            path = store.write(ds, tier, paper, run.name, config, provenance)
-            state.unlink(missing_ok=True)
-            log(f"{paper}/{run.name}: {status}, {ds.attrs.get('train_seconds', 0):.0f} s of training -> {path}")
-    return names
+                if not compute(store, tier, paper, run, device, reuse=reuse, wait=False, log=log, progress=advance):
+                    deferred.append((paper, run))
+        for paper, run in deferred:
+            log(f"{paper}/{run.name}: another process is computing it; waiting for its result")
+            compute(store, tier, paper, run, device, reuse=True, wait=True, log=log)
 
 
-def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 0) -> str:
+def check_stored(tier: str, papers: Sequence[str], results: Path, seed: int = 0,
+                 only: Sequence[str] | None = None) -> None:
+    """For commands that train nothing (report): a stored file that cannot be used is an error, not a notice."""
+    store = Store(Path(results))
+    for paper, run in plan(tier, papers, seed, only):
+        path = store.path(tier, paper, run.name)
+        if path.exists() and (reason := store.problem(path, paper, tier, dataclasses.asdict(run))):
+            raise UserError(f"{path} cannot be used: {reason}; remake it with `python -m reproduce --tier {tier} "
+                            f"--paper {paper} --run {run.name} --results {results}` (the file is then moved aside)")
+
+
+def diverged_runs(tier: str, papers: Sequence[str], results: Path, seed: int = 0,
+                  only: Sequence[str] | None = None) -> list[str]:
+    """`paper/run (epoch E)` for every stored run of the plan whose loss turned NaN."""
+    store, found = Store(Path(results)), []
+    for paper, run in plan(tier, papers, seed, only):
+        path = store.path(tier, paper, run.name)
+        if path.exists():
+            with xr.open_dataset(path, engine=ENGINE) as ds:
+                if ds.attrs.get("status") == "diverged":
+                    found.append(f"{paper}/{run.name} (epoch {ds.attrs.get('diverged_epoch')})")
+    return found
+
+
+def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 0,
+             only: Sequence[str] | None = None) -> str:
     """The --dry-run table: runs, epochs, steps, FLOPs, and time on this device from a short calibration."""
     dev = resolve_device(device)
     lines = [f"plan for tier {tier} on {dev}:",
              f"{'paper':8} {'run':12} {'replicas':>8} {'epochs':>9} {'steps':>11} {'FLOPs':>9} {'est. time':>10}"]
     total_flops = total_seconds = 0.0
-    for paper, run in plan(tier, papers, seed):
+    for paper, run in plan(tier, papers, seed, only):
         steps, flops = experiment(paper).steps_and_flops(run)
         seconds = steps * experiment(paper).calibrate(run, dev)
         total_flops += flops

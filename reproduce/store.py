@@ -1,25 +1,29 @@
 """The results store: one netCDF file per run, written atomically, checked before it is reused.
 
 Layout: `<root>/<tier>/<paper>/<run>.nc`, training state for resuming in
-`<root>/<tier>/<paper>/.state/<run>.pt`, and the report files in `<root>/<tier>/`.
+`<root>/<tier>/<paper>/.state/<run>.pt` (one file per run, overwritten), the run's lock in
+`.state/<run>.lock`, and the report files in `<root>/<tier>/`.
 A file is reused only if it opens, carries this schema version, and was made for exactly the
 config asked for (its hash); anything else is moved aside as `<run>.nc.rejected` and recomputed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import socket
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import xarray as xr
 
-from reproduce import __version__
+from reproduce import __version__, faults
 
 SCHEMA_VERSION = 2  # 2: runs carry their `model` coordinate and per-sample labels and noise mask
 ENGINE = "netcdf4"
@@ -60,6 +64,32 @@ class Store:
         path = Path(self.root) / tier / paper / ".state" / f"{run}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+    @contextlib.contextmanager
+    def lock(self, tier: str, paper: str, run: str, wait: bool) -> Iterator[bool]:
+        """Hold the run's lock (fcntl.flock, released when the process dies) while computing it.
+
+        Yields False instead of blocking when `wait` is false and another process holds it, so
+        processes with overlapping plans each compute a run once and move on to the next.
+        """
+        path = self.state_path(tier, paper, run).with_suffix(".lock")
+        with open(path, "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def clean_partial(self, tier: str, paper: str, run: str) -> None:
+        """Remove temporary files that a killed write left (call while holding the run's lock)."""
+        state = self.state_path(tier, paper, run)
+        result = self.path(tier, paper, run)
+        for tmp in [*state.parent.glob(f"{state.name}.tmp*"), *result.parent.glob(f"{result.name}.tmp*")]:
+            tmp.unlink(missing_ok=True)
 
     def problem(self, path: Path, paper: str, tier: str, config: dict) -> str | None:
         """Why the file at `path` cannot be used for this run, or None if it can."""
@@ -119,6 +149,7 @@ class Store:
             ds.to_netcdf(tmp, engine=ENGINE, encoding=encoding)
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
+            faults.reached("result")
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)

@@ -23,8 +23,12 @@ def _cli(*args, **env):
         (["--tier", "quick", "--device", "tpu"], "unknown device 'tpu'"),
         (["--tier", "quick", "--device", "cuda", "--dry-run"], "no CUDA GPU"),
         (["--tier", "quick", "--bogus"], "unrecognized arguments"),
+        (["--tier", "quick", "--claim", "ddmlp.nope"], "unknown claim 'ddmlp.nope'"),
+        (["--tier", "quick", "--executor", "cloud"], "unknown executor 'cloud'"),
+        (["--tier", "quick", "--run", "mlp9-s0", "--dry-run"], "unknown run 'mlp9-s0'"),
+        (["--tier", "quick", "--executor", "slurm", "--slurm-config", "/nonexistent.toml"], "slurm config /nonexistent.toml"),
     ],
-    ids=["tier", "paper", "device", "cuda-missing", "flag"],
+    ids=["tier", "paper", "device", "cuda-missing", "flag", "claim", "executor", "run", "slurm-config"],
 )
 def test_bad_input_is_one_line_and_exit_2(args, needle):
     if "cuda" in args:
@@ -76,3 +80,61 @@ def test_dry_run_shows_the_full_plan_without_data():
     out = result.stdout
     assert "mlp7-s0" in out and "mlp3-s0" in out and "FLOPs" in out and "total" in out
     assert "1e+05" in out and "1e+06" in out
+
+
+def test_slurm_config_file_with_an_unknown_setting(tmp_path):
+    config = tmp_path / "slurm.toml"
+    config.write_text('[slurm]\npartition = "gpu"\ngpu = 1\n')
+    result = _cli("--tier", "quick", "--executor", "slurm", "--slurm-config", str(config), "--dry-run")
+    assert result.returncode == 2 and result.stderr.strip() == (
+        "error: unknown slurm setting 'gpu': use cpus, gpus, mem_gb, parallelism, partition, poll_s, signal_delay_s, time_min")
+
+
+def _store_quick_runs(root, status="complete", config_change=None):
+    """Stand-in result files for the quick ddmlp plan (made for exactly its configs), without training."""
+    import dataclasses
+
+    import numpy as np
+    import xarray as xr
+
+    from reproduce.runner import plan
+    from reproduce.store import Store
+
+    store = Store(root)
+    for paper, run in plan("quick", ["ddmlp"]):
+        config = {**dataclasses.asdict(run), **(config_change or {})}
+        ds = xr.Dataset({"loss": (("epoch",), np.array([2.3, np.nan]))}, coords={"epoch": [0.0, 0.01]})
+        store.write(ds, "quick", paper, run.name, config, {"status": status, "diverged_epoch": 0.01})
+    return store.path("quick", "ddmlp", "mlp3-s0")
+
+
+@pytest.mark.parametrize("damage, needle", [("truncated", "unreadable"), ("schema", "schema version 1, expected"),
+                                             ("config", "made for another config")])
+def test_unusable_store_file_stops_the_report(tmp_path, damage, needle):
+    """`report` trains nothing, so a stored file it cannot use is an error; a run moves it aside and remakes it."""
+    import xarray as xr
+
+    path = _store_quick_runs(tmp_path, config_change={"seed": 7} if damage == "config" else None)
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:300])
+    elif damage == "schema":
+        with xr.open_dataset(path, engine="netcdf4") as opened:
+            ds = opened.load()
+        ds.attrs["schema_version"] = 1
+        ds.to_netcdf(path, engine="netcdf4")
+    result = _cli("report", "--tier", "quick", "--results", str(tmp_path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "mlp" in lines[0] and "--run" in lines[0], result.stderr
+
+
+def test_nan_loss_is_recorded_as_diverged_and_its_claim_says_so(tmp_path):
+    """Runs stored as diverged: the claim fails naming them (not a pass), the command says so and exits 2."""
+    _store_quick_runs(tmp_path, status="diverged")
+    result = _cli("--tier", "quick", "--paper", "ddmlp", "--claim", "ddmlp.noisy_learned_later", "--results", str(tmp_path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "diverged (NaN loss)" in lines[0] and "ddmlp/mlp7-s0 (epoch 0.01)" in lines[0]
+    claims = json.loads((tmp_path / "quick" / "claims.json").read_text())
+    assert [c["id"] for c in claims] == ["ddmlp.noisy_learned_later"]
+    assert claims[0]["verdict"] != "reproduced" and "diverged (NaN loss)" in json.dumps(claims[0])

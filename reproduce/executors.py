@@ -1,0 +1,207 @@
+"""Where the runs of a plan are computed: `local` (this process) or `slurm` (one job array).
+
+Both call `runner.compute` for each run, so results land in the same store, under the same
+per-run lock, whichever executor made them. On Slurm, submitit submits one array task per run (a
+run already trains its replicas stacked); a task that is preempted or reaches its time limit
+receives USR2, saves its training state at the next step and is requeued (submitit's
+checkpointing protocol); the requeued task resumes from that state. A task killed outright
+(`scontrol requeue`, node failure) resumes from the last state saved at a checkpoint or a minute
+before. Numbers on the CPU depend on torch's thread count: tasks use `cpus` threads, so a local run
+with `--threads` equal to `cpus` gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from reproduce import engine
+from reproduce.errors import UserError
+from reproduce.store import Store
+
+EXECUTORS = ("local", "slurm")
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class SlurmConfig:
+    """Resources of every array task; from `--slurm-config FILE` ([slurm] table of a TOML file) and options."""
+
+    partition: str | None = None  # None: the cluster's default partition
+    time_min: int = 24 * 60  # time limit of one task; a longer run is checkpointed and requeued
+    gpus: int = 0  # GPUs per task (then use --device cuda)
+    cpus: int = 2  # CPUs per task, and torch's thread count in the task
+    mem_gb: float | None = None  # None: the partition's default
+    parallelism: int = 64  # at most this many tasks of the array at once
+    signal_delay_s: int = 120  # USR2 this long before the time limit: time to save the state
+    poll_s: float = 5.0  # how often the submitting process checks on the array
+
+    @classmethod
+    def load(cls, path: Path | None = None, **options) -> SlurmConfig:
+        """The config from a TOML file's [slurm] table, then the options that are not None."""
+        values = {}
+        if path is not None:
+            try:
+                values = tomllib.loads(Path(path).read_text()).get("slurm", {})
+            except OSError as error:
+                raise UserError(f"slurm config {path}: {error.strerror}") from None
+            except tomllib.TOMLDecodeError as error:
+                raise UserError(f"slurm config {path} is not valid TOML: {error}") from None
+        values.update({k: v for k, v in options.items() if v is not None})
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise UserError(f"unknown slurm setting {unknown[0]!r}: use {', '.join(sorted(fields))}")
+        return cls(**values)
+
+
+def check_executor(name: str) -> str:
+    if name not in EXECUTORS:
+        raise UserError(f"unknown executor {name!r}: choose from {', '.join(EXECUTORS)}")
+    return name
+
+
+def execute_plan(executor: str, store: Store, tier: str, todo: list, device: str, *, reuse: bool = True,
+                 threads: int | None = None, slurm: SlurmConfig | None = None,
+                 log: Callable[[str], None] = print, progress: bool = True) -> None:
+    """Compute the (paper, run) pairs of `todo` with the named executor."""
+    from reproduce.runner import run_locally
+
+    if check_executor(executor) == "local":
+        if threads:
+            torch.set_num_threads(threads)
+        run_locally(store, tier, todo, device, reuse=reuse, log=log, progress=progress)
+    else:
+        run_on_slurm(store, tier, todo, device, slurm or SlurmConfig(), reuse=reuse, log=log)
+
+
+class RunTask:
+    """One array task: compute one run into the store. Checkpointable in submitit's sense.
+
+    Training runs in a worker thread so that the main thread, where submitit's USR2 handler
+    runs, can ask it to stop (`engine.request_stop`) and wait until its state is saved.
+    """
+
+    def __init__(self, root: Path, tier: str, device: str, threads: int, reuse: bool) -> None:
+        self.root, self.tier, self.device, self.threads, self.reuse = Path(root), tier, device, threads, reuse
+
+    def __call__(self, paper: str, run) -> str:
+        from reproduce.runner import compute
+
+        outcome: dict = {}
+
+        def work() -> None:
+            torch.set_num_threads(self.threads)
+            try:
+                compute(Store(self.root), self.tier, paper, run, self.device, reuse=self.reuse)
+            except BaseException as error:  # re-raised in the main thread
+                outcome["error"] = error
+
+        engine.clear_stop()
+        _worker[0] = threading.Thread(target=work, name=f"train-{run.name}")
+        _worker[0].start()
+        while _worker[0].is_alive():
+            _worker[0].join(timeout=1.0)  # short waits: the USR2 handler runs between them
+        if "error" in outcome:
+            raise outcome["error"]
+        return f"{paper}/{run.name}"
+
+    def checkpoint(self, paper: str, run):
+        """submitit calls this on USR2: save the training state now, then requeue the same task."""
+        import submitit
+
+        engine.request_stop()
+        if _worker[0] is not None:
+            _worker[0].join(timeout=600)
+        print(f"{paper}/{run.name}: state saved on preemption, requeueing", flush=True)
+        return submitit.helpers.DelayedSubmission(self, paper, run)
+
+
+_worker: list[threading.Thread | None] = [None]
+
+
+def slurm_executor(folder: Path, tier: str, config: SlurmConfig):
+    """A submitit SlurmExecutor with the config's resources (no cluster contact)."""
+    try:
+        import submitit
+    except ImportError:
+        raise UserError("--executor slurm needs submitit: pip install submitit") from None
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=1000)
+    params = dict(job_name=f"reproduce-{tier}", time=config.time_min, cpus_per_task=config.cpus,
+                  array_parallelism=config.parallelism, signal_delay_s=config.signal_delay_s, partition=config.partition,
+                  setup=[f"export PYTHONPATH={PACKAGE_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"])
+    if config.gpus:
+        params["gpus_per_node"] = config.gpus
+    if config.mem_gb:
+        params["mem"] = f"{int(config.mem_gb * 1024)}M"
+    executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
+    return executor
+
+
+def describe_array(store: Store, tier: str, pairs: list, config: SlurmConfig) -> str:
+    """The --dry-run view of the Slurm path: the sbatch script submitit would submit, and its tasks."""
+    executor = slurm_executor(store.root / ".slurm" / tier / "%j", tier, config)
+    executor.parameters["map_count"] = len(pairs)
+    script = executor._make_submission_file_text(f"{sys.executable} -u -m submitit.core._submit ...", "dry-run")
+    header = [line for line in script.splitlines() if line.startswith("#SBATCH") or line.startswith("export")]
+    tasks = [f"  task {i}: {paper}/{run.name} ({len(run.replicas)} stacked replicas)" for i, (paper, run) in enumerate(pairs)]
+    return "\n".join([f"slurm job array of {len(pairs)} tasks, results in {store.root}:", *header, *tasks])
+
+
+def run_on_slurm(store: Store, tier: str, todo: list, device: str, config: SlurmConfig, reuse: bool = True,
+                 log: Callable[[str], None] = print) -> None:
+    """Submit one job array for `todo`, wait for it, and check that every run reached the store."""
+    if shutil.which("sbatch") is None:
+        raise UserError("--executor slurm needs Slurm's sbatch on PATH (run on a cluster's login node, or bash ci/slurm.sh)")
+    if config.gpus and device != "cuda":
+        log("note: GPUs asked for but --device is cpu; the tasks will train on the CPU")
+    executor = slurm_executor(store.root / ".slurm" / tier / "%j", tier, config)
+    task = RunTask(store.root.resolve(), tier, device, config.cpus, reuse)
+    jobs = executor.map_array(task, [p for p, _ in todo], [r for _, r in todo])
+    log(f"submitted slurm job array {jobs[0].job_id.split('_')[0]} ({len(jobs)} tasks); logs in {store.root / '.slurm' / tier}")
+    wait_for(jobs, config.poll_s)
+    for job, (paper, run) in zip(jobs, todo):
+        if job.paths.result_pickle.exists():
+            try:
+                job.result()
+            except Exception as error:  # the task's traceback is in its log; one line here
+                last = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+                raise UserError(f"slurm task {job.job_id} ({paper}/{run.name}) failed: {last} (log: {job.paths.stderr})") from None
+        if not store.path(tier, paper, run.name).exists():
+            raise UserError(f"slurm task {job.job_id} ({paper}/{run.name}) ended without a result (log: {job.paths.stderr}); "
+                            f"rerun the same command to resume it")
+
+
+def wait_for(jobs: list, poll_s: float = 5.0) -> None:
+    """Until every task has a result file or has left the queue (submitit alone would need sacct)."""
+    gone_twice: set[str] = set()
+    while True:
+        pending = [j for j in jobs if not j.paths.result_pickle.exists()]
+        if not pending:
+            return
+        queued = _queued_ids()
+        if queued is not None:
+            gone = {j.job_id for j in pending if j.job_id not in queued}
+            if gone and gone <= gone_twice and len(gone) == len(pending):
+                return
+            gone_twice = gone
+        time.sleep(poll_s)
+
+
+def _queued_ids() -> set[str] | None:
+    """Ids of the array tasks Slurm still holds (pending, running, requeued), or None if squeue fails."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return set(out.stdout.split()) if out.returncode == 0 else None

@@ -1,0 +1,122 @@
+"""The Slurm executor against a real single-node cluster (ci/slurm.sh starts it; skipped where it cannot).
+
+One quick-tier run (ddmlp mlp3-s0, the smallest) is made three ways: locally with one torch
+thread, as a Slurm array task with one CPU, and as a task preempted twice mid-run: first the
+graceful way (USR2, as Slurm signals before preemption or the time limit: submitit calls the
+task's checkpoint and requeues it), then the hard way (`scontrol requeue`: the task is killed and
+resumes from its last saved state). All three must store the same numbers.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = "mlp3-s0"
+ARGS = ["--tier", "quick", "--paper", "ddmlp", "--run", RUN, "--no-report"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if os.geteuid() != 0:
+        pytest.skip("a Slurm cluster for the tests needs root (ci/slurm.sh installs and starts it)")
+    if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
+        pytest.skip("no Slurm and no apt-get to install it")
+    out = subprocess.run(["bash", str(ROOT / "ci" / "slurm.sh")], capture_output=True, text=True, timeout=900)
+    if out.returncode == 3:
+        pytest.skip(out.stderr.strip())
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _cli(*args: str, wait: bool = True):
+    cmd = [sys.executable, "-m", "reproduce", *ARGS, *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if not wait:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def _result(results: Path) -> Path:
+    return results / "quick" / "ddmlp" / f"{RUN}.nc"
+
+
+def _assert_same_numbers(a: Path, b: Path) -> None:
+    with xr.open_dataset(a, engine="netcdf4") as x, xr.open_dataset(b, engine="netcdf4") as y:
+        assert set(x.data_vars) == set(y.data_vars)
+        for name in [*x.data_vars, *x.coords]:
+            np.testing.assert_array_equal(x[name].values, y[name].values, err_msg=name)
+        assert x.attrs["config_hash"] == y.attrs["config_hash"] and x.attrs["torch_threads"] == y.attrs["torch_threads"] == 1
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory) -> Path:
+    results = tmp_path_factory.mktemp("local")
+    _cli("--threads", "1", "--results", str(results))
+    return _result(results)
+
+
+def test_slurm_array_gives_the_local_numbers(cluster, local, tmp_path):
+    dry = subprocess.run([sys.executable, "-m", "reproduce", *ARGS, "--executor", "slurm", "--cpus", "1", "--dry-run",
+                          "--results", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert "#SBATCH --cpus-per-task=1" in dry.stdout and f"task 0: ddmlp/{RUN}" in dry.stdout, dry.stdout + dry.stderr
+    out = _cli("--executor", "slurm", "--cpus", "1", "--results", str(tmp_path))
+    assert "submitted slurm job array" in out
+    _assert_same_numbers(_result(tmp_path), local)
+
+
+def _saved_step(results: Path) -> int:
+    state = results / "quick" / "ddmlp" / ".state" / f"{RUN}.pt"
+    try:
+        return torch.load(state, weights_only=False)["step"]
+    except (FileNotFoundError, EOFError, RuntimeError):
+        return 0
+
+
+def _wait(condition, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.5)
+
+
+def _release(job: str) -> None:
+    """A requeued job waits ~2 min (Slurm's requeue delay); on a test cluster start it now."""
+    _wait(lambda: "PENDING" in subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, capture_output=True)
+
+
+def test_preempted_task_resumes_with_the_same_numbers(cluster, local, tmp_path):
+    proc = _cli("--executor", "slurm", "--cpus", "1", "--results", str(tmp_path), wait=False)
+    line = proc.stdout.readline()
+    job = re.search(r"job array (\d+)", line).group(1)
+    total = 6400  # mlp3 quick: 64 steps x 100 epochs
+    _wait(lambda: _saved_step(tmp_path) >= total // 10)  # checkpoint at epoch 10
+    log = next((tmp_path / ".slurm" / "quick" / job).glob("*_log.out"))
+
+    # 1. graceful preemption: USR2 -> checkpoint() saves the state at the next step -> requeued
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    _wait(lambda: "state saved on preemption" in log.read_text())
+    saved = _saved_step(tmp_path)
+    assert total // 10 <= saved < total
+    _release(job)
+    _wait(lambda: log.read_text().count("Starting with JobEnvironment") >= 2)
+
+    # 2. hard requeue: the task is killed and resumes from its last saved state
+    _wait(lambda: _saved_step(tmp_path) >= total // 5)  # checkpoint at epoch 20
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    _release(job)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out
+    assert log.read_text().count("Starting with JobEnvironment") >= 3
+    _assert_same_numbers(_result(tmp_path), local)
