@@ -3,6 +3,7 @@
     python -m reproduce --tier {quick,medium,full} [--paper KEY ...] [--results DIR] [--seed N]
                         [--device cpu|cuda] [--dry-run] [--fresh]
     python -m reproduce report --tier T [--results DIR]
+    python -m reproduce bench [--quick] [--device D] [--results DIR]   (speed ratios; see reproduce/bench.py)
 
 The claim verdicts come from the claim tests (pytest claims -m TIER), so the report a user reads
 is exactly what CI checks. Any UserError is printed as one line and the exit code is 2.
@@ -37,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan with FLOPs and estimated time, run nothing")
     p.add_argument("--fresh", action="store_true", help="recompute runs even when stored results exist")
     p.add_argument("--no-report", action="store_true", help="make the results only")
+    p.add_argument("--precision", default="tf32", help="tf32 (default; float32 on the CPU) or bf16 autocast; "
+                   "recorded in every result's attrs")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training forward (CUDA graphs on GPU)")
     return p
 
 
@@ -49,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from reproduce.bench import main as bench
+
+        return bench(argv[1:])
     args = _parser().parse_args(argv)
     check_tier(args.tier)
     for paper in args.paper:
@@ -58,13 +67,14 @@ def _main(argv: list[str] | None) -> int:
     if args.dry_run:
         from reproduce.runner import describe
 
-        print(describe(args.tier, args.paper, args.device, args.seed))
+        print(describe(args.tier, args.paper, args.device, args.seed, args.precision))
         return 0
     _check_writable(args.results)
     if args.command == "run":
         from reproduce.runner import make_results
 
-        make_results(args.tier, args.paper, args.results, args.device, args.seed, fresh=args.fresh)
+        make_results(args.tier, args.paper, args.results, args.device, args.seed, fresh=args.fresh,
+                     precision=args.precision, compile=args.compile)
         if args.no_report:
             return 0
     return report(args.tier, args.results, args.paper, args.seed, args.device)

@@ -34,10 +34,12 @@ def make_results(
     fresh: bool = False,
     log: Callable[[str], None] = print,
     progress: bool = True,
+    precision: str = "tf32",
+    compile: bool = False,
 ) -> dict[str, list[str]]:
     """Compute every run of the plan that the store lacks; return the run names per paper."""
     store = Store(Path(results))
-    dev = resolve_device(device)
+    dev = resolve_device(device, precision, compile)
     todo, names = [], {p: [] for p in papers}
     for paper, run in plan(tier, papers, seed):
         names[paper].append(run.name)
@@ -74,20 +76,46 @@ def make_results(
     return names
 
 
-def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 0) -> str:
-    """The --dry-run table: runs, epochs, steps, FLOPs, and time on this device from a short calibration."""
-    dev = resolve_device(device)
+H100_ASSUMED_FRACTION = 0.4  # of the H100 SXM's dense TF32 peak: the issue's target for MLP7 at batch 512
+
+
+def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 0, precision: str = "tf32") -> str:
+    """The --dry-run table: runs, epochs, steps, FLOPs, and time on this device from a short calibration.
+
+    The estimate is training steps (`calibrate`: seconds per step) plus checkpoint probes (an
+    experiment's optional `calibrate_probe(run, device)`: seconds of one probe call on data of the
+    run's shape, times the run's number of checkpoints). A projection for an H100 from the FLOPs at
+    an assumed share of its TF32 peak follows, stated as an assumption.
+    """
+    from reproduce.bench import PEAK_FLOPS, peak_flops
+
+    dev = resolve_device(device, precision)
     lines = [f"plan for tier {tier} on {dev}:",
-             f"{'paper':8} {'run':12} {'replicas':>8} {'epochs':>9} {'steps':>11} {'FLOPs':>9} {'est. time':>10}"]
+             f"{'paper':8} {'run':12} {'replicas':>8} {'epochs':>9} {'steps':>11} {'FLOPs':>9} {'probes':>7} "
+             f"{'est. time':>10}"]
     total_flops = total_seconds = 0.0
+    uncalibrated = set()
     for paper, run in plan(tier, papers, seed):
-        steps, flops = experiment(paper).steps_and_flops(run)
-        seconds = steps * experiment(paper).calibrate(run, dev)
+        exp = experiment(paper)
+        steps, flops = exp.steps_and_flops(run)
+        seconds = steps * exp.calibrate(run, dev)
+        checkpoints = len({0.0, *run.train.checkpoints, float(run.train.epochs)})
+        if hasattr(exp, "calibrate_probe"):
+            seconds += checkpoints * exp.calibrate_probe(run, dev)
+        else:
+            uncalibrated.add(paper)
         total_flops += flops
         total_seconds += seconds
         lines.append(f"{paper:8} {run.name:12} {len(run.replicas):>8} {run.train.epochs:>9.3g} {steps:>11,} "
-                     f"{flops:>9.2e} {_duration(seconds):>10}")
-    lines.append(f"total: {total_flops:.2e} FLOPs, about {_duration(total_seconds)} on {dev} (training steps only)")
+                     f"{flops:>9.2e} {checkpoints:>7} {_duration(seconds):>10}")
+    name = peak_flops(dev, precision)[0]
+    lines.append(f"total: {total_flops:.2e} FLOPs, about {_duration(total_seconds)} on this device ({name}), "
+                 f"= {total_seconds / 3600:.3g} device-hours; training steps and probes"
+                 + (f" (probes not calibrated for {', '.join(sorted(uncalibrated))})" if uncalibrated else ""))
+    h100 = PEAK_FLOPS["H100"][precision == "bf16"] * H100_ASSUMED_FRACTION
+    lines.append(f"projection: {total_flops / h100 / 3600:.3g} GPU-hours on one H100 SXM, assuming "
+                 f"{H100_ASSUMED_FRACTION:.0%} of its {PEAK_FLOPS['H100'][precision == 'bf16'] / 1e12:.0f} TFLOP/s "
+                 f"dense {precision} peak (an assumption, not a measurement; training FLOPs only)")
     return "\n".join(lines)
 
 
