@@ -25,7 +25,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -44,7 +44,7 @@ PEAK_FLOPS = {
     "H200": (494.7e12, 989.4e12),
     "A100": (156e12, 312e12),
 }
-MLP7 = (2048, 2048, 1024, 1024, 512, 512)  # the double-descent paper's MLP7, 14.4 M multiply-adds on CIFAR-10
+MLP7 = (2048, 2048, 1024, 1024, 512, 512)  # the double-descent paper's MLP7: 14.4 M multiply-adds on CIFAR-10
 
 
 def peak_flops(device: torch.device, precision: str = "tf32") -> tuple[str, float | None]:
@@ -73,13 +73,16 @@ class Workload:
     replicas: int = 4
     quadratic: bool = False  # modnoise: two layers, no biases, x -> (x W1)^2 W2
     one_hot: int = 0  # modnoise: inputs are two concatenated one-hot vectors of this modulus
+    as_indices: bool = False  # engine side only: keep the pairs (a, b) and gather rows of W1 (same math)
 
-    def data(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def data(self, device: torch.device, plain: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(0)
         if self.one_hot:
             p = self.one_hot
             pairs = torch.cartesian_prod(torch.arange(p), torch.arange(p))[torch.randperm(p * p, generator=g)[: self.n]]
             x = torch.cat([nn.functional.one_hot(pairs[:, 0], p), nn.functional.one_hot(pairs[:, 1], p)], 1).float()
+            if self.as_indices and not plain:
+                x = pairs
         else:
             x = torch.rand(self.n, *self.input_shape, generator=g)
         y = torch.randint(self.num_classes, (self.replicas, self.n), generator=g)
@@ -123,7 +126,14 @@ class StackedQuadratic(nn.Module):
         self.w2 = nn.Parameter(torch.stack([torch.randn(width, num_classes, generator=g) / math.sqrt(width) for g in gens]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.matmul(x, self.w1)  # (B, d) broadcast or (R, B, d) -> (R, B, M)
+        """x: one-hot pairs (R, B, 2P) or (B, 2P); or the pairs themselves (R, B, 2) as integers, where
+        x W1 = W1[a] + W1[P + b]: a row gather instead of a matmul with a one-hot matrix."""
+        if x.dtype.is_floating_point:
+            h = torch.matmul(x, self.w1)  # (B, d) broadcast or (R, B, d) -> (R, B, M)
+        else:
+            x = x.expand(self.replicas, *x.shape[-2:])
+            r = torch.arange(self.replicas, device=x.device)[:, None]
+            h = self.w1[r, x[..., 0]] + self.w1[r, self.w1.shape[1] // 2 + x[..., 1]]
         return torch.bmm(h * h, self.w2)
 
 
@@ -142,6 +152,9 @@ def workloads(quick: bool) -> list[Workload]:
                  TrainSpec("adam", 1e-3, 64, e)),
         Workload("modnoise P=59 width 1024", (2 * 59,), (1024,), 59, n_mod,
                  TrainSpec("adamw", 1e-3, 0, full_batch_steps, weight_decay=1.0), quadratic=True, one_hot=59),
+        Workload("modnoise P=59 width 1024, engine gathers rows for one-hot", (2 * 59,), (1024,), 59, n_mod,
+                 TrainSpec("adamw", 1e-3, 0, full_batch_steps, weight_decay=1.0), quadratic=True, one_hot=59,
+                 as_indices=True),
         Workload("modnoise P=59 width 33", (2 * 59,), (33,), 59, n_mod,
                  TrainSpec("adamw", 1e-3, 0, full_batch_steps, weight_decay=1.0), quadratic=True, one_hot=59),
         Workload("masc quick MLP batch 32", (1, 28, 28), (512, 512, 512), 10, 2000, TrainSpec("adam", 1e-3, 32, e)),
@@ -168,7 +181,7 @@ def _sync(device: torch.device) -> None:
 
 def time_plain(w: Workload, device: torch.device) -> float:
     """Samples per second of the plain loop: each seed trained alone, batches from a DataLoader."""
-    x, y = w.data(torch.device("cpu"))  # a Dataset of host tensors, as torchvision gives
+    x, y = w.data(torch.device("cpu"), plain=True)  # a Dataset of host tensors, as torchvision gives
     batch = w.spec.batch_size or w.n
     start = time.perf_counter()
     for seed in range(w.replicas):
@@ -243,8 +256,8 @@ def stacked_replicas(b: Bench, device: torch.device, quick: bool) -> None:
     """Throughput at R stacked replicas against R = 1 (training R replicas one after another takes R
     times as long as one, so the one-after-another throughput is R = 1's)."""
     steps = 8 if quick else 32
-    w = Workload("ddmlp quick MLP7", (1, 28, 28), (512, 512, 256, 256, 128, 128), 10, 4096,
-                 TrainSpec("adam", 1e-3, 64, steps * 64 / 4096), replicas=16)
+    w = workloads(quick)[0]
+    w = replace(w, spec=replace(w.spec, epochs=steps * w.spec.batch_size / w.n), replicas=16)
     single = time_engine(w, device, replicas=1)
     results = {1: single}
     for r in (2, 4, 8, 16):
