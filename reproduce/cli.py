@@ -4,7 +4,9 @@
                         [--results DIR] [--seed N] [--device cpu|cuda] [--threads N] [--dry-run] [--fresh]
                         [--executor local|slurm] [--slurm-config FILE] [--partition P] [--time-min M]
                         [--gpus G] [--cpus C] [--mem-gb M]
+                        [--precision tf32|bf16] [--compile]
     python -m reproduce report --tier T [--results DIR] [--claim ID ...]
+    python -m reproduce bench [--quick] [--device D] [--results DIR]   (speed ratios; see reproduce/bench.py)
 
 The claim verdicts come from the claim tests (pytest claims -m TIER), so the report a user reads
 is exactly what CI checks. Any UserError is printed as one line and the exit code is 2.
@@ -52,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--gpus", type=int, help="GPUs per task")
     s.add_argument("--cpus", type=int, help="CPUs per task (and torch threads in it)")
     s.add_argument("--mem-gb", type=float, help="memory per task")
+    p.add_argument("--precision", default="tf32", help="tf32 (default; float32 on the CPU) or bf16 autocast; "
+                   "recorded in every result's attrs")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training forward (CUDA graphs on GPU)")
     return p
 
 
@@ -64,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from reproduce.bench import main as bench
+
+        return bench(argv[1:])
+
     from reproduce.executors import SlurmConfig, check_executor
 
     args = _parser().parse_args(argv)
@@ -80,7 +91,7 @@ def _main(argv: list[str] | None) -> int:
     if args.dry_run:
         from reproduce.runner import describe, plan
 
-        print(describe(args.tier, args.paper, args.device, args.seed, args.run))
+        print(describe(args.tier, args.paper, args.device, args.seed, args.run, args.precision))
         if args.executor == "slurm":
             from reproduce.executors import describe_array
             from reproduce.store import Store
@@ -92,7 +103,8 @@ def _main(argv: list[str] | None) -> int:
         from reproduce.runner import make_results
 
         make_results(args.tier, args.paper, args.results, args.device, args.seed, fresh=args.fresh,
-                     executor=args.executor, only=args.run, threads=args.threads, slurm=slurm)
+                     executor=args.executor, only=args.run, threads=args.threads, slurm=slurm,
+                     precision=args.precision, compile=args.compile)
     code = 0 if args.no_report else report(args.tier, args.results, args.paper, args.seed, args.device, args.claim)
     _check_diverged(args.tier, args.paper, args.results, args.seed, args.run)
     return code

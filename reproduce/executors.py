@@ -73,16 +73,20 @@ def check_executor(name: str) -> str:
 
 def execute_plan(executor: str, store: Store, tier: str, todo: list, device: str, *, reuse: bool = True,
                  threads: int | None = None, slurm: SlurmConfig | None = None,
-                 log: Callable[[str], None] = print, progress: bool = True) -> None:
-    """Compute the (paper, run) pairs of `todo` with the named executor."""
+                 log: Callable[[str], None] = print, progress: bool = True, precision: str = "tf32",
+                 compile: bool = False) -> None:
+    """Compute the (paper, run) pairs of `todo` with the named executor (`precision` and `compile`
+    as engine.resolve_device takes them)."""
     from reproduce.runner import run_locally
 
     if check_executor(executor) == "local":
         if threads:
             torch.set_num_threads(threads)
-        run_locally(store, tier, todo, device, reuse=reuse, log=log, progress=progress)
+        run_locally(store, tier, todo, device, reuse=reuse, log=log, progress=progress, precision=precision,
+                    compile=compile)
     else:
-        run_on_slurm(store, tier, todo, device, slurm or SlurmConfig(), reuse=reuse, log=log)
+        run_on_slurm(store, tier, todo, device, slurm or SlurmConfig(), reuse=reuse, log=log,
+                     numerics=dict(precision=precision, compile=compile))
 
 
 class RunTask:
@@ -92,8 +96,9 @@ class RunTask:
     runs, can ask it to stop (`engine.request_stop`) and wait until its state is saved.
     """
 
-    def __init__(self, root: Path, tier: str, device: str, threads: int, reuse: bool) -> None:
+    def __init__(self, root: Path, tier: str, device: str, threads: int, reuse: bool, numerics: dict | None = None) -> None:
         self.root, self.tier, self.device, self.threads, self.reuse = Path(root), tier, device, threads, reuse
+        self.numerics = numerics or {}  # precision and compile, as engine.resolve_device takes them
 
     def __call__(self, paper: str, run) -> str:
         from reproduce.runner import compute
@@ -103,7 +108,7 @@ class RunTask:
         def work() -> None:
             torch.set_num_threads(self.threads)
             try:
-                compute(Store(self.root), self.tier, paper, run, self.device, reuse=self.reuse)
+                compute(Store(self.root), self.tier, paper, run, self.device, reuse=self.reuse, **self.numerics)
             except BaseException as error:  # re-raised in the main thread
                 outcome["error"] = error
 
@@ -159,14 +164,14 @@ def describe_array(store: Store, tier: str, pairs: list, config: SlurmConfig) ->
 
 
 def run_on_slurm(store: Store, tier: str, todo: list, device: str, config: SlurmConfig, reuse: bool = True,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, numerics: dict | None = None) -> None:
     """Submit one job array for `todo`, wait for it, and check that every run reached the store."""
     if shutil.which("sbatch") is None:
         raise UserError("--executor slurm needs Slurm's sbatch on PATH (run on a cluster's login node, or bash ci/slurm.sh)")
     if config.gpus and device != "cuda":
         log("note: GPUs asked for but --device is cpu; the tasks will train on the CPU")
     executor = slurm_executor(store.root / ".slurm" / tier / "%j", tier, config)
-    task = RunTask(store.root.resolve(), tier, device, config.cpus, reuse)
+    task = RunTask(store.root.resolve(), tier, device, config.cpus, reuse, numerics)
     jobs = executor.map_array(task, [p for p, _ in todo], [r for _, r in todo])
     log(f"submitted slurm job array {jobs[0].job_id.split('_')[0]} ({len(jobs)} tasks); logs in {store.root / '.slurm' / tier}")
     wait_for(jobs, config.poll_s)

@@ -47,6 +47,8 @@ def make_results(
     only: Sequence[str] | None = None,
     threads: int | None = None,
     slurm: object | None = None,
+    precision: str = "tf32",
+    compile: bool = False,
 ) -> dict[str, list[str]]:
     """Compute every run of the plan that the store lacks; return the run names per paper.
 
@@ -56,6 +58,7 @@ def make_results(
     from reproduce.executors import execute_plan
 
     store = Store(Path(results))
+    resolve_device(device, precision, compile)  # checks the precision before any work
     todo, names = [], {p: [] for p in papers}
     for paper, run in plan(tier, papers, seed, only):
         names[paper].append(run.name)
@@ -69,12 +72,13 @@ def make_results(
     for dataset in sorted({getattr(run, "dataset", None) for _, run in todo} - {None}):
         locate(dataset)  # a missing data set stops the plan here, with one clear line, before any training
     execute_plan(executor, store, tier, todo, device, reuse=not fresh, threads=threads, slurm=slurm,
-                 log=log, progress=progress)
+                 log=log, progress=progress, precision=precision, compile=compile)
     return names
 
 
 def compute(store: Store, tier: str, paper: str, run, device: str, *, reuse: bool = True, wait: bool = True,
-            log: Callable[[str], None] = print, progress: Callable[[int], None] | None = None) -> bool:
+            log: Callable[[str], None] = print, progress: Callable[[int], None] | None = None,
+            precision: str = "tf32", compile: bool = False) -> bool:
     """Train one run and write its file, holding the run's lock; the unit every executor runs.
 
     Returns False at once when another process holds the lock and `wait` is false. Under the
@@ -90,7 +94,7 @@ def compute(store: Store, tier: str, paper: str, run, device: str, *, reuse: boo
         store.clean_partial(tier, paper, run.name)
         started = utc_now()
         state = store.state_path(tier, paper, run.name)
-        dev = resolve_device(device)
+        dev = resolve_device(device, precision, compile)
         ds = experiment(paper).execute(run, dev, state_path=state, progress=progress)
         status = "diverged" if ds.attrs.get("diverged") else "complete"
         provenance = dict(seed=run.seed, device=str(dev), torch_version=torch.__version__,
@@ -103,7 +107,7 @@ def compute(store: Store, tier: str, paper: str, run, device: str, *, reuse: boo
 
 
 def run_locally(store: Store, tier: str, todo: list, device: str, reuse: bool = True,
-                log: Callable[[str], None] = print, progress: bool = True) -> None:
+                log: Callable[[str], None] = print, progress: bool = True, **numerics) -> None:
     """The local executor: runs in plan order; one that another process holds is waited for last."""
     total = sum(experiment(p).steps_and_flops(r)[0] for p, r in todo)
     with tqdm(total=total, desc=f"{tier} plan ({len(todo)} runs)", unit="step", disable=not progress, position=0) as bar:
@@ -116,11 +120,12 @@ def run_locally(store: Store, tier: str, todo: list, device: str, reuse: bool = 
                     run_bar.update(n)
                     bar.update(n)
 
-                if not compute(store, tier, paper, run, device, reuse=reuse, wait=False, log=log, progress=advance):
+                if not compute(store, tier, paper, run, device, reuse=reuse, wait=False, log=log, progress=advance,
+                               **numerics):
                     deferred.append((paper, run))
         for paper, run in deferred:
             log(f"{paper}/{run.name}: another process is computing it; waiting for its result")
-            compute(store, tier, paper, run, device, reuse=True, wait=True, log=log)
+            compute(store, tier, paper, run, device, reuse=True, wait=True, log=log, **numerics)
 
 
 def check_stored(tier: str, papers: Sequence[str], results: Path, seed: int = 0,
@@ -147,21 +152,47 @@ def diverged_runs(tier: str, papers: Sequence[str], results: Path, seed: int = 0
     return found
 
 
+H100_ASSUMED_FRACTION = 0.4  # of the H100 SXM's dense TF32 peak: the issue's target for MLP7 at batch 512
+
+
 def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 0,
-             only: Sequence[str] | None = None) -> str:
-    """The --dry-run table: runs, epochs, steps, FLOPs, and time on this device from a short calibration."""
-    dev = resolve_device(device)
+             only: Sequence[str] | None = None, precision: str = "tf32") -> str:
+    """The --dry-run table: runs, epochs, steps, FLOPs, and time on this device from a short calibration.
+
+    The estimate is training steps (`calibrate`: seconds per step) plus checkpoint probes (an
+    experiment's optional `calibrate_probe(run, device)`: seconds of one probe call on data of the
+    run's shape, times the run's number of checkpoints). A projection for an H100 from the FLOPs at
+    an assumed share of its TF32 peak follows, stated as an assumption.
+    """
+    from reproduce.bench import PEAK_FLOPS, peak_flops
+
+    dev = resolve_device(device, precision)
     lines = [f"plan for tier {tier} on {dev}:",
-             f"{'paper':8} {'run':12} {'replicas':>8} {'epochs':>9} {'steps':>11} {'FLOPs':>9} {'est. time':>10}"]
+             f"{'paper':8} {'run':12} {'replicas':>8} {'epochs':>9} {'steps':>11} {'FLOPs':>9} {'probes':>7} "
+             f"{'est. time':>10}"]
     total_flops = total_seconds = 0.0
+    uncalibrated = set()
     for paper, run in plan(tier, papers, seed, only):
-        steps, flops = experiment(paper).steps_and_flops(run)
-        seconds = steps * experiment(paper).calibrate(run, dev)
+        exp = experiment(paper)
+        steps, flops = exp.steps_and_flops(run)
+        seconds = steps * exp.calibrate(run, dev)
+        checkpoints = len({0.0, *run.train.checkpoints, float(run.train.epochs)})
+        if hasattr(exp, "calibrate_probe"):
+            seconds += checkpoints * exp.calibrate_probe(run, dev)
+        else:
+            uncalibrated.add(paper)
         total_flops += flops
         total_seconds += seconds
         lines.append(f"{paper:8} {run.name:12} {len(run.replicas):>8} {run.train.epochs:>9.3g} {steps:>11,} "
-                     f"{flops:>9.2e} {_duration(seconds):>10}")
-    lines.append(f"total: {total_flops:.2e} FLOPs, about {_duration(total_seconds)} on {dev} (training steps only)")
+                     f"{flops:>9.2e} {checkpoints:>7} {_duration(seconds):>10}")
+    name = peak_flops(dev, precision)[0]
+    lines.append(f"total: {total_flops:.2e} FLOPs, about {_duration(total_seconds)} on this device ({name}), "
+                 f"= {total_seconds / 3600:.3g} device-hours; training steps and probes"
+                 + (f" (probes not calibrated for {', '.join(sorted(uncalibrated))})" if uncalibrated else ""))
+    h100 = PEAK_FLOPS["H100"][precision == "bf16"] * H100_ASSUMED_FRACTION
+    lines.append(f"projection: {total_flops / h100 / 3600:.3g} GPU-hours on one H100 SXM, assuming "
+                 f"{H100_ASSUMED_FRACTION:.0%} of its {PEAK_FLOPS['H100'][precision == 'bf16'] / 1e12:.0f} TFLOP/s "
+                 f"dense {precision} peak (an assumption, not a measurement; training FLOPs only)")
     return "\n".join(lines)
 
 

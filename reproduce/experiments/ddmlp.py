@@ -13,6 +13,7 @@ activation of every neuron over the training set (Eq. 5, Fig. 7).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -234,3 +235,32 @@ def steps_and_flops(run: Run) -> tuple[int, float]:
 def calibrate(run: Run, device: torch.device) -> float:
     """Seconds per training step of this run's stacked model on `device`."""
     return seconds_per_step(_model(run).to(device), INPUT_SHAPES[run.dataset], 10, run.train, device)
+
+
+TEST_SIZES = {"fashion_mnist": 10_000, "mnist": 10_000, "cifar10": 10_000}
+
+
+def calibrate_probe(run: Run, device: torch.device, max_samples: int = 4096) -> float:
+    """Seconds of one probe call for --dry-run, timed on random data of the run's shape.
+
+    The probe's cost is linear in the number of samples, so it is timed on at most `max_samples`
+    training and test samples and scaled up (the full CIFAR-10 set would not fit a dry run's memory).
+    """
+    n = run.n_train or TRAIN_SIZES[run.dataset]
+    n_test = run.n_test or TEST_SIZES[run.dataset]
+    sub, sub_test = min(n, max_samples), min(n_test, max_samples // 2)
+    g = torch.Generator().manual_seed(0)
+    shape = INPUT_SHAPES[run.dataset]
+    data = ImageData(run.dataset, torch.rand(sub, *shape, generator=g), torch.randint(10, (sub,), generator=g),
+                     torch.rand(sub_test, *shape, generator=g), torch.randint(10, (sub_test,), generator=g), 10).to(device)
+    r = len(run.replicas)
+    labels = torch.randint(10, (r, sub), generator=g).to(device)
+    noisy = (torch.rand(r, sub, generator=g) < run.noise_rate).to(device)
+    model = _model(run).to(device)
+    probe = make_probe(data, labels, noisy, list(run.hidden))
+    from reproduce.engine import _run_probe
+
+    _run_probe(model, probe)  # warm-up
+    start = time.perf_counter()
+    _run_probe(model, probe)
+    return (time.perf_counter() - start) * (n + n_test) / (sub + sub_test)

@@ -1,0 +1,67 @@
+"""The bench: a smoke run on tiny shapes prints one parseable line per measurement (no timed assertion),
+the stacked quadratic net's row gather equals its one-hot matmul, and probe times reach the attrs."""
+
+import json
+import re
+
+import numpy as np
+import torch
+import xarray as xr
+
+from reproduce import bench
+from reproduce.engine import TrainSpec, train
+from reproduce.models import StackedMLP
+
+RATIO = re.compile(r"^(engine vs plain DataLoader loop|stacked replicas), .+: \S+ ([\d,]+) samples/s, "
+                   r".+ ([\d,]+) samples/s: ([\d.]+)x$")
+
+
+def _tiny(quick):
+    spec = TrainSpec("adam", 1e-3, 16, 1.0)
+    return [
+        bench.Workload("tiny mlp", (1, 4, 4), (8, 8), 3, 64, spec, replicas=2),
+        bench.Workload("tiny modular", (2 * 5,), (9,), 5, 20, TrainSpec("adamw", 1e-3, 0, 3, weight_decay=1.0),
+                       replicas=2, quadratic=True, one_hot=5, as_indices=True),
+    ]
+
+
+def test_smoke_bench_lines_parse(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "workloads", _tiny)
+    monkeypatch.setattr(bench, "MLP7", (16, 16))
+    results = tmp_path / "results"
+    stored = results / "quick" / "ddmlp"
+    stored.mkdir(parents=True)
+    xr.Dataset(attrs=dict(train_seconds=10.0, probe_seconds=2.5)).to_netcdf(stored / "mlp3-s0.nc", engine="netcdf4")
+    assert bench.main(["--quick", "--results", str(results)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line]
+    ratios = [RATIO.match(line) for line in lines if line.startswith(("engine vs", "stacked"))]
+    assert len(ratios) == 2 + 4 and all(ratios), lines
+    for m in ratios:
+        a, b, ratio = (float(g.replace(",", "")) for g in m.groups()[1:])
+        assert abs(ratio - a / b) <= 0.05 + 0.01 * a / b
+    assert any(re.search(r"achieved [\d.]+ GFLOP/s, peak unknown$", line) for line in lines)
+    assert any(line.endswith("probes 2 s of 10 s wall: 25.0%") for line in lines), lines
+    saved = json.loads((results / "bench" / "bench.json").read_text())
+    assert saved["numbers"]["probe_share"]["ddmlp"]["probe_seconds"] == 2.5
+    assert (results / "bench" / "bench.png").stat().st_size > 0
+
+
+def test_row_gather_equals_one_hot_matmul():
+    net = bench.StackedQuadratic(2 * 7, 5, 7, seeds=[0, 1])
+    pairs = torch.tensor([[[1, 2], [6, 0]], [[3, 3], [0, 6]]])
+    one_hot = torch.cat([torch.nn.functional.one_hot(pairs[..., 0], 7), torch.nn.functional.one_hot(pairs[..., 1], 7)], -1)
+    torch.testing.assert_close(net(pairs), net(one_hot.float()))
+
+
+def test_engine_records_probe_and_train_seconds():
+    x = torch.rand(32, 1, 2, 2)
+    y = torch.randint(3, (1, 32))
+
+    def probe(model):
+        return {"w": xr.DataArray(np.zeros(1), dims=("replica",))}
+
+    result = train(StackedMLP((1, 2, 2), [4], 3, seeds=[0]), x, y, TrainSpec(batch_size=8, epochs=2, checkpoints=(1.0,)),
+                   probe, order_seeds=[0])
+    attrs = result.dataset.attrs
+    assert 0 < attrs["probe_seconds"] == result.probe_seconds <= attrs["train_seconds"] == result.seconds
+    assert attrs["precision"] == "tf32" and attrs["steps"] == 8
