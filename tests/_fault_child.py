@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's package, not an installed one
 torch.set_num_threads(1)
 
 from reproduce import runner  # noqa: E402
