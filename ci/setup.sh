@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything the project needs on a fresh Debian machine with Python 3.11:
-# Debian's Fashion-MNIST package, a virtualenv in .venv, torch from the wheels on local disk, the package.
+# Debian's Fashion-MNIST package, a single-node Slurm cluster (as root), a virtualenv in .venv, torch from the wheels on local disk, the package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,11 @@ if ! ls /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte* >/dev/null 2>
   else
     echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist' (or set REPRODUCE_DATA to a folder with its IDX files)" >&2
   fi
+fi
+
+# a single-node Slurm cluster for tests/test_slurm.py (root only; the tests skip saying why otherwise)
+if [ "$(id -u)" = 0 ]; then
+  bash ci/slurm.sh || echo "setup: the Slurm cluster did not start; tests/test_slurm.py will say why" >&2
 fi
 
 python="${PYTHON:-python3}"

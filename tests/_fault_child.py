@@ -2,7 +2,7 @@
 
     python tests/_fault_child.py RESULTS RUN[,RUN...]
 
-Runs are tiny ddmlp runs (one 64-unit hidden layer, 1024 samples, 40 epochs) named by the
+Runs are tiny ddmlp runs (one 64-unit hidden layer, 512 samples, 20 epochs) named by the
 arguments. Every epoch end appends `RUN STEPS` to $REPRODUCE_PROGRESS, and every training start
 appends `start RUN`, so the test can count work done and work repeated.
 """
@@ -13,18 +13,19 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's package, not an installed one
 torch.set_num_threads(1)
 
 from reproduce import runner  # noqa: E402
 from reproduce.engine import TrainSpec, log_schedule  # noqa: E402
 from reproduce.experiments import ddmlp  # noqa: E402
 
-SPEC = TrainSpec(optimizer="adam", lr=1e-3, batch_size=32, epochs=40, checkpoints=log_schedule(40, first=0.1))
-EPOCH_STEPS = 1024 // 32
+SPEC = TrainSpec(optimizer="adam", lr=1e-3, batch_size=32, epochs=20, checkpoints=log_schedule(20, first=0.1))
+EPOCH_STEPS = 512 // 32
 
 
 def tiny(name: str) -> ddmlp.Run:
-    return ddmlp.Run(name, (64,), "fashion_mnist", 0.3, SPEC, n_train=1024, n_test=256)
+    return ddmlp.Run(name, (64,), "fashion_mnist", 0.3, SPEC, n_train=512, n_test=256)
 
 
 def main(results: str, names: str) -> None:

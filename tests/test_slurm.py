@@ -114,9 +114,11 @@ def test_preempted_task_resumes_with_the_same_numbers(cluster, local, tmp_path):
 
     # 2. hard requeue: the task is killed and resumes from its last saved state
     _wait(lambda: _saved_step(tmp_path) >= total // 5)  # checkpoint at epoch 20
+    hard = _saved_step(tmp_path)
     subprocess.run(["scontrol", "requeue", job], check=True)
     _release(job)
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out
     assert log.read_text().count("Starting with JobEnvironment") >= 3
     _assert_same_numbers(_result(tmp_path), local)
+    print(f"\npreemption: USR2 state saved at step {saved} of {total}; hard requeue resumed from step {hard}")
