@@ -37,7 +37,7 @@ from reproduce.noise import corrupt_labels
 
 PAPER = "modnoise"
 SPLITS = ("clean", "noisy", "noisy_original", "holdout", "test")
-METHODS = ("model", "fourier", "partition")
+NETWORKS = ("model", "fourier", "partition")  # the model and the two subnetworks extracted from it
 GLOBAL_K = (1, 2, 3, 5, 8, 13)
 PAPER_WIDTHS = tuple(2**k + 1 for k in range(4, 13))  # M = 2^k + 1, k = 4..12
 
@@ -155,7 +155,7 @@ def make_probe(run: Run, data: Prepared):
     x = one_hot_pairs(data.pairs, run.p)
     n_train = int((data.split == 0).sum())
     n_set = data.labels.shape[1]
-    x_train, x_hold, x_test = x[:n_train], x[n_train:n_set], x[n_set:]
+    x_test = x[n_set:]
     y_test = data.targets[n_set:]
     original = data.targets[:n_set]
     order = group_order(run.op, run.p)
@@ -183,10 +183,7 @@ def make_probe(run: Run, data: Prepared):
 
         w_in, w_out = model.w_in, model.w_out
         fourier = _accuracy(*extract_per_neuron(w_in, w_out, order), x_test, y_test, run.activation)
-        _, hidden = model(x_hold, return_hidden=True)
-        scores = ablation_scores(hidden, w_out, y[:, n_train:])
-        group = generalizing_group(scores)
-        partition = _accuracy(w_in, subnetwork_output(w_out, group), x_test, y_test, run.activation)
+        partition = torch.full_like(fourier, float("nan"))  # filled in at the final checkpoint (see execute)
         global_acc = torch.stack([_accuracy(*extract_global(w_in, w_out, order, k), x_test, y_test, run.activation)
                                   for k in GLOBAL_K], 1)
         spectrum = neuron_spectrum(w_in, w_out, order)
@@ -194,9 +191,8 @@ def make_probe(run: Run, data: Prepared):
             "accuracy": xr.DataArray(torch.stack(acc, 1).cpu().numpy(), dims=("replica", "split"), coords={"split": list(SPLITS)}),
             "loss": xr.DataArray(torch.stack(loss, 1).cpu().numpy(), dims=("replica", "split"), coords={"split": list(SPLITS)}),
             "test_accuracy": xr.DataArray(torch.stack([acc[-1], fourier, partition], 1).cpu().numpy(),
-                                          dims=("replica", "method"), coords={"method": list(METHODS)}),
+                                          dims=("replica", "network"), coords={"network": list(NETWORKS)}),
             "global_accuracy": xr.DataArray(global_acc.cpu().numpy(), dims=("replica", "top_k"), coords={"top_k": list(GLOBAL_K)}),
-            "generalizing_fraction": xr.DataArray(group.double().mean(1).cpu().numpy(), dims=("replica",)),
             "mean_concentration": xr.DataArray(spectrum["concentration"].mean(1).cpu().numpy(), dims=("replica",)),
         }
 
@@ -218,6 +214,12 @@ def execute(run: Run, device: torch.device, state_path=None, progress=None) -> x
         n_set = data.labels.shape[1]
         _, hidden = model(one_hot_pairs(data.pairs[n_train:n_set], run.p), return_hidden=True)
         scores = ablation_scores(hidden, model.w_out, data.labels[:, n_train:])
+        group = generalizing_group(scores)
+        x_test, y_test = one_hot_pairs(data.pairs[n_set:], run.p), data.targets[n_set:]
+        partition = _accuracy(model.w_in, subnetwork_output(model.w_out, group), x_test, y_test, run.activation)
+    # The partition is scored once, on the final network (per neuron ablations are the probe's costliest part).
+    ds["test_accuracy"].loc[dict(epoch=ds.epoch.values[-1], network="partition")] = partition.cpu().numpy()
+    ds["generalizing_fraction"] = ("replica", group.double().mean(1).cpu().numpy())
     ds["power"] = (("replica", "neuron", "frequency"), spectrum["power"].cpu().numpy())
     ds["dominant_frequency"] = (("replica", "neuron"), spectrum["dominant"].cpu().numpy().astype(np.int16))
     ds["concentration"] = (("replica", "neuron"), spectrum["concentration"].cpu().numpy())
