@@ -227,6 +227,8 @@ def execute(run: Run, device: torch.device, state_path=None, progress=None) -> x
     ds = ds.assign_coords(
         model=run.model, op=run.op, width=run.width, p=run.p,
         frequency=np.arange(1, spectrum["power"].shape[-1] + 1),
+        replica=np.arange(len(run.replicas)),  # indexed, so runs with different replica counts and
+        neuron=np.arange(run.width),  # widths combine (padded with NaN) in Store.combine
         setting=("replica", [proto for proto, _, _ in run.replicas]),
         noise_rate=("replica", [rate for _, rate, _ in run.replicas]),
         init_seed=("replica", [s for _, _, s in run.replicas]),
