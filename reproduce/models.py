@@ -74,3 +74,48 @@ class StackedMLP(nn.Module):
     def multiply_adds(self) -> int:
         """Multiply-adds of one forward pass of one sample through one replica."""
         return sum(a * b for a, b in zip(self.widths[:-1], self.widths[1:]))
+
+
+ACTIVATIONS = ("quadratic", "relu")
+
+
+def two_layer_logits(w_in: torch.Tensor, w_out: torch.Tensor, x: torch.Tensor, activation: str = "quadratic",
+                     return_hidden: bool = False):
+    """The two-layer network of the modular-arithmetic paper on stacked weights, no biases.
+
+    w_in: (R, 2P, M), rows 0..P-1 read operand a, rows P..2P-1 operand b; w_out: (R, M, K);
+    x: (R, B, 2P) or (B, 2P), the two one-hot vectors of (a, b) concatenated. A dense batched
+    product (not a row lookup): on the CPU, BLAS beats gather/scatter at these sizes.
+    Returns logits (R, B, K), and with `return_hidden` also the activated hidden layer (R, B, M).
+    """
+    if x.dim() == 2:
+        x = x.unsqueeze(0).expand(w_in.shape[0], -1, -1)
+    pre = torch.bmm(x, w_in)
+    hidden = pre * pre if activation == "quadratic" else torch.relu(pre)
+    logits = torch.bmm(hidden, w_out)
+    return (logits, hidden) if return_hidden else logits
+
+
+class StackedTwoLayer(nn.Module):
+    """R two-layer networks (a ∘ b) mod P -> class, width M, no biases (Gromov 2023; the
+    modular-arithmetic paper's model): quadratic activation by default, ReLU as an option.
+
+    Initialization as `nn.Linear` (uniform ±1/sqrt(fan_in), fan_in 2P and M), per replica seed.
+    """
+
+    def __init__(self, p: int, width: int, num_classes: int, seeds: Sequence[int], activation: str = "quadratic"):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}: use {' or '.join(ACTIVATIONS)}")
+        self.p, self.width, self.num_classes, self.activation = p, width, num_classes, activation
+        self.replicas = len(seeds)
+        generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.w_in = nn.Parameter(torch.stack([_uniform((2 * p, width), 1 / math.sqrt(2 * p), g) for g in generators]))
+        self.w_out = nn.Parameter(torch.stack([_uniform((width, num_classes), 1 / math.sqrt(width), g) for g in generators]))
+
+    def forward(self, x: torch.Tensor, return_hidden: bool = False):
+        return two_layer_logits(self.w_in, self.w_out, x, self.activation, return_hidden)
+
+    def multiply_adds(self) -> int:
+        """Multiply-adds of one forward pass of one sample through one replica."""
+        return 2 * self.p * self.width + self.width * self.num_classes

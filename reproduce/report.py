@@ -36,6 +36,8 @@ class Claim:
     paper_value: str
     criterion: str
     control: str
+    setting: str = ""  # the setting the claim is judged in (shown in the Contrasts section)
+    contradicts: str = ""  # id of a claim of another paper that says the opposite
     figure: Callable[..., Figure] | None = field(default=None, compare=False)
     table: Callable[..., Table] | None = field(default=None, compare=False)
 
@@ -113,6 +115,8 @@ def claim_entries(claims: dict[str, Claim], outcomes: list[CaseOutcome], tier: s
             "control_statistic": {o.case: o.statistic for o in cases if o.control},
             "section": claim.section,
             "statement": claim.statement,
+            "setting": claim.setting,
+            "contradicts": claim.contradicts,
             "cases": [{"case": o.case, "control": o.control, "outcome": o.outcome, "message": o.message} for o in cases],
         })
     return entries
@@ -153,6 +157,26 @@ def _html_table(table: Table) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def contrasts(entries: list[dict]) -> list[list[str]]:
+    """Rows (claim, setting, verdict, ours) for every pair of claims where one contradicts the other:
+    the two papers' opposite findings side by side, each in its own setting."""
+    by_id = {e["id"]: e for e in entries}
+    rows = []
+    for e in entries:
+        if not e.get("contradicts"):
+            continue
+        rows.append([e["id"], e.get("setting", ""), VERDICT_TEXT[e["verdict"]], _ours(e)])
+        other = by_id.get(e["contradicts"])
+        if other is None:
+            rows.append([e["contradicts"], "", "not judged in this session (run both papers' claims together)", "-"])
+        else:
+            rows.append([other["id"], other.get("setting", ""), VERDICT_TEXT[other["verdict"]], _ours(other)])
+    return rows
+
+
+CONTRAST_COLUMNS = ["claim", "setting", "verdict", "ours"]
+
+
 def write_report(out_dir: Path, tier: str, entries: list[dict], figures: dict[str, bytes],
                  tables: dict[str, Table] | None = None) -> None:
     """Write claims.json, report.md with figures/<id>.png, and a self-contained report.html.
@@ -180,6 +204,10 @@ def write_report(out_dir: Path, tier: str, entries: list[dict], figures: dict[st
             md += [""] + _markdown_table(tables[e["id"]])
         if e["id"] in figures:
             md += ["", f"![{e['id']}](figures/{e['id']}.png)"]
+    contrast_rows = contrasts(entries)
+    if contrast_rows:
+        md += ["", "## Contrasts", "", "Claims of different papers that say opposite things, each in its own setting.", ""]
+        md += _markdown_table((CONTRAST_COLUMNS, contrast_rows))
     (out_dir / "report.md").write_text("\n".join(md) + "\n")
 
     rows = "".join(
@@ -210,6 +238,8 @@ def write_report(out_dir: Path, tier: str, entries: list[dict], figures: dict[st
         ".reproduced{background:#d4f4d4}.not_reproduced{background:#f8d0d0}.xfail{background:#fbeec8}"
         ".side{display:flex;gap:1em}.side>div{flex:1}img{max-width:100%}</style></head><body>"
         f"<h1>Claim report, tier {tier}</h1><table><tr><th>claim</th><th>verdict</th><th>control</th>"
-        f"<th>paper</th><th>ours</th></tr>{rows}</table>{''.join(sections)}</body></html>"
+        f"<th>paper</th><th>ours</th></tr>{rows}</table>{''.join(sections)}"
+        + (f"<section><h2>Contrasts</h2>{_html_table((CONTRAST_COLUMNS, contrast_rows))}</section>" if contrast_rows else "")
+        + "</body></html>"
     )
     (out_dir / "report.html").write_text(page)

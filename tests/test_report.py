@@ -79,3 +79,19 @@ def test_every_paper_file_is_valid_reference_data():
         for claim_id, entry in json.loads(path.read_text()).items():
             assert claim_id.split(".")[0] == path.stem
             assert Claim.load(claim_id).criterion == entry["criterion"]
+
+
+def test_contradicting_claims_are_shown_side_by_side(tmp_path):
+    ours, theirs = Claim.load("modnoise.noisy_memorized_faster_early"), Claim.load("ddmlp.noisy_learned_later")
+    assert ours.contradicts == theirs.id and ours.setting and theirs.setting
+    outcomes = [CaseOutcome(ours.id, "quick", "quick-add-m513", False, "xfailed", {"summary": "x1.0"}, "same checkpoint"),
+                CaseOutcome(theirs.id, "quick", "quick-mlp7", False, "passed", {"summary": "x50"})]
+    entries = claim_entries({ours.id: ours, theirs.id: theirs}, outcomes, "quick")
+    write_report(tmp_path, "quick", entries, {})
+    md = (tmp_path / "report.md").read_text()
+    contrast = md[md.index("## Contrasts"):]
+    assert ours.setting in contrast and theirs.setting in contrast and "x50" in contrast and "x1.0" in contrast
+    assert "<h2>Contrasts</h2>" in (tmp_path / "report.html").read_text()
+    alone = claim_entries({ours.id: ours}, outcomes[:1], "quick")
+    write_report(tmp_path, "quick", alone, {})
+    assert "not judged in this session" in (tmp_path / "report.md").read_text()

@@ -1,0 +1,275 @@
+"""Memorization and generalization coexist: modular arithmetic under label noise
+(papers/modular-arithmetic-label-noise.txt; setting from Gromov 2023 and Doshi et al. 2024).
+
+The task is (a ∘ b) mod P for ∘ in {+, -, *}; the input is the one-hot vector of a concatenated
+with that of b; the P classes are the residues. For multiplication a and b run over 1..P-1 (zero is
+outside the multiplicative group, see measures/fourier.py); the label noise may still give the
+label 0, so every operation keeps P classes. A seeded split of all pairs gives the test set
+(clean labels) and the noisy training set; a `holdout` part of the noisy training set is never
+trained on: the task-agnostic partition scores neurons on it.
+
+One run trains one operation at one width M; its replicas (stacked) are noise settings:
+`flip` / `resample` at a rate, and `tag` (labels unchanged, a random subset tagged noisy: the
+control of the clean-versus-noisy learning order, as in ddmlp). Every checkpoint records
+accuracy and loss on the clean and noisy training subsets (noisy against noisy and original
+labels), the hold-out and the test set, and the test accuracy of the model, of its Fourier
+extraction (per neuron and global top-k) and of the partition's generalizing subnetwork. The
+final checkpoint adds each neuron's spectrum, dominant frequency, concentration and partition
+score. The epoch-0 checkpoint is the untrained control.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import xarray as xr
+
+from reproduce.engine import TrainSpec, log_schedule, seconds_per_step, train
+from reproduce.measures.fourier import (OPERATIONS, extract_global, extract_per_neuron, group_order, neuron_spectrum,
+                                        primitive_root)
+from reproduce.measures.partition import ablation_scores, generalizing_group, subnetwork_output
+from reproduce.models import StackedTwoLayer, two_layer_logits
+from reproduce.noise import corrupt_labels
+
+PAPER = "modnoise"
+SPLITS = ("clean", "noisy", "noisy_original", "holdout", "test")
+NETWORKS = ("model", "fourier", "partition")  # the model and the two subnetworks extracted from it
+GLOBAL_K = (1, 2, 3, 5, 8, 13)
+PAPER_WIDTHS = tuple(2**k + 1 for k in range(4, 13))  # M = 2^k + 1, k = 4..12
+
+
+@dataclass(frozen=True)
+class Run:
+    """One stacked run: one operation and width; replicas = noise settings x seeds."""
+
+    op: str
+    width: int
+    settings: tuple[tuple[str, float], ...]  # (protocol, rate): flip | resample | tag
+    train: TrainSpec
+    seed: int = 0
+    p: int = 59
+    activation: str = "quadratic"
+    train_fraction: float = 0.9  # of all pairs; the rest is the test set
+    holdout_fraction: float = 0.1  # of the noisy training set, never trained on (the partition's split)
+    seeds_per_setting: int = 1
+    paper: str = field(default=PAPER, init=False)
+
+    @property
+    def model(self) -> str:
+        return f"{self.op}-m{self.width}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-s{self.seed}"
+
+    @property
+    def replicas(self) -> list[tuple[str, float, int]]:
+        """(protocol, rate, replica seed). Replicas of one seed share the initialization, the data
+        order and the noise draw: a `tag` replica tags exactly the samples `flip` flips at its rate."""
+        return [(proto, rate, self.seed * 100 + k) for proto, rate in self.settings for k in range(self.seeds_per_setting)]
+
+
+def runs(tier: str, seed: int = 0) -> list[Run]:
+    """quick: P = 59, widths 65..513, 100 epochs on two CPU cores; medium/full: the paper's widths
+    2^k + 1 (k = 4..12 in full), noise up to 80% plus the 100% control, three operations.
+
+    The quick search is recorded in docs/modnoise.md.
+    """
+    if tier == "quick":
+        spec = TrainSpec(optimizer="adamw", lr=3e-3, batch_size=0, epochs=100, weight_decay=1.0,
+                         checkpoints=log_schedule(100, mantissas=(1, 2, 3, 5, 7)))
+        main = (("flip", 0.0), ("flip", 0.2), ("flip", 0.5), ("flip", 0.8), ("flip", 1.0),
+                ("resample", 0.8), ("tag", 0.8))
+        sweep = (("flip", 0.2), ("flip", 0.8), ("flip", 1.0))
+        out = [Run("add", 513, main, spec, seed)]
+        out += [Run(op, 513, (("flip", 0.8), ("flip", 1.0)), spec, seed) for op in ("sub", "mul")]
+        out += [Run("add", w, sweep, spec, seed) for w in (65, 129, 257)]
+        return out
+    if tier in ("medium", "full"):
+        epochs = 1000 if tier == "medium" else 10_000
+        spec = TrainSpec(optimizer="adamw", lr=1e-3, batch_size=0, epochs=epochs, weight_decay=1.0,
+                         checkpoints=log_schedule(epochs, mantissas=range(1, 10)))
+        rates = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+        settings = tuple(("flip", r) for r in rates) + (("resample", 0.8), ("tag", 0.8))
+        widths = PAPER_WIDTHS[:7] if tier == "medium" else PAPER_WIDTHS
+        seeds = 1 if tier == "medium" else 3
+        return [Run(op, w, settings, spec, seed, p=97, seeds_per_setting=seeds) for op in OPERATIONS for w in widths]
+    raise ValueError(f"unknown tier {tier!r}")
+
+
+def table(op: str, p: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All pairs (a, b) (N, 2) and their results (a ∘ b) mod P; for `mul`, a, b in 1..P-1."""
+    first = 1 if op == "mul" else 0
+    a, b = torch.meshgrid(torch.arange(first, p), torch.arange(first, p), indexing="ij")
+    a, b = a.flatten(), b.flatten()
+    result = {"add": a + b, "sub": a - b, "mul": a * b}[op] % p
+    return torch.stack([a, b], 1), result
+
+
+def one_hot_pairs(pairs: torch.Tensor, p: int) -> torch.Tensor:
+    """The network's input: one-hot(a) concatenated with one-hot(b), (N, 2P)."""
+    return torch.cat([F.one_hot(pairs[:, 0], p), F.one_hot(pairs[:, 1], p)], 1).float()
+
+
+@dataclass
+class Prepared:
+    pairs: torch.Tensor  # (N, 2) all pairs
+    targets: torch.Tensor  # (N,) true results
+    split: torch.Tensor  # (N,) 0 train, 1 holdout, 2 test
+    labels: torch.Tensor  # (R, n_train + n_holdout) labels of the noisy training set (train first)
+    noisy: torch.Tensor  # (R, n_train + n_holdout) noise mask
+
+
+def prepare(run: Run, device: torch.device) -> Prepared:
+    """The split (seeded by the run's seed, shared by its replicas) and each replica's labels."""
+    pairs, targets = table(run.op, run.p)
+    n = pairs.shape[0]
+    g = torch.Generator().manual_seed(run.seed)
+    perm = torch.randperm(n, generator=g)
+    n_noisy_set = round(run.train_fraction * n)
+    n_holdout = round(run.holdout_fraction * n_noisy_set)
+    split = torch.full((n,), 2, dtype=torch.long)
+    split[perm[: n_noisy_set - n_holdout]] = 0
+    split[perm[n_noisy_set - n_holdout : n_noisy_set]] = 1
+    order = torch.cat([torch.nonzero(split == s).flatten() for s in (0, 1, 2)])
+    pairs, targets, split = pairs[order], targets[order], split[order]
+    labels, masks = [], []
+    for protocol, rate, replica_seed in run.replicas:
+        noisy = corrupt_labels(targets[:n_noisy_set], run.p, protocol, rate, seed=10_000 + replica_seed)
+        labels.append(noisy.labels)
+        masks.append(noisy.noisy)
+    return Prepared(pairs.to(device), targets.to(device), split.to(device),
+                    torch.stack(labels).to(device), torch.stack(masks).to(device))
+
+
+def _accuracy(w_in: torch.Tensor, w_out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, activation: str) -> torch.Tensor:
+    return (two_layer_logits(w_in, w_out, x, activation).argmax(-1) == y).double().mean(-1)
+
+
+def make_probe(run: Run, data: Prepared):
+    """The modnoise probe: learning curves per subset and the test accuracy of every extraction."""
+    x = one_hot_pairs(data.pairs, run.p)
+    n_train = int((data.split == 0).sum())
+    n_set = data.labels.shape[1]
+    x_test = x[n_set:]
+    y_test = data.targets[n_set:]
+    original = data.targets[:n_set]
+    order = group_order(run.op, run.p)
+
+    def probe(model: StackedTwoLayer) -> dict[str, xr.DataArray]:
+        r = data.labels.shape[0]
+        logits = model(x[:n_set])
+        y, m = data.labels, data.noisy
+        in_train = torch.arange(n_set, device=y.device) < n_train
+        masks = {"clean": ~m & in_train, "noisy": m & in_train, "noisy_original": m & in_train, "holdout": ~in_train.expand_as(m)}
+        per_sample = {"noisy_original": original.expand_as(y)}
+        acc, loss = [], []
+        for split in SPLITS[:-1]:
+            target = per_sample.get(split, y)
+            mask = masks[split].double()
+            count = mask.sum(1)
+            correct = ((logits.argmax(-1) == target).double() * mask).sum(1)
+            ce = (F.cross_entropy(logits.transpose(1, 2), target, reduction="none").double() * mask).sum(1)
+            nan = torch.full_like(count, float("nan"))
+            acc.append(torch.where(count > 0, correct / count.clamp(min=1), nan))
+            loss.append(torch.where(count > 0, ce / count.clamp(min=1), nan))
+        test_logits = model(x_test)
+        acc.append((test_logits.argmax(-1) == y_test).double().mean(1))
+        loss.append(F.cross_entropy(test_logits.transpose(1, 2), y_test.expand(r, -1), reduction="none").double().mean(1))
+
+        w_in, w_out = model.w_in, model.w_out
+        fourier = _accuracy(*extract_per_neuron(w_in, w_out, order), x_test, y_test, run.activation)
+        partition = torch.full_like(fourier, float("nan"))  # filled in at the final checkpoint (see execute)
+        global_acc = torch.stack([_accuracy(*extract_global(w_in, w_out, order, k), x_test, y_test, run.activation)
+                                  for k in GLOBAL_K], 1)
+        spectrum = neuron_spectrum(w_in, w_out, order)
+        return {
+            "accuracy": xr.DataArray(torch.stack(acc, 1).cpu().numpy(), dims=("replica", "split"), coords={"split": list(SPLITS)}),
+            "loss": xr.DataArray(torch.stack(loss, 1).cpu().numpy(), dims=("replica", "split"), coords={"split": list(SPLITS)}),
+            "test_accuracy": xr.DataArray(torch.stack([acc[-1], fourier, partition], 1).cpu().numpy(),
+                                          dims=("replica", "network"), coords={"network": list(NETWORKS)}),
+            "global_accuracy": xr.DataArray(global_acc.cpu().numpy(), dims=("replica", "top_k"), coords={"top_k": list(GLOBAL_K)}),
+            "mean_concentration": xr.DataArray(spectrum["concentration"].mean(1).cpu().numpy(), dims=("replica",)),
+        }
+
+    return probe
+
+
+def execute(run: Run, device: torch.device, state_path=None, progress=None) -> xr.Dataset:
+    """Train the run and return its results (dims epoch, replica, ...; per-neuron state at the end)."""
+    data = prepare(run, device)
+    model = _model(run).to(device)
+    n_train = int((data.split == 0).sum())
+    x_train = one_hot_pairs(data.pairs[:n_train], run.p)
+    result = train(model, x_train, data.labels[:, :n_train], run.train, make_probe(run, data),
+                   order_seeds=[20_000 + s for _, _, s in run.replicas], state_path=state_path, progress=progress)
+    ds = result.dataset
+    with torch.no_grad():
+        order = group_order(run.op, run.p)
+        spectrum = neuron_spectrum(model.w_in, model.w_out, order)
+        n_set = data.labels.shape[1]
+        _, hidden = model(one_hot_pairs(data.pairs[n_train:n_set], run.p), return_hidden=True)
+        scores = ablation_scores(hidden, model.w_out, data.labels[:, n_train:])
+        group = generalizing_group(scores)
+        x_test, y_test = one_hot_pairs(data.pairs[n_set:], run.p), data.targets[n_set:]
+        partition = _accuracy(model.w_in, subnetwork_output(model.w_out, group), x_test, y_test, run.activation)
+    # The partition is scored once, on the final network (per neuron ablations are the probe's costliest part).
+    ds["test_accuracy"].loc[dict(epoch=ds.epoch.values[-1], network="partition")] = partition.cpu().numpy()
+    ds["generalizing_fraction"] = ("replica", group.double().mean(1).cpu().numpy())
+    ds["power"] = (("replica", "neuron", "frequency"), spectrum["power"].cpu().numpy())
+    ds["dominant_frequency"] = (("replica", "neuron"), spectrum["dominant"].cpu().numpy().astype(np.int16))
+    ds["concentration"] = (("replica", "neuron"), spectrum["concentration"].cpu().numpy())
+    ds["partition_score"] = (("replica", "neuron"), scores.cpu().numpy())
+    ds = ds.assign_coords(
+        model=run.model, op=run.op, width=run.width, p=run.p,
+        frequency=np.arange(1, spectrum["power"].shape[-1] + 1),
+        replica=np.arange(len(run.replicas)),  # indexed, so runs with different replica counts and
+        neuron=np.arange(run.width),  # widths combine (padded with NaN) in Store.combine
+        setting=("replica", [proto for proto, _, _ in run.replicas]),
+        noise_rate=("replica", [rate for _, rate, _ in run.replicas]),
+        init_seed=("replica", [s for _, _, s in run.replicas]),
+        sample=np.arange(n_set),
+    )
+    ds["a"] = ("sample", data.pairs[:n_set, 0].cpu().numpy().astype(np.int16))
+    ds["b"] = ("sample", data.pairs[:n_set, 1].cpu().numpy().astype(np.int16))
+    ds["in_holdout"] = ("sample", (data.split[:n_set] == 1).cpu().numpy().astype(np.int8))
+    ds["label"] = (("replica", "sample"), data.labels.cpu().numpy().astype(np.int16))
+    ds["noisy_mask"] = (("replica", "sample"), data.noisy.cpu().numpy().astype(np.int8))
+    ds["original_label"] = ("sample", data.targets[:n_set].cpu().numpy().astype(np.int16))
+    ds["noisy_fraction"] = ("replica", data.noisy[:, :n_train].double().mean(1).cpu().numpy())
+    ds.attrs.update(
+        activation=run.activation,
+        basis=f"discrete log, primitive root {primitive_root(run.p)}" if run.op == "mul" else "residues 0..P-1",
+        diverged=int(result.diverged),
+        diverged_epoch=float(result.diverged_epoch) if result.diverged else float("nan"),
+        train_seconds=result.seconds,
+        steps=result.steps,
+    )
+    return ds
+
+
+def _model(run: Run) -> StackedTwoLayer:
+    return StackedTwoLayer(run.p, run.width, run.p, seeds=[s for _, _, s in run.replicas], activation=run.activation)
+
+
+def _n_train(run: Run) -> int:
+    n = (run.p - (run.op == "mul")) ** 2
+    n_set = round(run.train_fraction * n)
+    return n_set - round(run.holdout_fraction * n_set)
+
+
+def steps_and_flops(run: Run) -> tuple[int, float]:
+    """Training steps (full batch: one per epoch) and FLOPs (2 per multiply-add, backward = 2 x forward)."""
+    steps = int(run.train.epochs)
+    flops = 6.0 * _model(run).multiply_adds() * _n_train(run) * run.train.epochs * len(run.replicas)
+    return steps, flops
+
+
+def calibrate(run: Run, device: torch.device) -> float:
+    """Seconds per (full-batch) training step of this run's stacked model on `device`."""
+    spec = dataclasses.replace(run.train, batch_size=_n_train(run))
+    return seconds_per_step(_model(run).to(device), (2 * run.p,), run.p, spec, device)

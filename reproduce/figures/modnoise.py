@@ -1,0 +1,115 @@
+"""The modular-arithmetic paper's figures: test accuracy of the model, its Fourier extraction and the
+partition's subnetwork against noise level and width; a neuron-by-frequency heat map; learning
+curves of the clean and noisy training subsets. `replica` picks one replica by coordinates."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
+
+NETWORK_STYLE = {"model": ("model", "k-o"), "fourier": ("Fourier extraction", "C0-s"), "partition": ("partition", "C3-^")}
+
+
+def run_of(ds: xr.Dataset, model: str) -> xr.Dataset:
+    """One run, found by its `model` coordinate (e.g. 'add-m513'), not its file name."""
+    return ds.isel(run=list(ds["model"].values).index(model))
+
+
+def replica(ds: xr.Dataset, model: str, setting: str = "flip", rate: float = 0.8) -> xr.Dataset:
+    """The first replica of `model`'s run with this noise setting and rate, padding dropped."""
+    one = run_of(ds, model)
+    hits = np.nonzero((one["setting"].values == setting) & np.isclose(one["noise_rate"].values, rate))[0]
+    if not hits.size:
+        raise KeyError(f"{model} has no replica {setting} {rate}")
+    one = one.isel(replica=int(hits[0])).dropna("epoch", how="all", subset=["accuracy"])
+    return one.dropna("neuron", how="all", subset=["concentration"]) if "neuron" in one.dims else one
+
+
+def models(ds: xr.Dataset, op: str) -> list[tuple[int, str]]:
+    """(width, model) of every run of operation `op`, by width."""
+    return sorted((int(w), str(m)) for m, o, w in zip(ds["model"].values, ds["op"].values, ds["width"].values) if o == op)
+
+
+def final_accuracy(ds: xr.Dataset, model: str, setting: str, rate: float) -> dict[str, float]:
+    """Test accuracy of the model and of each extracted subnetwork at the final checkpoint."""
+    last = replica(ds, model, setting, rate).test_accuracy.isel(epoch=-1)
+    return {str(n): float(last.sel(network=n)) for n in last.network.values}
+
+
+def modnoise_accuracy(ds: xr.Dataset) -> Figure:
+    """Test accuracy of model, Fourier extraction and partition against the flip-noise level (largest
+    width of each operation) and against width (addition)."""
+    ops = [op for op in ("add", "sub", "mul") if op in set(ds["op"].values)]
+    fig = Figure(figsize=(4 * (len(ops) + 1), 3.2))
+    axes = fig.subplots(1, len(ops) + 1, squeeze=False, sharey=True)[0]
+    for ax, op in zip(axes, ops):
+        width, model = models(ds, op)[-1]
+        one = run_of(ds, model)
+        rates = sorted({float(r) for s, r in zip(one.setting.values, one.noise_rate.values) if s == "flip"})
+        for network, (label, style) in NETWORK_STYLE.items():
+            ax.plot(rates, [final_accuracy(ds, model, "flip", r)[network] for r in rates], style, label=label)
+        ax.set_title(f"{op} mod {int(one.p)}, width {width}")
+        ax.set_xlabel("flip noise level")
+    axes[0].set_ylabel("test accuracy")
+    axes[0].legend(fontsize=7)
+    ax = axes[-1]
+    for rate, dash in ((0.2, "-"), (0.8, "--")):
+        pairs = [(w, m) for w, m in models(ds, "add") if _has(ds, m, "flip", rate)]
+        widths = [w for w, _ in pairs]
+        for network, (label, style) in NETWORK_STYLE.items():
+            ax.plot(widths, [final_accuracy(ds, m, "flip", rate)[network] for _, m in pairs], color=style[:-2],
+                    linestyle=dash, marker=style[-1], label=f"{label}, {rate:.0%} noise")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("width M (addition)")
+    ax.legend(fontsize=6)
+    return fig
+
+
+def _has(ds: xr.Dataset, model: str, setting: str, rate: float) -> bool:
+    try:
+        replica(ds, model, setting, rate)
+        return True
+    except KeyError:
+        return False
+
+
+def modnoise_heatmap(ds: xr.Dataset, model: str | None = None) -> Figure:
+    """Neuron-by-frequency power of the input weights at the final checkpoint, neurons sorted by
+    dominant frequency: 80% noise beside 0% and the 100%-noise control."""
+    model = model or models(ds, "add")[-1][1]
+    panels = [(s, r) for s, r in (("flip", 0.0), ("flip", 0.8), ("flip", 1.0)) if _has(ds, model, s, r)]
+    fig = Figure(figsize=(4 * len(panels), 3.6))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (setting, rate) in zip(axes, panels):
+        one = replica(ds, model, setting, rate)
+        power = one.power.values
+        power = power / power.sum(1, keepdims=True)
+        order = np.lexsort((-one.concentration.values, one.dominant_frequency.values))
+        ax.imshow(power[order], aspect="auto", interpolation="nearest", cmap="viridis",
+                  extent=(0.5, power.shape[1] + 0.5, power.shape[0], 0))
+        ax.set_title(f"{model}, {setting} {rate:.0%}: mean concentration {one.concentration.mean().item():.2f}", fontsize=8)
+        ax.set_xlabel("frequency k" + (" (discrete-log basis)" if str(one.op.values) == "mul" else ""))
+    axes[0].set_ylabel("neuron (sorted by dominant frequency)")
+    return fig
+
+
+def modnoise_learning_curves(ds: xr.Dataset, model: str | None = None) -> Figure:
+    """Accuracy of the clean and noisy training subsets (against their training labels) over epochs,
+    80% flip noise beside its tagged 0%-noise control."""
+    model = model or models(ds, "add")[-1][1]
+    fig = Figure(figsize=(8, 3.2))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, (setting, title) in zip(axes, (("flip", "80% flip noise"), ("tag", "control: 80% tagged, labels clean"))):
+        one = replica(ds, model, setting, 0.8)
+        epochs = one.epoch.values
+        x = np.where(epochs > 0, epochs, epochs[epochs > 0].min() / 2)
+        for split, label in (("clean", "clean subset"), ("noisy", "noisy subset (noisy labels)"),
+                             ("noisy_original", "noisy subset (true labels)"), ("test", "test")):
+            ax.plot(x, one.accuracy.sel(split=split), label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{model}: {title}", fontsize=9)
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(fontsize=7)
+    return fig

@@ -1,0 +1,65 @@
+"""The modnoise experiment end to end on a tiny setting: what a run stores, and that it is consistent."""
+
+import numpy as np
+import pytest
+import torch
+
+from reproduce.engine import TrainSpec, log_schedule
+from reproduce.experiments import modnoise
+from reproduce.store import Store
+
+SPEC = TrainSpec(optimizer="adamw", lr=3e-3, batch_size=0, epochs=3, weight_decay=1.0, checkpoints=log_schedule(3))
+SETTINGS = (("flip", 0.8), ("flip", 1.0), ("resample", 0.5), ("tag", 0.8))
+
+
+@pytest.fixture(scope="module")
+def tiny_runs():
+    return {op: modnoise.execute(modnoise.Run(op, 9, SETTINGS, SPEC, seed=2, p=7), torch.device("cpu")) for op in ("add", "mul")}
+
+
+def test_labels_noise_and_split_are_stored(tiny_runs):
+    ds = tiny_runs["add"]
+    original = ds.original_label.values
+    assert (original == (ds.a.values + ds.b.values) % 7).all()
+    flip = ds.sel(replica=0)
+    mask = flip.noisy_mask.values.astype(bool)
+    assert (flip.label.values[mask] != original[mask]).all() and (flip.label.values[~mask] == original[~mask]).all()
+    tag = ds.sel(replica=3)
+    assert (tag.label.values == original).all()
+    assert (tag.noisy_mask.values == flip.noisy_mask.values).all()  # the control tags exactly the flipped samples
+    assert ds.sel(replica=1).noisy_mask.values.all()  # 100% noise
+    n_set = round(0.9 * 49)
+    assert ds.sizes["sample"] == n_set and ds.in_holdout.values.sum() == round(0.1 * n_set)
+
+
+def test_multiplication_excludes_zero_and_uses_the_log_basis(tiny_runs):
+    ds = tiny_runs["mul"]
+    assert ds.a.values.min() == 1 and ds.b.values.min() == 1
+    assert "discrete log" in ds.attrs["basis"] and ds.sizes["frequency"] == 3  # (P-1)//2 for period 6
+
+
+def test_probe_variables_and_final_partition(tiny_runs):
+    ds = tiny_runs["add"]
+    assert ds.accuracy.dims == ("epoch", "replica", "split")
+    assert ds.test_accuracy.dims == ("epoch", "replica", "network")
+    assert list(ds.epoch.values) == [0.0, 1.0, 2.0, 3.0]
+    partition = ds.test_accuracy.sel(network="partition").values
+    assert np.isnan(partition[:-1]).all() and np.isfinite(partition[-1]).all()  # scored once, at the end
+    assert ds.power.dims == ("replica", "neuron", "frequency") and ds.sizes["neuron"] == 9
+    assert str(ds.model.values) == "add-m9"
+
+
+def test_runs_of_different_shapes_combine(tiny_runs, tmp_path):
+    store = Store(tmp_path)
+    for op, ds in tiny_runs.items():
+        store.write(ds, "quick", "modnoise", op, {"op": op}, {})
+    combined = store.combine("quick", "modnoise", ["add", "mul"])
+    assert combined.sizes["run"] == 2 and list(combined.model.values) == ["add-m9", "mul-m9"]
+
+
+def test_quick_tier_plan():
+    runs = modnoise.runs("quick")
+    assert {r.model for r in runs} == {"add-m513", "sub-m513", "mul-m513", "add-m65", "add-m129", "add-m257"}
+    assert all(r.train.batch_size == 0 and r.train.optimizer == "adamw" for r in runs)
+    steps, flops = modnoise.steps_and_flops(runs[0])
+    assert steps == 100 and flops > 0
