@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -154,3 +155,27 @@ def sharpness_over_volumes(model: Model, x: torch.Tensor, y: torch.Tensor, spec:
         for name, values in (("accuracy", correct[0]), ("loss", loss[0]), ("jacobian", jac), ("hessian", hess)):
             outs[name].append(volume_integral(values, path_points, lead + 1).movedim(0, -1))
     return {name: torch.cat(parts, dim=-2) for name, parts in outs.items()}
+
+
+def interpolation_threshold(widths, train_error, tolerance: float) -> int | None:
+    """The smallest width whose training error (on the labels it trained on, noisy ones included)
+    is below `tolerance` (Belkin et al.'s interpolation threshold); None if no width gets there."""
+    order = np.argsort(np.asarray(widths))
+    for i in order:
+        if float(np.asarray(train_error)[i]) < tolerance:
+            return int(np.asarray(widths)[i])
+    return None
+
+
+def peak_at_threshold(widths, values, threshold: int | None) -> dict:
+    """The paper's model-wise peak (CLAIMS.md): the argmax width is within one grid step of the
+    threshold width, and the largest width's value is below half the peak."""
+    widths, values = np.asarray(widths), np.asarray(values, dtype=float)
+    order = np.argsort(widths)
+    widths, values = widths[order], values[order]
+    peak = int(np.nanargmax(values))
+    ratio = float(values[-1] / values[peak]) if values[peak] > 0 else float("nan")
+    steps = abs(peak - int(np.nonzero(widths == threshold)[0][0])) if threshold in widths else None
+    holds = bool(steps is not None and steps <= 1 and ratio < 0.5)
+    return dict(peak_width=int(widths[peak]), peak=float(values[peak]), largest_width=int(widths[-1]),
+                largest=float(values[-1]), ratio=ratio, threshold_width=threshold, grid_steps=steps, holds=holds)
