@@ -12,9 +12,14 @@ MEASURE_LABELS = {"accuracy": "training accuracy", "loss": "training cross-entro
                   "jacobian": "Jacobian norm", "hessian": "tangent Hessian norm"}
 
 
+def _per_run(ds: xr.Dataset, name: str) -> np.ndarray:
+    """A run-level coordinate as one value per run (combining keeps a value shared by all runs scalar)."""
+    return np.broadcast_to(ds[name].values, (ds.sizes["run"],))
+
+
 def settings(ds: xr.Dataset) -> list[str]:
     """The sweeps in a combined Dataset, in run order."""
-    return list(dict.fromkeys(str(s) for s in np.atleast_1d(ds["setting"].values)))
+    return list(dict.fromkeys(str(s) for s in _per_run(ds, "setting")))
 
 
 def sweep(ds: xr.Dataset, setting: str, at: str = "end") -> xr.Dataset:
@@ -22,7 +27,7 @@ def sweep(ds: xr.Dataset, setting: str, at: str = "end") -> xr.Dataset:
     (`at="end"`) or at initialization (`at="init"`, the control). Runs are found by their
     `setting` and `width` coordinates, not by file name."""
     pieces = []
-    for i in np.nonzero(np.atleast_1d(ds["setting"].values) == setting)[0]:
+    for i in np.nonzero(_per_run(ds, "setting") == setting)[0]:
         one = ds.isel(run=i).dropna("epoch", how="all", subset=["accuracy"])
         one = one.isel(epoch=-1 if at == "end" else 0)
         pieces.append(xr.Dataset({k: one[k].mean("replica") for k in ("accuracy", "loss", "volume_measure")})
