@@ -119,3 +119,56 @@ class StackedTwoLayer(nn.Module):
     def multiply_adds(self) -> int:
         """Multiply-adds of one forward pass of one sample through one replica."""
         return 2 * self.p * self.width + self.width * self.num_classes
+
+
+class StackedConvNet(nn.Module):
+    """R copies of the 4-stage ConvNet of Nakkiran et al. (2019), evaluated together.
+
+    Stage i is a 3x3 convolution (padding 1) of width w * 2^i followed by ReLU and a max-pool of
+    1, 2, 2 and (global) sizes, then a linear read-out: widths [w, 2w, 4w, 8w], no batch norm. The
+    replicas are stacked along channels and run as grouped convolutions (groups = R), so R seeds
+    cost one convolution call per stage. Initialization is PyTorch's `nn.Conv2d`/`nn.Linear`
+    default (uniform in ±1/sqrt(fan_in)), drawn per replica from its own seed.
+    """
+
+    def __init__(self, input_shape: Sequence[int], width: int, num_classes: int, seeds: Sequence[int]):
+        super().__init__()
+        self.input_shape = tuple(input_shape)
+        self.width = int(width)
+        self.replicas = len(seeds)
+        channels = [self.input_shape[0], *(self.width * 2**i for i in range(4))]
+        generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for c_in, c_out in zip(channels[:-1], channels[1:]):
+            bound = 1.0 / math.sqrt(c_in * 9)
+            self.weights.append(nn.Parameter(torch.cat([_uniform((c_out, c_in, 3, 3), bound, g) for g in generators])))
+            self.biases.append(nn.Parameter(torch.cat([_uniform((c_out,), bound, g) for g in generators])))
+        bound = 1.0 / math.sqrt(channels[-1])
+        self.head_weight = nn.Parameter(torch.stack([_uniform((channels[-1], num_classes), bound, g) for g in generators]))
+        self.head_bias = nn.Parameter(torch.stack([_uniform((1, num_classes), bound, g) for g in generators]))
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (R, B, C, H, W) per replica, or (B, C, H, W) shared by all replicas -> logits (R, B, K)."""
+        r = self.replicas
+        if x.dim() == 4:
+            x = x.unsqueeze(0).expand(r, *x.shape)
+        if x.dim() != 5 or tuple(x.shape[2:]) != self.input_shape or x.shape[0] != r:
+            raise ValueError(f"input of shape {tuple(x.shape)} is not ({r}, B, *{self.input_shape})")
+        b = x.shape[1]
+        h = x.transpose(0, 1).reshape(b, r * self.input_shape[0], *self.input_shape[1:])
+        for i, (w, bias) in enumerate(zip(self.weights, self.biases)):
+            h = torch.relu(torch.nn.functional.conv2d(h, w, bias, padding=1, groups=r))
+            if i in (1, 2):
+                h = torch.nn.functional.max_pool2d(h, 2)
+        h = h.amax(dim=(2, 3)).view(b, r, -1).transpose(0, 1)  # global max-pool: (R, B, 8w)
+        return torch.baddbmm(self.head_bias, h, self.head_weight)
+
+    def multiply_adds(self) -> int:
+        """Multiply-adds of one forward pass of one sample through one replica."""
+        _, hh, ww = self.input_shape
+        total, sizes = 0, [(hh, ww), (hh, ww), (hh // 2, ww // 2), (hh // 4, ww // 4)]
+        for (c_in, c_out), (a, b) in zip(zip(self.channels[:-1], self.channels[1:]), sizes):
+            total += a * b * c_in * c_out * 9
+        return total + self.channels[-1] * self.head_weight.shape[-1]

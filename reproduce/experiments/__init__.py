@@ -12,9 +12,9 @@ from __future__ import annotations
 from types import ModuleType
 
 from reproduce.errors import UserError
-from reproduce.experiments import ddmlp, modnoise
+from reproduce.experiments import ddmlp, modnoise, smooth
 
-EXPERIMENTS: dict[str, ModuleType] = {ddmlp.PAPER: ddmlp, modnoise.PAPER: modnoise}
+EXPERIMENTS: dict[str, ModuleType] = {m.PAPER: m for m in (ddmlp, smooth, modnoise)}
 PAPERS = tuple(EXPERIMENTS)
 TIERS = ("quick", "medium", "full")
 

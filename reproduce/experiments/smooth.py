@@ -1,0 +1,221 @@
+"""Model-wise double descent seen as input-space sharpness (papers/smooth-interpolation-sharpness.txt).
+
+One run trains one base width w of the 4-stage ConvNet (widths w, 2w, 4w, 8w; models.StackedConvNet)
+with its seeds stacked as replicas (grouped convolutions). A sweep is the runs of every width of
+one setting:
+- `cifar10-flip20`: CIFAR-10 with exactly round(0.2 n) labels flipped to another class (Fig. 2-3);
+- `cifar100`: CIFAR-100, no noise (Fig. 4);
+- `cifar100-asym`: CIFAR-100 with 80% of the samples of classes 0-19 relabelled (the asymmetric split);
+- `fmnist14-flip20` (quick): Fashion-MNIST subset average-pooled to 14x14, exactly 20% flipped.
+The probe records, at every checkpoint, accuracy and loss on the training labels (all, clean,
+noisy subsets; the noisy subset also against its original labels), on the test set, and over
+volumes of increasing size around the clean and the noisy training points: accuracy, loss,
+Jacobian norm (Eq. 2) and tangent Hessian norm (Eq. 5), integrated along geodesic paths of SVD
+augmentations (Eq. 6-7). The epoch-0 checkpoint is the control: the same widths at initialization.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import xarray as xr
+
+from reproduce.data import ImageData, load_dataset
+from reproduce.engine import TrainSpec, log_schedule, seconds_per_step, train
+from reproduce.measures.sharpness import VolumeSpec, sharpness_over_volumes
+from reproduce.models import StackedConvNet
+from reproduce.noise import corrupt_labels
+
+PAPER = "smooth"
+SUBSETS = ("all", "clean", "noisy", "untouched")  # untouched: samples of classes the noise never touched
+SPLITS = ("train", "clean", "noisy", "noisy_original", "test", "test_untouched", "test_touched")
+MEASURES = ("accuracy", "loss", "jacobian", "hessian")
+PAPER_WIDTHS = tuple(range(1, 65))
+# The issue's tolerance for "fits the training set": training error on the training (noisy) labels.
+INTERPOLATION_TOLERANCE = 0.01
+
+
+@dataclass(frozen=True)
+class Run:
+    """One base width of one setting, the seeds stacked as replicas."""
+
+    setting: str
+    width: int
+    dataset: str
+    noise: str  # none | flip | asymmetric (reproduce.noise protocols)
+    noise_rate: float
+    train: TrainSpec
+    volumes: VolumeSpec
+    seed: int = 0
+    seeds: int = 1
+    noisy_classes: tuple[int, ...] = ()  # asymmetric only
+    n_train: int | None = None
+    n_test: int | None = None
+    downsample: int = 1  # average-pool factor applied to the images (quick tier: 2, 28x28 -> 14x14)
+    paper: str = field(default=PAPER, init=False)
+
+    @property
+    def model(self) -> str:
+        return f"{self.setting}-w{self.width}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-s{self.seed}"
+
+    @property
+    def replicas(self) -> list[int]:
+        """Replica seeds; the same at every width, so a seed's label noise is the same across the sweep."""
+        return [self.seed * 100 + k for k in range(self.seeds)]
+
+
+def runs(tier: str, seed: int = 0) -> list[Run]:
+    """The tier's sweep. quick: a 500-image Fashion-MNIST sweep on two CPU cores (docs/smooth.md has
+    the search); medium: CIFAR-10 with 20% flip noise at a coarse width grid and 1k epochs; full:
+    the paper's three settings, widths 1..64, 4k epochs, three seeds."""
+    if tier == "quick":
+        spec = TrainSpec(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=128, epochs=300, warmup_epochs=5)
+        volumes = VolumeSpec(paths=2, strengths=3, hessian_directions=2, delta=1.0, chunk=128)
+        return [Run("fmnist14-flip20", w, "fashion_mnist", "flip", 0.2, spec, volumes, seed, 1,
+                    n_train=500, n_test=2000, downsample=2) for w in (1, 2, 3, 4, 6, 8, 12, 16)]
+    if tier not in ("medium", "full"):
+        raise ValueError(f"unknown tier {tier!r}")
+    epochs = 1000 if tier == "medium" else 4000
+    spec = TrainSpec(optimizer="sgd", lr=0.01, momentum=0.9, batch_size=128, epochs=epochs, warmup_epochs=5,
+                     checkpoints=log_schedule(epochs, first=1))
+    volumes = VolumeSpec(paths=3, strengths=7, hessian_directions=2, delta=1.0, chunk=128)
+    if tier == "medium":
+        return [Run("cifar10-flip20", w, "cifar10", "flip", 0.2, spec, volumes, seed, 3) for w in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)]
+    settings = [("cifar10-flip20", "cifar10", "flip", 0.2, ()),
+                ("cifar100", "cifar100", "none", 0.0, ()),
+                ("cifar100-asym", "cifar100", "asymmetric", 0.8, tuple(range(20)))]
+    return [Run(s, w, d, noise, rate, spec, volumes, seed, 3, noisy_classes=classes)
+            for s, d, noise, rate, classes in settings for w in PAPER_WIDTHS]
+
+
+def prepare(run: Run, device: torch.device) -> tuple[ImageData, torch.Tensor, torch.Tensor]:
+    """Data on the device, and per replica the training labels (R, N) and noisy masks (R, N)."""
+    data = load_dataset(run.dataset)
+    if run.n_train or run.n_test:
+        data = data.subset(run.n_train, run.n_test, seed=run.seed)
+    if run.downsample > 1:
+        data = ImageData(data.name, F.avg_pool2d(data.train_x, run.downsample), data.train_y,
+                         F.avg_pool2d(data.test_x, run.downsample), data.test_y, data.num_classes, data.train_index)
+    data = data.to(device)
+    labels, masks = [], []
+    for replica_seed in run.replicas:
+        noisy = corrupt_labels(data.train_y.cpu(), data.num_classes, run.noise, run.noise_rate,
+                               seed=10_000 + replica_seed, exact=True, classes=run.noisy_classes or None)
+        labels.append(noisy.labels)
+        masks.append(noisy.noisy)
+    return data, torch.stack(labels).to(device), torch.stack(masks).to(device)
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over samples (dim 1 of (R, N, ...)) where mask (R, N) holds; NaN for an empty subset."""
+    m = mask.to(values.dtype).view(*mask.shape, *([1] * (values.dim() - 2)))
+    return (values * m).sum(1) / m.sum(1)
+
+
+def make_probe(data: ImageData, labels: torch.Tensor, noisy: torch.Tensor, volumes: VolumeSpec, chunk: int = 2048):
+    """Accuracy and loss per split, and the four measures over volumes per training subset."""
+    touched = torch.zeros(data.num_classes, dtype=torch.bool, device=labels.device)
+    touched[data.train_y[noisy.any(0)]] = True
+    untouched = ~touched[data.train_y].expand_as(noisy)
+    test_untouched = ~touched[data.test_y]
+
+    def probe(model: StackedConvNet) -> dict[str, xr.DataArray]:
+        r = labels.shape[0]
+
+        def per_sample(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            loss, correct = [], []
+            for start in range(0, x.shape[0], chunk):
+                logits = model(x[start : start + chunk])
+                target = y[:, start : start + chunk]
+                loss.append(F.cross_entropy(logits.transpose(1, 2), target, reduction="none"))
+                correct.append((logits.argmax(-1) == target).double())
+            return torch.cat(loss, 1).double(), torch.cat(correct, 1)
+
+        train_loss, train_correct = per_sample(data.train_x, labels)
+        orig_loss, orig_correct = per_sample(data.train_x, data.train_y.expand(r, -1))
+        test_loss, test_correct = per_sample(data.test_x, data.test_y.expand(r, -1))
+        everything = torch.ones_like(noisy)
+        test_all = torch.ones_like(test_correct, dtype=torch.bool)
+        masks = [(train_loss, train_correct, everything), (train_loss, train_correct, ~noisy),
+                 (train_loss, train_correct, noisy), (orig_loss, orig_correct, noisy),
+                 (test_loss, test_correct, test_all), (test_loss, test_correct, test_untouched.expand(r, -1)),
+                 (test_loss, test_correct, ~test_untouched.expand(r, -1))]
+        loss = torch.stack([_masked_mean(l, m) for l, _, m in masks], 1)
+        accuracy = torch.stack([_masked_mean(c, m) for _, c, m in masks], 1)
+
+        measures = sharpness_over_volumes(model, data.train_x, labels, volumes)  # each (R, N, V)
+        subsets = [everything, ~noisy, noisy, untouched]
+        stacked = torch.stack([torch.stack([_masked_mean(measures[k].double(), s) for s in subsets], 1)
+                               for k in MEASURES], 1)  # (R, measure, subset, V)
+        volume = np.arange(volumes.strengths + 1)
+        return {
+            "loss": xr.DataArray(loss.cpu().numpy(), dims=("replica", "split"), coords={"split": list(SPLITS)}),
+            "accuracy": xr.DataArray(accuracy.cpu().numpy(), dims=("replica", "split"), coords={"split": list(SPLITS)}),
+            "volume_measure": xr.DataArray(
+                stacked.cpu().numpy(), dims=("replica", "measure", "subset", "volume"),
+                coords={"measure": list(MEASURES), "subset": list(SUBSETS), "volume": volume},
+                attrs={"volume": "augmentations per path (0: at the training point)"},
+            ),
+        }
+
+    return probe
+
+
+def execute(run: Run, device: torch.device, state_path=None, progress=None) -> xr.Dataset:
+    """Train one width (its seeds stacked) and return its results (dims epoch, replica, ...)."""
+    data, labels, noisy = prepare(run, device)
+    model = _model(run, tuple(data.train_x.shape[1:])).to(device)
+    probe = make_probe(data, labels, noisy, run.volumes)
+    result = train(model, data.train_x, labels, run.train, probe,
+                   order_seeds=[20_000 + s for s in run.replicas], state_path=state_path, progress=progress)
+    ds = result.dataset
+    ds = ds.assign_coords(model=run.model, setting=run.setting, width=run.width,
+                          init_seed=("replica", run.replicas))
+    ds = ds.assign_coords(sample=data.sample_index().cpu().numpy())
+    ds["label"] = (("replica", "sample"), labels.cpu().numpy().astype(np.int16))
+    ds["noisy_mask"] = (("replica", "sample"), noisy.cpu().numpy().astype(np.int8))
+    ds["original_label"] = ("sample", data.train_y.cpu().numpy().astype(np.int16))
+    ds["noisy_fraction"] = ("replica", noisy.double().mean(1).cpu().numpy())
+    ds["parameters"] = sum(p.numel() for p in model.parameters()) // len(run.replicas)
+    ds.attrs.update(
+        diverged=int(result.diverged),
+        diverged_epoch=float(result.diverged_epoch) if result.diverged else float("nan"),
+        train_seconds=result.seconds,
+        steps=result.steps,
+        interpolation_tolerance=INTERPOLATION_TOLERANCE,
+    )
+    return ds
+
+
+INPUT_SHAPES = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
+TRAIN_SIZES = {"fashion_mnist": 60_000, "mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
+CLASSES = {"fashion_mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100}
+
+
+def _input_shape(run: Run) -> tuple[int, int, int]:
+    c, h, w = INPUT_SHAPES[run.dataset]
+    return c, h // run.downsample, w // run.downsample
+
+
+def _model(run: Run, input_shape: tuple[int, ...] | None = None) -> StackedConvNet:
+    return StackedConvNet(input_shape or _input_shape(run), run.width, CLASSES[run.dataset], seeds=run.replicas)
+
+
+def steps_and_flops(run: Run) -> tuple[int, float]:
+    """Training steps and FLOPs of the run (2 FLOPs per multiply-add, backward = 2 x forward)."""
+    n = run.n_train or TRAIN_SIZES[run.dataset]
+    steps = int(np.ceil(n / run.train.batch_size) * run.train.epochs)
+    flops = 6.0 * _model(run).multiply_adds() * n * run.train.epochs * len(run.replicas)
+    return steps, flops
+
+
+def calibrate(run: Run, device: torch.device) -> float:
+    """Seconds per training step of this run's stacked model on `device`."""
+    return seconds_per_step(_model(run).to(device), _input_shape(run), CLASSES[run.dataset], run.train, device)

@@ -1,0 +1,108 @@
+"""The smooth paper's figures (Fig. 1c, 2, 3 analogues) and `sweep`, which lines runs up by width."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
+
+from reproduce.measures.sharpness import interpolation_threshold
+
+MEASURE_LABELS = {"accuracy": "training accuracy", "loss": "training cross-entropy",
+                  "jacobian": "Jacobian norm", "hessian": "tangent Hessian norm"}
+
+
+def _per_run(ds: xr.Dataset, name: str) -> np.ndarray:
+    """A run-level coordinate as one value per run (combining keeps a value shared by all runs scalar)."""
+    return np.broadcast_to(ds[name].values, (ds.sizes["run"],))
+
+
+def settings(ds: xr.Dataset) -> list[str]:
+    """The sweeps in a combined Dataset, in run order."""
+    return list(dict.fromkeys(str(s) for s in _per_run(ds, "setting")))
+
+
+def sweep(ds: xr.Dataset, setting: str, at: str = "end") -> xr.Dataset:
+    """One setting's runs as a Dataset over `width` (mean over seeds), at the final checkpoint
+    (`at="end"`) or at initialization (`at="init"`, the control). Runs are found by their
+    `setting` and `width` coordinates, not by file name."""
+    pieces = []
+    for i in np.nonzero(_per_run(ds, "setting") == setting)[0]:
+        one = ds.isel(run=i).dropna("epoch", how="all", subset=["accuracy"])
+        one = one.isel(epoch=-1 if at == "end" else 0)
+        pieces.append(xr.Dataset({k: one[k].mean("replica") for k in ("accuracy", "loss", "volume_measure")})
+                      .drop_vars([c for c in ("run", "status", "model", "setting", "width", "epoch") if c in one.coords],
+                                 errors="ignore")
+                      .expand_dims(width=[int(one["width"])]))
+    if not pieces:
+        raise ValueError(f"no runs of setting {setting!r}")
+    out = xr.concat(pieces, "width", data_vars="all", coords="different", compat="equals", join="outer")
+    return out.sortby("width")
+
+
+def threshold_of(ds: xr.Dataset, setting: str, tolerance: float) -> int | None:
+    """The interpolation threshold of a sweep: the smallest width whose final training error on
+    its training (noisy) labels is below `tolerance`."""
+    trained = sweep(ds, setting)
+    error = 1 - trained.accuracy.sel(split="train").values
+    return interpolation_threshold(trained.width.values, error, tolerance)
+
+
+def _mark_threshold(ax, threshold: int | None) -> None:
+    if threshold is not None:
+        ax.axvline(threshold, color="k", ls=":", lw=1, label=f"interpolation threshold (w={threshold})")
+
+
+def _tolerance(ds: xr.Dataset) -> float:
+    return float(ds.attrs.get("interpolation_tolerance", 0.01))
+
+
+def smooth_measures(ds: xr.Dataset, subsets: tuple[str, ...] = ("all",)) -> Figure:
+    """Fig. 2 (subset all) / Fig. 3 (clean, noisy) analogue: each measure against base width, one
+    line per volume size (augmentations per path), dotted line at the interpolation threshold."""
+    setting = settings(ds)[0]
+    trained, threshold = sweep(ds, setting), threshold_of(ds, setting, _tolerance(ds))
+    measures = list(MEASURE_LABELS)
+    fig = Figure(figsize=(3.3 * len(measures), 2.8 * len(subsets)))
+    axes = fig.subplots(len(subsets), len(measures), squeeze=False)
+    volumes = trained.volume.values
+    colors = [(0.1, 0.3 + 0.5 * i / max(len(volumes) - 1, 1), 0.9 - 0.6 * i / max(len(volumes) - 1, 1)) for i in range(len(volumes))]
+    for row, subset in zip(axes, subsets):
+        for ax, measure in zip(row, measures):
+            values = trained.volume_measure.sel(measure=measure, subset=subset)
+            for v, color in zip(volumes, colors):
+                ax.plot(trained.width, values.sel(volume=v), "o-", ms=3, color=color, label=f"{v} aug./path")
+            _mark_threshold(ax, threshold)
+            ax.set_xscale("log", base=2)
+            if measure in ("jacobian", "hessian", "loss"):
+                ax.set_yscale("log")
+            ax.set_title(f"{MEASURE_LABELS[measure]} ({subset})", fontsize=9)
+            ax.set_xlabel("base width w")
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle(setting, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def smooth_subsets(ds: xr.Dataset) -> Figure:
+    """Fig. 3 analogue: the measures over volumes around clean (top) and noisy (bottom) samples."""
+    return smooth_measures(ds, subsets=("clean", "noisy"))
+
+
+def smooth_test_error(ds: xr.Dataset) -> Figure:
+    """Fig. 1c analogue: test and training error against width, the threshold marked, with the
+    control (the same widths at initialization) dashed."""
+    fig = Figure(figsize=(4.5, 3.2))
+    ax = fig.subplots()
+    for setting in settings(ds):
+        trained, start = sweep(ds, setting), sweep(ds, setting, at="init")
+        ax.plot(trained.width, 1 - trained.accuracy.sel(split="test"), "o-", label=f"{setting}: test")
+        ax.plot(trained.width, 1 - trained.accuracy.sel(split="train"), "s--", label=f"{setting}: train (noisy labels)")
+        ax.plot(start.width, 1 - start.accuracy.sel(split="test"), "k:", lw=1, label="test at initialization")
+        _mark_threshold(ax, threshold_of(ds, setting, _tolerance(ds)))
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("base width w")
+    ax.set_ylabel("error")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,181 @@
+"""Input-space sharpness of the loss over data-driven volumes (papers/smooth-interpolation-sharpness.txt).
+
+- Jacobian norm (Eq. 1-2): the Frobenius norm of d loss / d x at a training point. Samples are
+  independent in eval mode, so one backward pass of the *summed* loss gives every sample's own
+  input gradient: one pass per batch, not per sample.
+- Weak augmentation (Sec. 3.4): each channel's k smallest singular values are erased (strength k);
+  direction p = 0..P-1 erases the k values after skipping the p*k smallest, so the P directions of
+  one strength erase P disjoint sets (the paper's window shifts by 1, which overlaps for k > 1).
+- Tangent Hessian norm (Eq. 5): finite differences of Jacobians along M weak augmentations
+  u_m (direction m, strength 1) of the point, as in LeJeune et al.'s rugosity.
+- Volumes (Eq. 6-7): P geodesic paths x -> x^{p,1} -> ... -> x^{p,K} of increasing strength; a
+  measure is integrated along each path (trapezoids over its Euclidean segments), normalised by the
+  path's length and averaged over paths. Volume size v uses the first v augmentations per path;
+  v = 0 is the measure at the point itself.
+
+Models follow the project's stacked convention but nothing else: `model(x)` maps inputs of shape
+(*lead, *sample_shape) to logits (*lead, K), with labels of shape `lead` (for a plain classifier
+lead = (B,); for R stacked replicas lead = (R, B)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from reproduce.errors import UserError
+
+Model = Callable[[torch.Tensor], torch.Tensor]
+
+
+def loss_input_gradient(model: Model, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample input gradients of the cross-entropy (Eq. 1), with the loss and correctness.
+
+    One backward pass of the summed loss: sample n's loss depends on x_n alone (eval mode, no
+    batch statistics), so d(sum loss)/dx_n = d loss_n / dx_n. Works under `torch.no_grad()`.
+    Returns (gradient like x, loss like y, correct like y).
+    """
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        logits = model(x)
+        if logits.shape[:-1] != y.shape:
+            raise UserError(f"model gave logits of shape {tuple(logits.shape)} for labels of shape {tuple(y.shape)}")
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none").view(y.shape)
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+    return grad, loss.detach(), (logits.argmax(-1) == y).detach()
+
+
+def jacobian_norm(model: Model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """||J(x_n, y_n)||_F for every sample (Eq. 2 before the expectation), shape of y."""
+    grad, _, _ = loss_input_gradient(model, x, y)
+    return grad.flatten(y.dim()).norm(dim=-1)
+
+
+def svd_erase(x: torch.Tensor, k: int, p: int = 0) -> torch.Tensor:
+    """The weak augmentation of Sec. 3.4: in every channel matrix x[..., c, :, :] erase the k
+    singular values at 1-based positions w-k-p+1 .. w-p (descending order), i.e. the k smallest
+    after skipping the p smallest (the paper's formula). k = 0 is the identity; the distance to x grows with k, since
+    ||x - x~||_F^2 is the sum of the erased squared singular values."""
+    if x.dim() < 3:
+        raise UserError(f"svd_erase needs images (..., C, H, W), got shape {tuple(x.shape)}")
+    w = min(x.shape[-2:])
+    if k < 0 or p < 0 or k + p > w:
+        raise UserError(f"cannot erase {k} singular values after skipping {p}: a channel has only {w}")
+    if k == 0:
+        return x.clone()
+    u, s, vh = torch.linalg.svd(x, full_matrices=False)
+    keep = torch.ones(w, dtype=s.dtype, device=s.device)
+    keep[w - k - p : w - p] = 0
+    return (u * (s * keep).unsqueeze(-2)) @ vh
+
+
+def geodesic_paths(x: torch.Tensor, paths: int, strengths: int) -> torch.Tensor:
+    """Points x^{p,k} of P paths of K+1 increasing strengths (k = 0 is x itself): (P, K+1, *x.shape).
+
+    At strength k path p erases k singular values after skipping the p*k smallest (Sec. 3.3-3.4),
+    so the P points of one strength come from P disjoint sets of erased values."""
+    return torch.stack([torch.stack([svd_erase(x, k, p * k) for k in range(strengths + 1)]) for p in range(paths)])
+
+
+def volume_integral(values: torch.Tensor, points: torch.Tensor, lead: int) -> torch.Tensor:
+    """Eq. 6 for every volume size: values (P, K+1, *lead_shape) of a measure at the path points
+    (P, K+1, *lead_shape, *sample) -> (K+1, *lead_shape), entry v = the length-normalised
+    trapezoid integral along the first v segments, averaged over the P paths (v = 0: the value at x).
+
+    A path whose first v segments have zero length (erased singular values that were already 0)
+    contributes the plain mean of its points."""
+    seg = (points[:, 1:] - points[:, :-1]).flatten(2 + lead).norm(dim=-1)  # (P, K, *lead_shape)
+    trapezoid = 0.5 * (values[:, 1:] + values[:, :-1])
+    out = [values[:, 0].mean(0)]
+    for v in range(1, values.shape[1]):
+        length = seg[:, :v].sum(1)
+        integral = (trapezoid[:, :v] * seg[:, :v]).sum(1)
+        plain = values[:, : v + 1].mean(1)
+        out.append(torch.where(length > 0, integral / length.clamp_min(1e-30), plain).mean(0))
+    return torch.stack(out)
+
+
+def tangent_hessian_norm(grad: torch.Tensor, shifted_grads: torch.Tensor, delta: float, lead: int) -> torch.Tensor:
+    """Eq. 5 per sample: (1/delta) * sqrt(mean_m ||J(x) - J(x + delta u_m)||_F^2).
+
+    `grad` (*lead_shape, *sample) is J at the points, `shifted_grads` (M, same) at x + delta u_m.
+    As delta -> 0 this tends to the RMS over m of ||H u_m||, the Hessian along the tangent
+    directions u_m. The paper's constant 1/(M^2 delta^2) only rescales every model alike; we keep
+    the RMS form, whose limit does not depend on M or delta."""
+    diff = (shifted_grads - grad.unsqueeze(0)).flatten(1 + lead).pow(2).sum(-1)  # (M, *lead_shape)
+    return diff.mean(0).sqrt() / delta
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """How far and how finely to sample volumes: P paths of K strengths, M Hessian directions."""
+
+    paths: int = 3
+    strengths: int = 3
+    hessian_directions: int = 2
+    delta: float = 1.0  # finite-difference step along a strength-1 augmentation
+    chunk: int = 256  # base samples per batch of the measure
+
+
+def sharpness_over_volumes(model: Model, x: torch.Tensor, y: torch.Tensor, spec: VolumeSpec = VolumeSpec()) -> dict[str, torch.Tensor]:
+    """Accuracy, loss, Jacobian norm and tangent Hessian norm over volumes around every sample.
+
+    x: (N, C, H, W) base images, shared by all replicas; y: (*lead, N) labels (lead = () for one
+    classifier, (R,) for stacked replicas, whose model takes (R, B, C, H, W)). Returns each
+    measure as (*lead, N, V) with V = K+1 volume sizes (0 = at the point).
+    """
+    lead = y.dim() - 1
+    outs: dict[str, list[torch.Tensor]] = {"accuracy": [], "loss": [], "jacobian": [], "hessian": []}
+    m = spec.hessian_directions
+    for start in range(0, x.shape[0], spec.chunk):
+        xb, yb = x[start : start + spec.chunk], y[..., start : start + spec.chunk]
+        points = geodesic_paths(xb, spec.paths, spec.strengths)  # (P, K+1, n, C, H, W)
+        # tangent directions u_m at every path point: strength-1 erasures of disjoint values m
+        shifts = torch.stack([svd_erase(points, 1, j) - points for j in range(m)])  # (M, P, K+1, n, ...)
+        every = torch.cat([points.unsqueeze(0), points.unsqueeze(0) + spec.delta * shifts])  # (1+M, P, K+1, n, ...)
+        flat = every.reshape(-1, *xb.shape[1:])  # ((1+M)(P)(K+1) n, C, H, W)
+        count = flat.shape[0] // xb.shape[0]
+        lead_shape = yb.shape[:-1]
+        xs = flat.expand(*lead_shape, *flat.shape).contiguous() if lead else flat
+        ys = yb.repeat(*([1] * lead), count)
+        grad, loss, correct = loss_input_gradient(model, xs, ys)
+
+        def split(t: torch.Tensor) -> torch.Tensor:  # (*lead, count*n, ...) -> (1+M, P, K+1, *lead, n, ...)
+            t = t.reshape(*lead_shape, 1 + m, spec.paths, spec.strengths + 1, xb.shape[0], *t.shape[lead + 1 :])
+            return t.movedim(tuple(range(lead, lead + 3)), (0, 1, 2))
+
+        grad, loss, correct = split(grad), split(loss), split(correct.float())
+        path_points = points.unsqueeze(2).expand(spec.paths, spec.strengths + 1, *lead_shape, *points.shape[2:]) if lead else points
+        jac = grad[0].flatten(3 + lead).norm(dim=-1)
+        hess = tangent_hessian_norm(grad[0], grad[1:], spec.delta, lead + 3)
+        for name, values in (("accuracy", correct[0]), ("loss", loss[0]), ("jacobian", jac), ("hessian", hess)):
+            outs[name].append(volume_integral(values, path_points, lead + 1).movedim(0, -1))
+    return {name: torch.cat(parts, dim=-2) for name, parts in outs.items()}
+
+
+def interpolation_threshold(widths, train_error, tolerance: float) -> int | None:
+    """The smallest width whose training error (on the labels it trained on, noisy ones included)
+    is below `tolerance` (Belkin et al.'s interpolation threshold); None if no width gets there."""
+    order = np.argsort(np.asarray(widths))
+    for i in order:
+        if float(np.asarray(train_error)[i]) < tolerance:
+            return int(np.asarray(widths)[i])
+    return None
+
+
+def peak_at_threshold(widths, values, threshold: int | None) -> dict:
+    """The paper's model-wise peak (CLAIMS.md): the argmax width is within one grid step of the
+    threshold width, and the largest width's value is below half the peak."""
+    widths, values = np.asarray(widths), np.asarray(values, dtype=float)
+    order = np.argsort(widths)
+    widths, values = widths[order], values[order]
+    peak = int(np.nanargmax(values))
+    ratio = float(values[-1] / values[peak]) if values[peak] > 0 else float("nan")
+    steps = abs(peak - int(np.nonzero(widths == threshold)[0][0])) if threshold in widths else None
+    holds = bool(steps is not None and steps <= 1 and ratio < 0.5)
+    return dict(peak_width=int(widths[peak]), peak=float(values[peak]), largest_width=int(widths[-1]),
+                largest=float(values[-1]), ratio=ratio, threshold_width=threshold, grid_steps=steps, holds=holds)

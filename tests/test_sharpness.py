@@ -1,0 +1,160 @@
+"""Unit tests of the input-space sharpness measures against planted ground truths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reproduce.errors import UserError
+from reproduce.measures.sharpness import (
+    VolumeSpec,
+    geodesic_paths,
+    jacobian_norm,
+    loss_input_gradient,
+    sharpness_over_volumes,
+    svd_erase,
+    tangent_hessian_norm,
+    volume_integral,
+)
+from reproduce.models import StackedConvNet
+
+
+def _convnet(replicas: int = 2) -> StackedConvNet:
+    return StackedConvNet((1, 6, 6), 1, 3, seeds=list(range(replicas))).double().eval()
+
+
+def test_batched_jacobian_matches_per_sample_loop_and_finite_differences():
+    torch.manual_seed(0)
+    model = _convnet()
+    x = torch.rand(2, 5, 1, 6, 6, dtype=torch.float64)
+    y = torch.randint(3, (2, 5))
+    batched = jacobian_norm(model, x, y)
+    grad, loss, _ = loss_input_gradient(model, x, y)
+    for r in range(2):
+        for n in range(5):
+            xi = x.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(F.cross_entropy(model(xi)[r, n][None], y[r, n][None]), xi)
+            assert torch.allclose(g[r, n], grad[r, n], atol=1e-10)
+            assert g[r, n].norm() == pytest.approx(batched[r, n].item(), rel=1e-9)
+            assert g.abs().sum() == pytest.approx(g[r, n].abs().sum().item())  # no leak to other samples
+    # central finite differences, coordinate by coordinate, for one sample of each replica
+    eps = 1e-6
+    for r in range(2):
+        fd = torch.zeros(36, dtype=torch.float64)
+        for i in range(36):
+            e = torch.zeros(36, dtype=torch.float64)
+            e[i] = eps
+            e = e.view(1, 6, 6)
+            plus, minus = x.clone(), x.clone()
+            plus[r, 0] += e
+            minus[r, 0] -= e
+            lp = F.cross_entropy(model(plus)[r, 0][None], y[r, 0][None])
+            lm = F.cross_entropy(model(minus)[r, 0][None], y[r, 0][None])
+            fd[i] = (lp - lm) / (2 * eps)
+        assert fd.norm().item() == pytest.approx(batched[r, 0].item(), rel=1e-5)
+    assert torch.allclose(loss[0, 0], F.cross_entropy(model(x)[0, :1], y[0, :1]))
+
+
+def test_jacobian_works_under_no_grad_and_rejects_wrong_labels():
+    model = _convnet()
+    x = torch.rand(2, 3, 1, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        assert jacobian_norm(model, x, torch.zeros(2, 3, dtype=torch.long)).shape == (2, 3)
+    with pytest.raises(UserError):
+        jacobian_norm(model, x, torch.zeros(3, dtype=torch.long))
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), channels=st.integers(1, 3))
+def test_svd_erase_identity_at_zero_and_distance_grows_with_k(seed, channels):
+    x = torch.rand(2, channels, 7, 7, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    assert torch.equal(svd_erase(x, 0), x)
+    s = torch.linalg.svdvals(x)  # descending
+    distances = [(svd_erase(x, k) - x).flatten(1).norm(dim=1) for k in range(8)]
+    for k in range(1, 8):
+        assert (distances[k] > distances[k - 1]).all()
+        # ||x - x~||_F^2 = sum of the erased squared singular values, over channels
+        expected = s[..., 7 - k :].pow(2).sum((-1, -2)).sqrt()
+        assert torch.allclose(distances[k], expected, atol=1e-9)
+
+
+def test_svd_erase_skips_p_smallest_and_rejects_too_many():
+    x = torch.rand(1, 5, 5, dtype=torch.float64)
+    s = torch.linalg.svdvals(x)[0]
+    kept = torch.linalg.svdvals(svd_erase(x, 2, 1))[0]
+    assert torch.allclose(kept[:3].sort(descending=True).values, torch.cat([s[:2], s[4:]]).sort(descending=True).values)
+    with pytest.raises(UserError):
+        svd_erase(x, 4, 2)
+    paths = geodesic_paths(x, paths=2, strengths=2)
+    assert paths.shape == (2, 3, 1, 5, 5)
+    assert torch.equal(paths[:, 0], x.expand(2, 1, 5, 5))
+
+
+def _linear(w: torch.Tensor, b: torch.Tensor):
+    return lambda x: x.flatten(-3) @ w.T + b
+
+
+def test_tangent_hessian_of_a_linear_model_matches_the_analysis():
+    """For logits Wx + b the loss Hessian is W^T (diag(s) - s s^T) W, s = softmax: Eq. 5 with a
+    small step must give the RMS of ||H u_m||, exactly 0 along directions W cannot see, and fall
+    to 0 as the prediction saturates on the right class."""
+    torch.manual_seed(1)
+    d, k = 12, 4
+    w, b = torch.randn(k, d, dtype=torch.float64), torch.zeros(k, dtype=torch.float64)
+    model = _linear(w, b)
+    x = torch.rand(1, 1, 3, 4, dtype=torch.float64)
+    y = torch.tensor([2])
+    u = torch.randn(3, 1, 1, 3, 4, dtype=torch.float64)
+    delta = 1e-5
+    g0, _, _ = loss_input_gradient(model, x, y)
+    shifted = torch.stack([loss_input_gradient(model, x + delta * u[m], y)[0] for m in range(3)])
+    estimate = tangent_hessian_norm(g0, shifted, delta, lead=1)
+    s = torch.softmax(model(x)[0], -1)
+    hessian = w.T @ (torch.diag(s) - torch.outer(s, s)) @ w
+    truth = torch.stack([(hessian @ u[m].flatten()).norm() for m in range(3)]).pow(2).mean().sqrt()
+    assert estimate.item() == pytest.approx(truth.item(), rel=1e-4)
+    # directions in the null space of W: the logits, hence the Jacobian, do not move
+    null = torch.linalg.svd(w, full_matrices=True).Vh[k:]
+    along_null = torch.stack([loss_input_gradient(model, x + 0.5 * null[i].view(1, 1, 3, 4), y)[0] for i in range(3)])
+    assert tangent_hessian_norm(g0, along_null, 0.5, lead=1).item() < 1e-12
+    # a confident correct prediction flattens the loss: Hessian norm falls with the margin
+    norms = []
+    for scale in (1.0, 10.0, 100.0):
+        confident = _linear(w, b + scale * F.one_hot(y, k)[0].double())
+        g, _, _ = loss_input_gradient(confident, x, y)
+        sh = torch.stack([loss_input_gradient(confident, x + delta * u[m], y)[0] for m in range(3)])
+        norms.append(tangent_hessian_norm(g, sh, delta, lead=1).item())
+    assert norms[0] > norms[1] > norms[2] and norms[2] < 1e-20
+
+
+def test_volume_integral_planted_values():
+    points = torch.zeros(2, 4, 3, 1, 2, 2, dtype=torch.float64)  # (P, K+1, N, C, H, W)
+    for k in range(4):
+        points[:, k, :, 0, 0, 0] = k * torch.tensor([1.0, 3.0])[:, None]  # straight paths, unit/3x segments
+    constant = torch.full((2, 4, 3), 7.0, dtype=torch.float64)
+    assert torch.allclose(volume_integral(constant, points, lead=1), torch.full((4, 3), 7.0, dtype=torch.float64))
+    linear = torch.arange(4, dtype=torch.float64).view(1, 4, 1).expand(2, 4, 3)  # value k at step k
+    out = volume_integral(linear, points, lead=1)
+    assert torch.allclose(out[:, 0], torch.tensor([0.0, 0.5, 1.0, 1.5], dtype=torch.float64))  # mean of a line = midpoint
+    degenerate = volume_integral(linear, torch.zeros_like(points), lead=1)  # zero-length paths: plain mean
+    assert torch.allclose(degenerate[:, 0], torch.tensor([0.0, 0.5, 1.0, 1.5], dtype=torch.float64))
+
+
+def test_stacked_volumes_equal_each_replica_alone():
+    torch.manual_seed(2)
+    stacked = _convnet(2)
+    x = torch.rand(5, 1, 6, 6, dtype=torch.float64)
+    y = torch.randint(3, (2, 5))
+    spec = VolumeSpec(paths=2, strengths=2, hessian_directions=2, chunk=3)
+    both = sharpness_over_volumes(stacked, x, y, spec)
+    for r in range(2):
+        alone = StackedConvNet((1, 6, 6), 1, 3, seeds=[r]).double().eval()
+        one = sharpness_over_volumes(lambda z: alone(z.unsqueeze(0))[0], x, y[r], spec)
+        for name in both:
+            assert both[name].shape == (2, 5, 3)
+            np.testing.assert_allclose(both[name][r].numpy(), one[name].numpy(), rtol=1e-9, atol=1e-12)
+    assert torch.allclose(both["jacobian"][..., 0], jacobian_norm(stacked, x.expand(2, *x.shape), y))
