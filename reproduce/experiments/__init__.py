@@ -12,9 +12,9 @@ from __future__ import annotations
 from types import ModuleType
 
 from reproduce.errors import UserError
-from reproduce.experiments import ddmlp
+from reproduce.experiments import ddmlp, masc
 
-EXPERIMENTS: dict[str, ModuleType] = {ddmlp.PAPER: ddmlp}
+EXPERIMENTS: dict[str, ModuleType] = {ddmlp.PAPER: ddmlp, masc.PAPER: masc}
 PAPERS = tuple(EXPERIMENTS)
 TIERS = ("quick", "medium", "full")
 
