@@ -168,6 +168,7 @@ def train(
     save_every_s: float = 60.0,
     progress: Callable[[int], None] | None = None,
     stop_after_steps: int | None = None,
+    stop_when: Callable[[list[tuple[float, dict[str, xr.DataArray]]]], bool] | None = None,
 ) -> TrainResult:
     """Train `model` (R stacked replicas) on `inputs` (N, ...) with per-replica `labels` (R, N).
 
@@ -176,6 +177,8 @@ def train(
     replicas it is stacked with.
     `progress` is called with the number of steps done since its last call.
     `stop_after_steps` ends the call early (a stand-in for a kill, used by tests).
+    `stop_when(records)` is asked after every checkpoint with the (epoch, probe outputs) so far; True
+    ends training there (early stopping; the result then ends at that checkpoint).
     """
     device = inputs.device
     if device.type == "cpu":
@@ -270,6 +273,8 @@ def train(
             running_loss.zero_()
             checkpoint(step)
             last_save = time.perf_counter()
+            if stop_when is not None and stop_when(records):
+                break
         elif step % steps_per_epoch == 0 and time.perf_counter() - last_save > save_every_s:
             checkpoint(step)
             last_save = time.perf_counter()

@@ -12,9 +12,9 @@ from __future__ import annotations
 from types import ModuleType
 
 from reproduce.errors import UserError
-from reproduce.experiments import ddmlp, modnoise, smooth
+from reproduce.experiments import ddmlp, masc, modnoise, smooth
 
-EXPERIMENTS: dict[str, ModuleType] = {m.PAPER: m for m in (ddmlp, smooth, modnoise)}
+EXPERIMENTS: dict[str, ModuleType] = {m.PAPER: m for m in (ddmlp, smooth, masc, modnoise)}
 PAPERS = tuple(EXPERIMENTS)
 TIERS = ("quick", "medium", "full")
 

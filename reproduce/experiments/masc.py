@@ -1,0 +1,341 @@
+"""Decoding generalization from memorizing networks with MASC (papers/masc-decoding-generalization.txt).
+
+One run trains one architecture on one data set, with the six corruption degrees of the paper
+(`resample` noise, p = 0, .2, .4, .6, .8, 1.0) x seeds stacked as replicas. During training the
+probe records the model's accuracy on the corrupted and the true training labels and on the test
+set. After training, per layer (the input as a baseline, then every hidden layer) and replica,
+MASC (reproduce/measures/masc.py) is fitted twice, on the corrupted labels the model saw and on
+the true labels, and predicts every training and test sample (Sec. 4-5, Fig. 2-3). The test set
+has a fixed 20% "select" split, on which the best layer is chosen, and an 80% "eval" split, on
+which it is scored (Sec. 6). Then the relabel-retraining experiment of Sec. 6: the training set
+is relabeled with the best hidden layer's corrupted-subspace MASC, the memorized model is trained
+on it for up to 30 more epochs, and early stopping with patience 3 on the select split picks the
+epoch whose eval accuracy is reported (Fig. 4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import xarray as xr
+
+from reproduce.data import ImageData, load_dataset
+from reproduce.engine import TrainSpec, log_schedule, seconds_per_step, train
+from reproduce.measures import masc
+from reproduce.models import StackedCNN, StackedMLP
+from reproduce.noise import corrupt_labels
+
+PAPER = "masc"
+DEGREES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+SUBSPACES = ("corrupted", "true")
+SPLITS = ("train_corrupted", "train_true", "test_select", "test_eval")
+SELECT_FRACTION = 0.2  # the paper's 20% split of the test set (Sec. 6)
+SPLIT_SEED = 7_777  # the split is fixed: the same for every run, seed and tier
+INPUT_SHAPES = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
+CLASSES = {"fashion_mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100}
+TRAIN_SIZES = {"fashion_mnist": 60_000, "mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
+# The small CNN "along the lines of Tran et al. (2022)": three 3x3 convolutions (32, 64, 64), max
+# pooling after the first two, Flat, FC(64). On 28x28 inputs Flat has 576 units, the paper's Flat(576).
+CNN_CONVS = ((32, 3, 0, True), (64, 3, 0, True), (64, 3, 0, False))
+# AlexNet for 32x32 CIFAR-100: five convolutions, each followed by 2x2 pooling where the image allows,
+# down to the paper's Flat(256), then FC(4096) twice. The supplementary's exact variant is not in the
+# text we have; this is our reading, recorded in docs/masc.md.
+ALEXNET_CONVS = ((64, 3, 1, True), (192, 3, 1, True), (384, 3, 1, True), (256, 3, 1, True), (256, 3, 1, True))
+
+
+@dataclass(frozen=True)
+class Run:
+    """One stacked training run: one architecture and data set; replicas = degrees x seeds."""
+
+    model: str  # e.g. "mlp-fashion_mnist": the name claims select runs by
+    arch: str  # mlp | cnn | alexnet
+    hidden: tuple[int, ...]  # widths of the fully connected hidden layers
+    dataset: str
+    train: TrainSpec
+    seed: int = 0
+    seeds_per_degree: int = 1
+    degrees: tuple[float, ...] = DEGREES
+    n_train: int | None = None  # None: the whole training set
+    n_test: int | None = None
+    variance: float = 0.99  # of each class subspace (Sec. 3)
+    retrain: TrainSpec | None = None  # relabel-retraining (Sec. 6); None skips it
+    patience: int = 3
+    paper: str = field(default=PAPER, init=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-s{self.seed}"
+
+    @property
+    def replicas(self) -> list[tuple[float, int]]:
+        """(corruption degree, replica seed); a degree's k-th seed is the same in every run of a base seed."""
+        return [(p, self.seed * 100 + k) for p in self.degrees for k in range(self.seeds_per_degree)]
+
+
+def runs(tier: str, seed: int = 0) -> list[Run]:
+    """quick: a memorizing MLP on a Fashion-MNIST subset (CPU); medium/full: the paper's models.
+
+    The paper trains to about 100% training accuracy or 500 epochs, SGD for the MLPs and Adam for
+    the CNNs and AlexNet, with no dropout, batch norm or early stopping, three runs each. The quick
+    setting was chosen by experiment (docs/masc.md).
+    """
+    if tier == "quick":
+        spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=32, epochs=60, checkpoints=log_schedule(60))
+        retrain = TrainSpec(optimizer="adam", lr=1e-3, batch_size=32, epochs=30)
+        return [Run("mlp-fashion_mnist", "mlp", (512, 512, 512), "fashion_mnist", spec, seed,
+                    n_train=2000, n_test=2000, retrain=retrain)]
+    if tier not in ("medium", "full"):
+        raise ValueError(f"unknown tier {tier!r}")
+    seeds = 1 if tier == "medium" else 3
+    epochs = 100 if tier == "medium" else 500
+    sgd = TrainSpec(optimizer="sgd", lr=1e-2, momentum=0.9, batch_size=32, epochs=epochs, checkpoints=log_schedule(epochs))
+    adam = TrainSpec(optimizer="adam", lr=1e-3, batch_size=32, epochs=epochs, checkpoints=log_schedule(epochs))
+    mlp = (2048, 512, 2048)  # the paper's FC(2048) ... middle FC(512) ... last FC(2048) for MLP-MNIST
+    plan = [
+        Run("mlp-mnist", "mlp", mlp, "mnist", sgd, seed, seeds, retrain=_retrain(sgd)),
+        Run("mlp-cifar10", "mlp", mlp, "cifar10", sgd, seed, seeds, retrain=_retrain(sgd)),
+        Run("cnn-mnist", "cnn", (64,), "mnist", adam, seed, seeds, retrain=_retrain(adam)),
+        Run("cnn-fashion_mnist", "cnn", (64,), "fashion_mnist", adam, seed, seeds, retrain=_retrain(adam)),
+        Run("cnn-cifar10", "cnn", (64,), "cifar10", adam, seed, seeds, retrain=_retrain(adam)),
+    ]
+    if tier == "full":
+        alex = TrainSpec(optimizer="adam", lr=1e-4, batch_size=128, epochs=epochs, checkpoints=log_schedule(epochs))
+        plan.append(Run("alexnet-cifar100", "alexnet", (4096, 4096), "cifar100", alex, seed, seeds, retrain=_retrain(alex)))
+    return plan
+
+
+def _retrain(spec: TrainSpec) -> TrainSpec:
+    return TrainSpec(optimizer=spec.optimizer, lr=spec.lr, momentum=spec.momentum, batch_size=spec.batch_size, epochs=30)
+
+
+def _model(run: Run) -> torch.nn.Module:
+    seeds = [s for _, s in run.replicas]
+    shape, k = INPUT_SHAPES[run.dataset], CLASSES[run.dataset]
+    if run.arch == "mlp":
+        return StackedMLP(shape, run.hidden, k, seeds=seeds)
+    convs = CNN_CONVS if run.arch == "cnn" else ALEXNET_CONVS
+    return StackedCNN(shape, convs, run.hidden, k, seeds=seeds)
+
+
+def layer_names(run: Run, model: torch.nn.Module) -> list[str]:
+    """The paper's layer names: Input, then FC(w) (or Flat(w), FC(w) for the CNNs)."""
+    fc = [f"FC({w})" for w in run.hidden]
+    return ["Input", *fc] if run.arch == "mlp" else ["Input", f"Flat({model.flat_width})", *fc]
+
+
+def prepare(run: Run, device: torch.device) -> tuple[ImageData, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Data on the device, per-replica corrupted labels (R, N) and masks (R, N), and the select mask of the test set."""
+    data = load_dataset(run.dataset)
+    if run.n_train or run.n_test:
+        data = data.subset(run.n_train, run.n_test, seed=run.seed)
+    data = data.to(device)
+    labels, masks = [], []
+    for degree, replica_seed in run.replicas:
+        noisy = corrupt_labels(data.train_y.cpu(), data.num_classes, "resample", degree, seed=10_000 + replica_seed)
+        labels.append(noisy.labels)
+        masks.append(noisy.noisy)
+    n_test = data.test_y.shape[0]
+    order = torch.randperm(n_test, generator=torch.Generator().manual_seed(SPLIT_SEED))
+    select = torch.zeros(n_test, dtype=torch.bool)
+    select[order[: round(SELECT_FRACTION * n_test)]] = True
+    return data, torch.stack(labels).to(device), torch.stack(masks).to(device), select.to(device)
+
+
+def _predictions(model: torch.nn.Module, x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """The model's predicted classes (R, n)."""
+    return torch.cat([model(x[s : s + chunk]).argmax(-1) for s in range(0, x.shape[0], chunk)], 1)
+
+
+def make_probe(data: ImageData, labels: torch.Tensor, select: torch.Tensor):
+    """The model's own accuracy on the four SPLITS at a checkpoint (the dashed/dotted lines of Fig. 2)."""
+
+    def probe(model: torch.nn.Module) -> dict[str, xr.DataArray]:
+        return {"model_accuracy": _model_accuracy(model, data, labels, select)}
+
+    return probe
+
+
+def _model_accuracy(model, data: ImageData, labels: torch.Tensor, select: torch.Tensor) -> xr.DataArray:
+    train_pred = _predictions(model, data.train_x)
+    test_pred = _predictions(model, data.test_x)
+    test_hit = (test_pred == data.test_y).double()
+    acc = torch.stack([
+        (train_pred == labels).double().mean(1),
+        (train_pred == data.train_y).double().mean(1),
+        test_hit[:, select].mean(1),
+        test_hit[:, ~select].mean(1),
+    ], 1)
+    return xr.DataArray(acc.cpu().numpy(), dims=("replica", "split"), coords={"split": list(SPLITS)})
+
+
+def layer_outputs(model: torch.nn.Module, x: torch.Tensor, layer: int, chunk: int = 2048) -> torch.Tensor:
+    """Outputs of one layer (0 = the flattened input) for every replica, (R, n, width), float32."""
+    pieces = []
+    with torch.no_grad():
+        for s in range(0, x.shape[0], chunk):
+            xb = x[s : s + chunk]
+            if layer == 0:
+                r = getattr(model, "replicas", 1)
+                pieces.append(xb.reshape(1, xb.shape[0], -1).expand(r, -1, -1))
+            else:
+                pieces.append(model(xb, return_hidden=True)[1][layer - 1])
+    return torch.cat(pieces, 1)
+
+
+def masc_probe(model: torch.nn.Module, data: ImageData, labels: torch.Tensor, variance: float,
+               num_layers: int) -> dict[str, torch.Tensor]:
+    """MASC on every layer and replica, with corrupted- and true-label subspaces (Sec. 4-5).
+
+    Returns per-sample predictions: train (R, S, L, N) and test (R, S, L, n_test), int16 on the CPU,
+    and the number of principal components (R, S, L, K).
+    """
+    r, n = labels.shape
+    k = data.num_classes
+    train_pred = torch.full((r, len(SUBSPACES), num_layers, n), masc.NO_PREDICTION, dtype=torch.int16)
+    test_pred = torch.full((r, len(SUBSPACES), num_layers, data.test_y.shape[0]), masc.NO_PREDICTION, dtype=torch.int16)
+    components = torch.zeros(r, len(SUBSPACES), num_layers, k, dtype=torch.int32)
+    for layer in range(num_layers):
+        train_out = layer_outputs(model, data.train_x, layer)
+        test_out = layer_outputs(model, data.test_x, layer)
+        for i in range(r):
+            for s, fit_labels in enumerate((labels[i], data.train_y)):
+                sub = masc.fit_subspaces(train_out[i], fit_labels, k, variance)
+                components[i, s, layer] = sub.ranks.to(torch.int32)
+                train_pred[i, s, layer] = masc.predict(sub, train_out[i]).cpu().to(torch.int16)
+                test_pred[i, s, layer] = masc.predict(sub, test_out[i]).cpu().to(torch.int16)
+        del train_out, test_out
+    return {"train": train_pred, "test": test_pred, "components": components}
+
+
+def masc_accuracy(train_pred: np.ndarray, test_pred: np.ndarray, labels: np.ndarray, true: np.ndarray,
+                  test_y: np.ndarray, select: np.ndarray) -> np.ndarray:
+    """Accuracy on the four SPLITS from per-sample predictions (..., N) and (..., n_test): (..., 4)."""
+    return np.stack([
+        (train_pred == labels).mean(-1),
+        (train_pred == true).mean(-1),
+        (test_pred[..., select] == test_y[select]).mean(-1),
+        (test_pred[..., ~select] == test_y[~select]).mean(-1),
+    ], -1)
+
+
+def best_layer(select_accuracy: np.ndarray) -> np.ndarray:
+    """The best *hidden* layer by MASC accuracy on the select split (..., L) -> index >= 1 (Sec. 6).
+
+    The input (index 0) is a baseline, never chosen; ties go to the shallower layer.
+    """
+    return np.argmax(select_accuracy[..., 1:], axis=-1) + 1
+
+
+def early_stopped(select: np.ndarray, patience: int) -> tuple[int, bool]:
+    """The checkpoint early stopping keeps, and whether it has stopped: the best select accuracy
+    before `patience` epochs in a row fail to improve it. Checkpoint 0 is the model before
+    retraining and is never kept (as with Keras' EarlyStopping(restore_best_weights=True)):
+    retraining can make the model worse, and the paper reports where it does."""
+    best, since = 1, 0
+    for i in range(2, len(select)):
+        if select[i] > select[best]:
+            best, since = i, 0
+        else:
+            since += 1
+            if since >= patience:
+                return best, True
+    return best, False
+
+
+def relabel_retrain(run: Run, model: torch.nn.Module, data: ImageData, relabels: torch.Tensor,
+                    select: torch.Tensor) -> dict[str, np.ndarray]:
+    """Sec. 6: train the memorized model on MASC's relabeling for up to `run.retrain.epochs` epochs.
+
+    The probe records every epoch; early stopping with patience `run.patience` on the select split
+    is applied per replica, and the stacked training ends once every replica has stopped: the same
+    models as stopping each replica on its own (restoring its best epoch).
+    """
+    spec = run.retrain
+    spec = TrainSpec(optimizer=spec.optimizer, lr=spec.lr, momentum=spec.momentum, batch_size=spec.batch_size,
+                     epochs=spec.epochs, checkpoints=tuple(float(e) for e in range(1, int(spec.epochs))))
+    probe = make_probe(data, relabels, select)
+    def select_curves(records) -> np.ndarray:  # (epoch, replica)
+        return np.stack([pieces["model_accuracy"].sel(split="test_select").values for _, pieces in records])
+
+    def all_stopped(records) -> bool:
+        curves = select_curves(records)
+        return all(early_stopped(curves[:, i], run.patience)[1] for i in range(curves.shape[1]))
+
+    result = train(model, data.train_x, relabels, spec, probe, order_seeds=[30_000 + s for _, s in run.replicas],
+                   stop_when=all_stopped)
+    acc = result.dataset.model_accuracy  # (epoch, replica, split)
+    chosen = np.array([early_stopped(acc.sel(split="test_select").values[:, i], run.patience)[0]
+                       for i in range(acc.sizes["replica"])])
+    return {"curve": acc.values, "epochs": acc.epoch.values, "chosen": chosen, "seconds": result.seconds}
+
+
+def execute(run: Run, device: torch.device, state_path=None, progress=None) -> xr.Dataset:
+    """Train the run, then MASC on every layer and the relabel-retraining; one Dataset (dims epoch, replica, ...)."""
+    data, labels, noisy, select = prepare(run, device)
+    model = _model(run).to(device)
+    result = train(model, data.train_x, labels, run.train, make_probe(data, labels, select),
+                   order_seeds=[20_000 + s for _, s in run.replicas], state_path=state_path, progress=progress)
+    ds = result.dataset
+    names = layer_names(run, model)
+    model.eval()
+    with torch.no_grad():
+        preds = masc_probe(model, data, labels, run.variance, len(names))
+    labels_np, true_np = labels.cpu().numpy(), data.train_y.cpu().numpy()
+    test_y, select_np = data.test_y.cpu().numpy(), select.cpu().numpy()
+    train_pred, test_pred = preds["train"].numpy(), preds["test"].numpy()
+    acc = masc_accuracy(train_pred, test_pred, labels_np[:, None, None, :], true_np, test_y, select_np)
+    layer = np.arange(len(names))
+    ds = ds.assign_coords(model=run.model, arch=run.arch, dataset=run.dataset,
+                          degree=("replica", [p for p, _ in run.replicas]),
+                          init_seed=("replica", [s for _, s in run.replicas]),
+                          layer=layer, layer_name=("layer", names), subspace=list(SUBSPACES),
+                          sample=data.sample_index().cpu().numpy(), test_sample=np.arange(test_y.shape[0]))
+    ds["masc_accuracy"] = (("replica", "subspace", "layer", "split"), acc)
+    ds["masc_components"] = (("replica", "subspace", "layer", "class"), preds["components"].numpy())
+    ds["masc_test_prediction"] = (("replica", "subspace", "layer", "test_sample"), test_pred)
+    ds["masc_train_prediction"] = (("replica", "subspace", "layer", "sample"), train_pred)
+    ds["label"] = (("replica", "sample"), labels_np.astype(np.int16))
+    ds["noisy_mask"] = (("replica", "sample"), noisy.cpu().numpy().astype(np.int8))
+    ds["original_label"] = ("sample", true_np.astype(np.int16))
+    ds["test_label"] = ("test_sample", test_y.astype(np.int16))
+    ds["test_select"] = ("test_sample", select_np.astype(np.int8))
+    ds["model_test_prediction"] = (("replica", "test_sample"), _predictions(model, data.test_x).cpu().numpy().astype(np.int16))
+    ds.attrs.update(diverged=int(result.diverged), train_seconds=result.seconds, steps=result.steps,
+                    diverged_epoch=float(result.diverged_epoch) if result.diverged else float("nan"),
+                    variance_kept=run.variance, select_fraction=SELECT_FRACTION, split_seed=SPLIT_SEED)
+    if run.retrain is not None and not result.diverged:
+        ds = _with_retraining(ds, run, model, data, labels, select, train_pred)
+    return ds
+
+
+def _with_retraining(ds: xr.Dataset, run: Run, model, data: ImageData, labels: torch.Tensor, select: torch.Tensor,
+                     train_pred: np.ndarray) -> xr.Dataset:
+    """Relabel with the best hidden layer's corrupted-subspace MASC (chosen on the select split) and retrain."""
+    chosen_layer = best_layer(ds.masc_accuracy.sel(subspace="corrupted", split="test_select").values)
+    relabels = torch.from_numpy(train_pred[np.arange(len(chosen_layer)), 0, chosen_layer].astype(np.int64)).to(labels.device)
+    relabels = torch.where(relabels == masc.NO_PREDICTION, labels, relabels)  # no prediction: keep the trained label
+    model.train()
+    out = relabel_retrain(run, model, data, relabels, select)
+    ds = ds.assign_coords(retrain_epoch=out["epochs"])
+    ds["retrain_accuracy"] = (("retrain_epoch", "replica", "split"), out["curve"])
+    ds["retrain_chosen_epoch"] = ("replica", out["epochs"][out["chosen"]])
+    ds["relabel_layer"] = ("replica", chosen_layer)
+    ds["relabel"] = (("replica", "sample"), relabels.cpu().numpy().astype(np.int16))
+    ds.attrs["retrain_seconds"] = out["seconds"]
+    return ds
+
+
+def steps_and_flops(run: Run) -> tuple[int, float]:
+    """Training steps and FLOPs of the run (2 FLOPs per multiply-add, backward = 2 x forward)."""
+    n = run.n_train or TRAIN_SIZES[run.dataset]
+    epochs = run.train.epochs + (run.retrain.epochs if run.retrain else 0)
+    steps = int(np.ceil(n / run.train.batch_size) * epochs)
+    flops = 6.0 * _model(run).multiply_adds() * n * epochs * len(run.replicas)
+    return steps, flops
+
+
+def calibrate(run: Run, device: torch.device) -> float:
+    """Seconds per training step of this run's stacked model on `device`."""
+    return seconds_per_step(_model(run).to(device), INPUT_SHAPES[run.dataset], CLASSES[run.dataset], run.train, device)
