@@ -57,6 +57,17 @@ def test_probe_pieces_stack_along_epoch():
     assert result.steps == 8 and not result.diverged
 
 
+def test_training_leaves_denormals_as_it_found_them():
+    """The engine flushes float32 denormals while it trains on the CPU (speed), and only then."""
+    x, y = _problem()
+    seen = []
+    probe = lambda model: seen.append(float(torch.tensor(1e-40) * 1.0)) or _accuracy_probe(x, y[:1])(model)
+    train(StackedMLP((1, 4, 4), [8], 3, seeds=[0]), x, y[:1], TrainSpec(batch_size=24, epochs=1), probe,
+          order_seeds=[0])
+    assert seen and seen[0] == 0.0  # flushed during training
+    assert float(torch.tensor(1e-40) * 1.0) > 0.0  # and restored after it
+
+
 def test_nan_loss_stops_the_run_as_diverged():
     x, y = _problem()
     spec = TrainSpec(optimizer="sgd", lr=1e12, momentum=0.0, batch_size=32, epochs=50, checkpoints=log_schedule(50))
