@@ -110,3 +110,24 @@ def test_killed_run_resumes_to_identical_numbers(tmp_path):
     whole = xr.open_dataset(tmp_path / "whole.nc", engine="netcdf4").load()
     resumed = xr.open_dataset(tmp_path / "resumed.nc", engine="netcdf4").load()
     xr.testing.assert_identical(whole, resumed)
+
+
+def test_stop_request_saves_mid_epoch_and_resumes_to_identical_numbers(tmp_path):
+    """request_stop (what a Slurm preemption signal triggers) saves at the next step; resuming loses nothing."""
+    from reproduce import engine
+
+    x, y = _problem()
+    spec = TrainSpec(optimizer="adam", lr=1e-2, batch_size=16, epochs=4, checkpoints=(2.0,))
+
+    def run(state=None, progress=None):
+        model = StackedMLP((1, 4, 4), [8], 3, seeds=[1, 2])
+        return train(model, x, y, spec, _accuracy_probe(x, y), order_seeds=[5, 6], state_path=state, progress=progress)
+
+    whole = run().dataset
+    state = tmp_path / "state.pt"
+    engine.clear_stop()
+    with pytest.raises(engine.Preempted):
+        run(state, progress=lambda n: engine.request_stop())  # asked at the end of epoch 1
+    engine.clear_stop()
+    assert torch.load(state, weights_only=False)["step"] == 6  # the step where it was asked, not the checkpoint (12)
+    xr.testing.assert_identical(run(state).dataset, whole)
