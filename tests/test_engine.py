@@ -119,9 +119,12 @@ def test_stop_request_saves_mid_epoch_and_resumes_to_identical_numbers(tmp_path)
     x, y = _problem()
     spec = TrainSpec(optimizer="adam", lr=1e-2, batch_size=16, epochs=4, checkpoints=(2.0,))
 
+    def probe(model):  # a copy of the weights: a numpy view would follow the live tensor
+        return {"w0": xr.DataArray(model.weights[0].detach().reshape(model.replicas, -1).numpy().copy(), dims=("replica", "p"))}
+
     def run(state=None, progress=None):
         model = StackedMLP((1, 4, 4), [8], 3, seeds=[1, 2])
-        return train(model, x, y, spec, _accuracy_probe(x, y), order_seeds=[5, 6], state_path=state, progress=progress)
+        return train(model, x, y, spec, probe, order_seeds=[5, 6], state_path=state, progress=progress)
 
     whole = run().dataset
     state = tmp_path / "state.pt"
