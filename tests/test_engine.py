@@ -123,3 +123,27 @@ def test_killed_run_resumes_to_identical_numbers(tmp_path):
     for ds in (whole, resumed):  # wall times differ between any two runs; the numbers must not
         assert ds.attrs.pop("train_seconds") >= ds.attrs.pop("probe_seconds") > 0
     xr.testing.assert_identical(whole, resumed)
+
+
+def test_stop_request_saves_mid_epoch_and_resumes_to_identical_numbers(tmp_path):
+    """request_stop (what a Slurm preemption signal triggers) saves at the next step; resuming loses nothing."""
+    from reproduce import engine
+
+    x, y = _problem()
+    spec = TrainSpec(optimizer="adam", lr=1e-2, batch_size=16, epochs=4, checkpoints=(2.0,))
+
+    def probe(model):  # a copy of the weights: a numpy view would follow the live tensor
+        return {"w0": xr.DataArray(model.weights[0].detach().reshape(model.replicas, -1).numpy().copy(), dims=("replica", "p"))}
+
+    def run(state=None, progress=None):
+        model = StackedMLP((1, 4, 4), [8], 3, seeds=[1, 2])
+        return train(model, x, y, spec, probe, order_seeds=[5, 6], state_path=state, progress=progress)
+
+    whole = run().dataset
+    state = tmp_path / "state.pt"
+    engine.clear_stop()
+    with pytest.raises(engine.Preempted):
+        run(state, progress=lambda n: engine.request_stop())  # asked at the end of epoch 1
+    engine.clear_stop()
+    assert torch.load(state, weights_only=False)["step"] == 6  # the step where it was asked, not the checkpoint (12)
+    xr.testing.assert_identical(run(state).dataset, whole)

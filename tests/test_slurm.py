@@ -121,4 +121,4 @@ def test_preempted_task_resumes_with_the_same_numbers(cluster, local, tmp_path):
     assert proc.returncode == 0, out
     assert log.read_text().count("Starting with JobEnvironment") >= 3
     _assert_same_numbers(_result(tmp_path), local)
-    print(f"\npreemption: USR2 state saved at step {saved} of {total}; hard requeue resumed from step {hard}")
+    print(f"\npreemption: USR2 state saved at step {saved} of {total}; hard requeue when the last saved step was {hard}")
