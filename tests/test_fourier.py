@@ -12,7 +12,7 @@ from reproduce.errors import UserError
 from reproduce.experiments.modnoise import one_hot_pairs, table
 from reproduce.measures.fourier import (discrete_log, discrete_log_order, extract_global, extract_per_neuron,
                                         group_order, neuron_spectrum, primitive_root)
-from reproduce.measures.partition import ablation_scores, generalizing_group, subnetwork_output
+from reproduce.measures.partition import ablation_scores, generalizing_group, partition, subnetwork_output
 from reproduce.models import two_layer_logits
 
 PRIMES = [5, 7, 11, 13, 17, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 97]
@@ -160,3 +160,6 @@ def test_partition_finds_planted_generalizing_neurons():
     assert group[0, 200:].float().mean() < 0.6
     full, sub = accuracy("add", p, w_in, w_out), accuracy("add", p, w_in, subnetwork_output(w_out, group))
     assert sub > full + 0.1, (full, sub)
+    fixed = partition(hidden, w_out, y.unsqueeze(0))  # repeated scoring only ever removes neurons
+    assert (fixed <= group).all() and fixed[0, :200].float().mean() > 0.9 and fixed[0, 200:].float().mean() < 0.3
+    assert accuracy("add", p, w_in, subnetwork_output(w_out, fixed)) >= sub

@@ -63,3 +63,21 @@ def test_quick_tier_plan():
     assert all(r.train.batch_size == 0 and r.train.optimizer == "adamw" for r in runs)
     steps, flops = modnoise.steps_and_flops(runs[0])
     assert steps == 100 and flops > 0
+
+
+def test_relu_option_and_bad_activation():
+    from reproduce.models import StackedTwoLayer
+
+    x = modnoise.one_hot_pairs(modnoise.table("add", 5)[0], 5)
+    relu = StackedTwoLayer(5, 4, 5, seeds=[0, 1], activation="relu")
+    logits, hidden = relu(x, return_hidden=True)
+    assert logits.shape == (2, 25, 5) and (hidden >= 0).all()
+    with pytest.raises(ValueError, match="unknown activation"):
+        StackedTwoLayer(5, 4, 5, seeds=[0], activation="tanh")
+
+
+def test_replicas_train_independently_of_their_stack():
+    """A replica's numbers do not depend on which other noise settings share its run."""
+    one = modnoise.execute(modnoise.Run("add", 9, (("flip", 0.8),), SPEC, seed=2, p=7), torch.device("cpu"))
+    both = modnoise.execute(modnoise.Run("add", 9, (("flip", 0.2), ("flip", 0.8)), SPEC, seed=2, p=7), torch.device("cpu"))
+    assert np.allclose(one.accuracy.sel(replica=0).values, both.accuracy.sel(replica=1).values, equal_nan=True)

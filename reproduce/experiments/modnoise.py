@@ -31,7 +31,7 @@ import xarray as xr
 from reproduce.engine import TrainSpec, log_schedule, seconds_per_step, train
 from reproduce.measures.fourier import (OPERATIONS, extract_global, extract_per_neuron, group_order, neuron_spectrum,
                                         primitive_root)
-from reproduce.measures.partition import ablation_scores, generalizing_group, subnetwork_output
+from reproduce.measures.partition import ablation_scores, partition, subnetwork_output
 from reproduce.models import StackedTwoLayer, two_layer_logits
 from reproduce.noise import corrupt_labels
 
@@ -183,14 +183,14 @@ def make_probe(run: Run, data: Prepared):
 
         w_in, w_out = model.w_in, model.w_out
         fourier = _accuracy(*extract_per_neuron(w_in, w_out, order), x_test, y_test, run.activation)
-        partition = torch.full_like(fourier, float("nan"))  # filled in at the final checkpoint (see execute)
+        pending = torch.full_like(fourier, float("nan"))  # filled in at the final checkpoint (see execute)
         global_acc = torch.stack([_accuracy(*extract_global(w_in, w_out, order, k), x_test, y_test, run.activation)
                                   for k in GLOBAL_K], 1)
         spectrum = neuron_spectrum(w_in, w_out, order)
         return {
             "accuracy": xr.DataArray(torch.stack(acc, 1).cpu().numpy(), dims=("replica", "split"), coords={"split": list(SPLITS)}),
             "loss": xr.DataArray(torch.stack(loss, 1).cpu().numpy(), dims=("replica", "split"), coords={"split": list(SPLITS)}),
-            "test_accuracy": xr.DataArray(torch.stack([acc[-1], fourier, partition], 1).cpu().numpy(),
+            "test_accuracy": xr.DataArray(torch.stack([acc[-1], fourier, pending], 1).cpu().numpy(),
                                           dims=("replica", "network"), coords={"network": list(NETWORKS)}),
             "global_accuracy": xr.DataArray(global_acc.cpu().numpy(), dims=("replica", "top_k"), coords={"top_k": list(GLOBAL_K)}),
             "mean_concentration": xr.DataArray(spectrum["concentration"].mean(1).cpu().numpy(), dims=("replica",)),
@@ -214,11 +214,11 @@ def execute(run: Run, device: torch.device, state_path=None, progress=None) -> x
         n_set = data.labels.shape[1]
         _, hidden = model(one_hot_pairs(data.pairs[n_train:n_set], run.p), return_hidden=True)
         scores = ablation_scores(hidden, model.w_out, data.labels[:, n_train:])
-        group = generalizing_group(scores)
+        group = partition(hidden, model.w_out, data.labels[:, n_train:])
         x_test, y_test = one_hot_pairs(data.pairs[n_set:], run.p), data.targets[n_set:]
-        partition = _accuracy(model.w_in, subnetwork_output(model.w_out, group), x_test, y_test, run.activation)
+        sub = _accuracy(model.w_in, subnetwork_output(model.w_out, group), x_test, y_test, run.activation)
     # The partition is scored once, on the final network (per neuron ablations are the probe's costliest part).
-    ds["test_accuracy"].loc[dict(epoch=ds.epoch.values[-1], network="partition")] = partition.cpu().numpy()
+    ds["test_accuracy"].loc[dict(epoch=ds.epoch.values[-1], network="partition")] = sub.cpu().numpy()
     ds["generalizing_fraction"] = ("replica", group.double().mean(1).cpu().numpy())
     ds["power"] = (("replica", "neuron", "frequency"), spectrum["power"].cpu().numpy())
     ds["dominant_frequency"] = (("replica", "neuron"), spectrum["dominant"].cpu().numpy().astype(np.int16))

@@ -7,8 +7,11 @@ It uses no knowledge of the task's structure, only a held-out split of the *nois
 many samples helps predict held-out samples whose label is right, so removing it raises the
 held-out loss; a neuron that stores individual training samples does not help on samples it
 never saw, so removing it leaves the held-out loss unchanged or lowers it. The score of a neuron
-is that change of loss; the generalizing group is the neurons with a positive score, and the
-subnetwork keeps only their output weights.
+is that change of loss. `partition` removes every neuron with a non-positive score, rescores the
+remaining subnetwork and repeats until no neuron leaves: a memorizing neuron can look useful only
+because it cancels another memorizing neuron's output, which a single round misses (at 20% noise
+one round kept 60% of the neurons and 0.17 test accuracy, the fixed point 29% and 0.46). The
+subnetwork keeps only the output weights of the neurons that stay.
 
 Any network whose last layer is linear fits: the inputs are the last hidden layer's activations
 and the output weights.
@@ -44,6 +47,18 @@ def ablation_scores(hidden: torch.Tensor, w_out: torch.Tensor, labels: torch.Ten
 def generalizing_group(scores: torch.Tensor) -> torch.Tensor:
     """Boolean (R, M): the neurons whose removal raises the held-out loss."""
     return scores > 0
+
+
+def partition(hidden: torch.Tensor, w_out: torch.Tensor, labels: torch.Tensor, max_rounds: int = 20) -> torch.Tensor:
+    """Boolean (R, M): the generalizing group at the fixed point of repeated ablation scoring."""
+    group = torch.ones(w_out.shape[:2], dtype=torch.bool, device=w_out.device)
+    for _ in range(max_rounds):
+        scores = ablation_scores(hidden, subnetwork_output(w_out, group), labels)
+        keep = group & generalizing_group(scores)
+        if torch.equal(keep, group):
+            break
+        group = keep
+    return group
 
 
 def subnetwork_output(w_out: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
