@@ -85,7 +85,7 @@ def runs(tier: str, seed: int = 0) -> list[Run]:
     epochs = 1000 if tier == "medium" else 4000
     spec = TrainSpec(optimizer="sgd", lr=0.01, momentum=0.9, batch_size=128, epochs=epochs, warmup_epochs=5,
                      checkpoints=log_schedule(epochs, first=1))
-    volumes = VolumeSpec(paths=3, strengths=7, hessian_directions=2, delta=1.0, chunk=128)
+    volumes = VolumeSpec(paths=3, strengths=7, hessian_directions=2, delta=1.0, chunk=32)  # 72 x 32 images per pass
     if tier == "medium":
         return [Run("cifar10-flip20", w, "cifar10", "flip", 0.2, spec, volumes, seed, 3) for w in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)]
     settings = [("cifar10-flip20", "cifar10", "flip", 0.2, ()),
