@@ -28,7 +28,7 @@ def tiny_run():
 
 def test_stored_results_have_every_layer_subspace_and_split(tiny_run):
     one = run_of(tiny_run, "mlp-fashion_mnist")
-    assert list(one.layer_name.values) == ["Input", "FC(16)", "FC(8)"]
+    assert list(one.layer_name.values) == ["Input", "FC1(16)", "FC2(8)"]
     assert one.masc_accuracy.sizes == {"replica": 6, "subspace": 2, "layer": 3, "split": 4}
     assert list(one.degree.values) == list(masc.DEGREES)
     assert int(one.test_select.sum()) == 20  # the fixed 20% split

@@ -120,8 +120,8 @@ def _model(run: Run) -> torch.nn.Module:
 
 
 def layer_names(run: Run, model: torch.nn.Module) -> list[str]:
-    """The paper's layer names: Input, then FC(w) (or Flat(w), FC(w) for the CNNs)."""
-    fc = [f"FC({w})" for w in run.hidden]
+    """The paper's layer names, numbered: Input, then FC1(w), FC2(w) ... (Flat(w) first for the CNNs)."""
+    fc = [f"FC{i}({w})" for i, w in enumerate(run.hidden, 1)]
     return ["Input", *fc] if run.arch == "mlp" else ["Input", f"Flat({model.flat_width})", *fc]
 
 
