@@ -84,8 +84,18 @@ def relabel_improves(summary: dict[float, dict], degrees: tuple[float, ...]) -> 
                 holds=bool(all(c >= 0.02 for c in change.values())))
 
 
+# Evidence behind the quick-tier xfail (docs/masc.md): at the quick setting (seed 0) retraining on
+# MASC's relabeling raised test accuracy by +6.3, +5.7 and +9.0 points at 40/60/80%, but by +0.2 at
+# 20% (0.728 -> 0.730), below the 2-point criterion; in the search, 100 epochs on 1000 samples gave
+# +0.0/+0.3/+1.9/+1.6/+1.8 points at 0-80%. The paper, too, finds the gain mostly at high degrees.
+RELABEL_XFAIL = {
+    "quick": "retraining gains +6.3/+5.7/+9.0 points at 40/60/80% but only +0.2 at 20% (0.728 -> 0.730): "
+             "the 2-point margin fails at 20% on the quick subset; see docs/masc.md",
+}
+
+
 @pytest.mark.claim(RELABEL)
-@pytest.mark.parametrize("case", cases(MODELS))
+@pytest.mark.parametrize("case", cases(MODELS, xfail=RELABEL_XFAIL))
 def test_relabel_retraining_improves(case: Case, paper_results, record_statistic):
     degrees = (1.0,) if case.control else MEMORIZED
     stat = relabel_improves(_summary(paper_results, case), degrees)

@@ -84,7 +84,7 @@ def runs(tier: str, seed: int = 0) -> list[Run]:
     if tier == "quick":
         spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=32, epochs=60, checkpoints=log_schedule(60))
         retrain = TrainSpec(optimizer="adam", lr=1e-3, batch_size=32, epochs=30)
-        return [Run("mlp-fashion_mnist", "mlp", (512, 512, 512), "fashion_mnist", spec, seed,
+        return [Run("mlp-fashion_mnist", "mlp", (256, 256, 256), "fashion_mnist", spec, seed,
                     n_train=2000, n_test=2000, retrain=retrain)]
     if tier not in ("medium", "full"):
         raise ValueError(f"unknown tier {tier!r}")
@@ -120,8 +120,8 @@ def _model(run: Run) -> torch.nn.Module:
 
 
 def layer_names(run: Run, model: torch.nn.Module) -> list[str]:
-    """The paper's layer names: Input, then FC(w) (or Flat(w), FC(w) for the CNNs)."""
-    fc = [f"FC({w})" for w in run.hidden]
+    """The paper's layer names, numbered: Input, then FC1(w), FC2(w) ... (Flat(w) first for the CNNs)."""
+    fc = [f"FC{i}({w})" for i, w in enumerate(run.hidden, 1)]
     return ["Input", *fc] if run.arch == "mlp" else ["Input", f"Flat({model.flat_width})", *fc]
 
 

@@ -21,7 +21,11 @@ PAPER_TABLE1 = {
 
 def run_of(ds: xr.Dataset, model: str) -> xr.Dataset:
     """One run of the combined results, found by its `model` coordinate; layer padding dropped."""
-    one = ds.isel(run=list(ds["model"].values).index(model)) if "run" in ds.dims else ds
+    if "run" in ds.dims:
+        models = list(np.atleast_1d(ds["model"].values))  # a scalar when every run has the same model
+        one = ds.isel(run=models.index(model) if len(models) == ds.sizes["run"] else 0)
+    else:
+        one = ds
     names = one["layer_name"].values
     layers = [i for i, n in enumerate(names) if isinstance(n, str) and n]
     return one.isel(layer=layers)
