@@ -149,7 +149,8 @@ def sharpness_over_volumes(model: Model, x: torch.Tensor, y: torch.Tensor, spec:
             return t.movedim(tuple(range(lead, lead + 3)), (0, 1, 2))
 
         grad, loss, correct = split(grad), split(loss), split(correct.float())
-        path_points = points.unsqueeze(2).expand(spec.paths, spec.strengths + 1, *lead_shape, *points.shape[2:]) if lead else points
+        path_points = points.view(*points.shape[:2], *([1] * lead), *points.shape[2:]).expand(
+            *points.shape[:2], *lead_shape, *points.shape[2:])  # (P, K+1, *lead, n, C, H, W)
         jac = grad[0].flatten(3 + lead).norm(dim=-1)
         hess = tangent_hessian_norm(grad[0], grad[1:], spec.delta, lead + 3)
         for name, values in (("accuracy", correct[0]), ("loss", loss[0]), ("jacobian", jac), ("hessian", hess)):
