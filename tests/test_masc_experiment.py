@@ -51,7 +51,7 @@ def test_accuracies_recompute_from_stored_predictions(tiny_run):
 
 def test_input_layer_is_the_same_for_every_replica_with_the_same_labels(tiny_run):
     one = run_of(tiny_run, "mlp-fashion_mnist")
-    true_input = one.masc_accuracy.sel(subspace="true", layer=0).values
+    true_input = one.masc_accuracy.sel(subspace="true", layer=0, split=["train_true", "test_select", "test_eval"]).values
     assert np.allclose(true_input, true_input[0])  # true labels and the input do not depend on training
 
 
@@ -98,3 +98,17 @@ def test_stacked_cnn_replicas_are_independent():
     loss.backward()
     grad = stacked.conv_weights[0].grad.view(3, 4, 3, 3, 3)
     assert grad[0].abs().sum() > 0 and grad[1:].abs().sum() == 0  # replica 0's loss reaches only its own filters
+
+
+def test_engine_stop_when_ends_training_at_a_checkpoint():
+    """engine.train's `stop_when` (early stopping for the relabel-retraining) ends at the checkpoint it says."""
+    from reproduce.engine import train
+    from reproduce.models import StackedMLP
+
+    x = torch.rand(40, 1, 2, 2)
+    y = torch.randint(3, (2, 40))
+    model = StackedMLP((1, 2, 2), (5,), 3, seeds=[0, 1])
+    spec = TrainSpec(batch_size=10, epochs=10, checkpoints=tuple(float(e) for e in range(1, 10)))
+    probe = lambda m: {"one": __import__("xarray").DataArray(np.zeros(2), dims="replica")}  # noqa: E731
+    result = train(model, x, y, spec, probe, order_seeds=[0, 1], stop_when=lambda records: records[-1][0] >= 3)
+    assert list(result.dataset.epoch.values) == [0.0, 1.0, 2.0, 3.0] and result.steps == 12
