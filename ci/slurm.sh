@@ -13,6 +13,8 @@ fi
 
 host=$(hostname -s)
 node=$(slurmd -C | head -1)  # NodeName=host CPUs=.. Boards=.. ... RealMemory=..
+cpus=$(sed -n 's/.* CPUs=\([0-9]*\).*/\1/p' <<<"$node")
+memory=$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$node")
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/munge
 conf=/etc/slurm/slurm.conf
 want=$(cat <<EOF
@@ -25,6 +27,7 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=$(( memory / cpus ))
 SchedulerType=sched/backfill
 ReturnToService=2
 StateSaveLocation=/var/spool/slurmctld
@@ -59,7 +62,10 @@ if [ "$restart" = 1 ]; then
   for d in slurmd slurmctld; do
     [ -f /run/$d.pid ] && kill "$(cat /run/$d.pid)" 2>/dev/null || true
   done
-  sleep 1
+  for _ in $(seq 30); do  # wait until both have exited, or the new config would not be read
+    pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || break
+    sleep 0.5
+  done
 fi
 pgrep -x slurmctld >/dev/null || slurmctld
 pgrep -x slurmd >/dev/null || slurmd
