@@ -23,8 +23,11 @@ def _cli(*args, **env):
         (["--tier", "quick", "--device", "tpu"], "unknown device 'tpu'"),
         (["--tier", "quick", "--device", "cuda", "--dry-run"], "no CUDA GPU"),
         (["--tier", "quick", "--bogus"], "unrecognized arguments"),
+        (["--tier", "quick", "--precision", "fp8", "--dry-run"], "unknown precision 'fp8'"),
+        (["bench", "--device", "tpu"], "unknown device 'tpu'"),
+        (["bench", "--bogus"], "unrecognized arguments"),
     ],
-    ids=["tier", "paper", "device", "cuda-missing", "flag"],
+    ids=["tier", "paper", "device", "cuda-missing", "flag", "precision", "bench-device", "bench-flag"],
 )
 def test_bad_input_is_one_line_and_exit_2(args, needle):
     if "cuda" in args:
