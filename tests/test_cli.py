@@ -27,8 +27,12 @@ def _cli(*args, **env):
         (["--tier", "quick", "--executor", "cloud"], "unknown executor 'cloud'"),
         (["--tier", "quick", "--run", "mlp9-s0", "--dry-run"], "unknown run 'mlp9-s0'"),
         (["--tier", "quick", "--executor", "slurm", "--slurm-config", "/nonexistent.toml"], "slurm config /nonexistent.toml"),
+        (["--tier", "quick", "--precision", "fp8", "--dry-run"], "unknown precision 'fp8'"),
+        (["bench", "--device", "tpu"], "unknown device 'tpu'"),
+        (["bench", "--bogus"], "unrecognized arguments"),
     ],
-    ids=["tier", "paper", "device", "cuda-missing", "flag", "claim", "executor", "run", "slurm-config"],
+    ids=["tier", "paper", "device", "cuda-missing", "flag", "claim", "executor", "run", "slurm-config", "precision",
+         "bench-device", "bench-flag"],
 )
 def test_bad_input_is_one_line_and_exit_2(args, needle):
     if "cuda" in args:
