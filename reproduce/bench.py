@@ -144,7 +144,7 @@ def workloads(quick: bool) -> list[Workload]:
     """The speed-relevant shapes of the four papers' quick tiers.
 
     ddmlp: its quick MLP7 (4096 Fashion-MNIST-sized samples, batch 64, Adam); modnoise: addition mod 59
-    on 90% of the pairs, full batch AdamW, widths 1024 and 2^5 + 1; masc: its quick MLP (512-512-512,
+    on 90% of the pairs, full batch AdamW, widths 1024 and 2^5 + 1; masc: its quick MLP (256-256-256,
     2000 samples, batch 32, Adam). Four seeds each, as in the hand-written probe before the bench.
     """
     e = 0.25 if quick else 1.0
@@ -158,7 +158,7 @@ def workloads(quick: bool) -> list[Workload]:
                  in_stacking_bench=False),
         Workload("modnoise P=59 width 33", (2 * 59,), (33,), 59, n_mod,
                  TrainSpec("adamw", 1e-3, 0, full_batch_steps, weight_decay=1.0), quadratic=True, one_hot=59),
-        Workload("masc quick MLP batch 32", (1, 28, 28), (512, 512, 512), 10, 2000, TrainSpec("adam", 1e-3, 32, e)),
+        Workload("masc quick MLP batch 32", (1, 28, 28), (256, 256, 256), 10, 2000, TrainSpec("adam", 1e-3, 32, e)),
     ]
 
 
