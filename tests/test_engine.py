@@ -146,4 +146,7 @@ def test_stop_request_saves_mid_epoch_and_resumes_to_identical_numbers(tmp_path)
         run(state, progress=lambda n: engine.request_stop())  # asked at the end of epoch 1
     engine.clear_stop()
     assert torch.load(state, weights_only=False)["step"] == 6  # the step where it was asked, not the checkpoint (12)
-    xr.testing.assert_identical(run(state).dataset, whole)
+    resumed = run(state).dataset
+    for ds in (whole, resumed):  # wall times differ between any two runs
+        ds.attrs.pop("train_seconds"), ds.attrs.pop("probe_seconds")
+    xr.testing.assert_identical(resumed, whole)

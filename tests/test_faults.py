@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = ROOT / "tests" / "_fault_child.py"
 EPOCH_STEPS = 16  # tests/_fault_child.py: 512 samples, batch 32
 EPOCHS = 20
-TIMING = {"started_at", "finished_at", "train_seconds", "git_commit", "host"}
+TIMING = {"started_at", "finished_at", "train_seconds", "probe_seconds", "git_commit", "host"}
 
 
 def _start(results: Path, runs: str, progress: Path, **env) -> subprocess.Popen:
