@@ -22,6 +22,11 @@ import torch
 from reproduce.errors import UserError
 
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100")
+# What a plan needs to know of a data set without loading it (--dry-run, model shapes):
+INPUT_SHAPES = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
+NUM_CLASSES = {"fashion_mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100}
+TRAIN_SIZES = {"fashion_mnist": 60_000, "mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
+TEST_SIZES = {"fashion_mnist": 10_000, "mnist": 10_000, "cifar10": 10_000, "cifar100": 10_000}
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = {
     "train_x": "train-images-idx3-ubyte",

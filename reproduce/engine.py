@@ -353,6 +353,15 @@ def _load_state(path: Path | None, device: torch.device) -> dict | None:
 
 
 
+def training_cost(n: int, spec: TrainSpec, multiply_adds: int, replicas: int,
+                  epochs: float | None = None) -> tuple[int, float]:
+    """Training steps and FLOPs of `epochs` (default `spec.epochs`) over `n` samples, for --dry-run:
+    2 FLOPs per multiply-add, backward = 2 x forward, so 6 per multiply-add and sample."""
+    epochs = spec.epochs if epochs is None else epochs
+    steps = int(math.ceil(n / (spec.batch_size or n)) * epochs)
+    return steps, 6.0 * multiply_adds * n * epochs * replicas
+
+
 def seconds_per_step(model: nn.Module, input_shape: Sequence[int], num_classes: int, spec: TrainSpec,
                      device: torch.device, repeats: int = 3, budget_s: float = 1.0, pool: int = 4096) -> float:
     """Calibration for --dry-run: the time of one training step as `train` takes it (batch gathered

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
-from reproduce.data import ImageData, load_dataset
-from reproduce.engine import TrainSpec, log_schedule, seconds_per_step, train
+from reproduce.data import INPUT_SHAPES, TEST_SIZES, TRAIN_SIZES, ImageData, load_dataset
+from reproduce.engine import TrainSpec, log_schedule, seconds_per_step, train, training_cost
 from reproduce.measures.activations import cosine_similarity, group_sums
 from reproduce.models import StackedMLP
 from reproduce.noise import corrupt_labels
@@ -216,20 +216,14 @@ def execute(run: Run, device: torch.device, state_path=None, progress=None) -> x
     return ds
 
 
-INPUT_SHAPES = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
-TRAIN_SIZES = {"fashion_mnist": 60_000, "mnist": 60_000, "cifar10": 50_000}
-
-
 def _model(run: Run) -> StackedMLP:
     return StackedMLP(INPUT_SHAPES[run.dataset], run.hidden, 10, seeds=[s for _, s in run.replicas])
 
 
 def steps_and_flops(run: Run) -> tuple[int, float]:
     """Training steps and FLOPs of the run (2 FLOPs per multiply-add, backward = 2 x forward)."""
-    n = run.n_train or TRAIN_SIZES[run.dataset]
-    steps = int(np.ceil(n / run.train.batch_size) * run.train.epochs)
-    flops = 6.0 * _model(run).multiply_adds() * n * run.train.epochs * len(run.replicas)
-    return steps, flops
+    return training_cost(run.n_train or TRAIN_SIZES[run.dataset], run.train, _model(run).multiply_adds(),
+                         len(run.replicas))
 
 
 def calibrate(run: Run, device: torch.device) -> float:
@@ -237,7 +231,6 @@ def calibrate(run: Run, device: torch.device) -> float:
     return seconds_per_step(_model(run).to(device), INPUT_SHAPES[run.dataset], 10, run.train, device)
 
 
-TEST_SIZES = {"fashion_mnist": 10_000, "mnist": 10_000, "cifar10": 10_000}
 
 
 def calibrate_probe(run: Run, device: torch.device, max_samples: int = 4096) -> float:

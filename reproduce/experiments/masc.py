@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from reproduce.data import ImageData, load_dataset
-from reproduce.engine import TrainSpec, log_schedule, seconds_per_step, train
+from reproduce.data import INPUT_SHAPES, NUM_CLASSES, TRAIN_SIZES, ImageData, load_dataset
+from reproduce.engine import TrainSpec, log_schedule, seconds_per_step, train, training_cost
 from reproduce.measures import masc
 from reproduce.models import StackedCNN, StackedMLP
 from reproduce.noise import corrupt_labels
@@ -33,9 +33,6 @@ SUBSPACES = ("corrupted", "true")
 SPLITS = ("train_corrupted", "train_true", "test_select", "test_eval")
 SELECT_FRACTION = 0.2  # the paper's 20% split of the test set (Sec. 6)
 SPLIT_SEED = 7_777  # the split is fixed: the same for every run, seed and tier
-INPUT_SHAPES = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
-CLASSES = {"fashion_mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100}
-TRAIN_SIZES = {"fashion_mnist": 60_000, "mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
 # The small CNN "along the lines of Tran et al. (2022)": three 3x3 convolutions (32, 64, 64), max
 # pooling after the first two, Flat, FC(64). On 28x28 inputs Flat has 576 units, the paper's Flat(576).
 CNN_CONVS = ((32, 3, 0, True), (64, 3, 0, True), (64, 3, 0, False))
@@ -112,7 +109,7 @@ def _retrain(spec: TrainSpec) -> TrainSpec:
 
 def _model(run: Run) -> torch.nn.Module:
     seeds = [s for _, s in run.replicas]
-    shape, k = INPUT_SHAPES[run.dataset], CLASSES[run.dataset]
+    shape, k = INPUT_SHAPES[run.dataset], NUM_CLASSES[run.dataset]
     if run.arch == "mlp":
         return StackedMLP(shape, run.hidden, k, seeds=seeds)
     convs = CNN_CONVS if run.arch == "cnn" else ALEXNET_CONVS
@@ -329,13 +326,11 @@ def _with_retraining(ds: xr.Dataset, run: Run, model, data: ImageData, labels: t
 
 def steps_and_flops(run: Run) -> tuple[int, float]:
     """Training steps and FLOPs of the run (2 FLOPs per multiply-add, backward = 2 x forward)."""
-    n = run.n_train or TRAIN_SIZES[run.dataset]
     epochs = run.train.epochs + (run.retrain.epochs if run.retrain else 0)
-    steps = int(np.ceil(n / run.train.batch_size) * epochs)
-    flops = 6.0 * _model(run).multiply_adds() * n * epochs * len(run.replicas)
-    return steps, flops
+    return training_cost(run.n_train or TRAIN_SIZES[run.dataset], run.train, _model(run).multiply_adds(),
+                         len(run.replicas), epochs)
 
 
 def calibrate(run: Run, device: torch.device) -> float:
     """Seconds per training step of this run's stacked model on `device`."""
-    return seconds_per_step(_model(run).to(device), INPUT_SHAPES[run.dataset], CLASSES[run.dataset], run.train, device)
+    return seconds_per_step(_model(run).to(device), INPUT_SHAPES[run.dataset], NUM_CLASSES[run.dataset], run.train, device)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
-from reproduce.engine import TrainSpec, log_schedule, seconds_per_step, train
+from reproduce.engine import TrainSpec, log_schedule, seconds_per_step, train, training_cost
 from reproduce.measures.fourier import (OPERATIONS, extract_global, extract_per_neuron, group_order, neuron_spectrum,
                                         primitive_root)
 from reproduce.measures.partition import ablation_scores, partition, subnetwork_output
@@ -264,9 +264,7 @@ def _n_train(run: Run) -> int:
 
 def steps_and_flops(run: Run) -> tuple[int, float]:
     """Training steps (full batch: one per epoch) and FLOPs (2 per multiply-add, backward = 2 x forward)."""
-    steps = int(run.train.epochs)
-    flops = 6.0 * _model(run).multiply_adds() * _n_train(run) * run.train.epochs * len(run.replicas)
-    return steps, flops
+    return training_cost(_n_train(run), run.train, _model(run).multiply_adds(), len(run.replicas))
 
 
 def calibrate(run: Run, device: torch.device, batch: int = 256) -> float:

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
-from reproduce.data import ImageData, load_dataset
-from reproduce.engine import TrainSpec, log_schedule, seconds_per_step, train
+from reproduce.data import INPUT_SHAPES, NUM_CLASSES, TRAIN_SIZES, ImageData, load_dataset
+from reproduce.engine import TrainSpec, log_schedule, seconds_per_step, train, training_cost
 from reproduce.measures.sharpness import VolumeSpec, sharpness_over_volumes
 from reproduce.models import StackedConvNet
 from reproduce.noise import corrupt_labels
@@ -194,9 +194,6 @@ def execute(run: Run, device: torch.device, state_path=None, progress=None) -> x
     return ds
 
 
-INPUT_SHAPES = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
-TRAIN_SIZES = {"fashion_mnist": 60_000, "mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
-CLASSES = {"fashion_mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100}
 
 
 def _input_shape(run: Run) -> tuple[int, int, int]:
@@ -205,17 +202,15 @@ def _input_shape(run: Run) -> tuple[int, int, int]:
 
 
 def _model(run: Run, input_shape: tuple[int, ...] | None = None) -> StackedConvNet:
-    return StackedConvNet(input_shape or _input_shape(run), run.width, CLASSES[run.dataset], seeds=run.replicas)
+    return StackedConvNet(input_shape or _input_shape(run), run.width, NUM_CLASSES[run.dataset], seeds=run.replicas)
 
 
 def steps_and_flops(run: Run) -> tuple[int, float]:
     """Training steps and FLOPs of the run (2 FLOPs per multiply-add, backward = 2 x forward)."""
-    n = run.n_train or TRAIN_SIZES[run.dataset]
-    steps = int(np.ceil(n / run.train.batch_size) * run.train.epochs)
-    flops = 6.0 * _model(run).multiply_adds() * n * run.train.epochs * len(run.replicas)
-    return steps, flops
+    return training_cost(run.n_train or TRAIN_SIZES[run.dataset], run.train, _model(run).multiply_adds(),
+                         len(run.replicas))
 
 
 def calibrate(run: Run, device: torch.device) -> float:
     """Seconds per training step of this run's stacked model on `device`."""
-    return seconds_per_step(_model(run).to(device), _input_shape(run), CLASSES[run.dataset], run.train, device)
+    return seconds_per_step(_model(run).to(device), _input_shape(run), NUM_CLASSES[run.dataset], run.train, device)
