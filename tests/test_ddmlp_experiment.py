@@ -4,18 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from reproduce.data import locate
 from reproduce.engine import TrainSpec, log_schedule
-from reproduce.errors import UserError
 from reproduce.experiments import ddmlp
 
 
 @pytest.fixture(scope="module")
-def tiny_run():
-    try:
-        locate("fashion_mnist", download=False)
-    except UserError as error:
-        pytest.skip(str(error))
+def tiny_run(fashion_mnist):
     spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=50, epochs=2, checkpoints=log_schedule(2, first=0.5))
     run = ddmlp.Run("mlp3", (16, 8), "fashion_mnist", 0.3, spec, seed=4, n_train=400, n_test=100)
     return ddmlp.execute(run, torch.device("cpu"))

@@ -6,20 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from reproduce.data import locate
 from reproduce.engine import TrainSpec
-from reproduce.errors import UserError
 from reproduce.experiments import masc
 from reproduce.figures.masc import degree_summary, masc_by_layer, masc_table1, run_of
 from reproduce.models import StackedCNN
 
 
 @pytest.fixture(scope="module")
-def tiny_run():
-    try:
-        locate("fashion_mnist", download=False)
-    except UserError as error:
-        pytest.skip(str(error))
+def tiny_run(fashion_mnist):
     spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=50, epochs=2)
     run = masc.Run("mlp-fashion_mnist", "mlp", (16, 8), "fashion_mnist", spec, seed=3, n_train=300, n_test=100,
                    retrain=TrainSpec(optimizer="adam", lr=1e-3, batch_size=50, epochs=3))

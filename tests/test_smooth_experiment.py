@@ -5,20 +5,14 @@ import pytest
 import torch
 import xarray as xr
 
-from reproduce.data import locate
 from reproduce.engine import TrainSpec
-from reproduce.errors import UserError
 from reproduce.experiments import smooth
 from reproduce.figures.smooth import sweep, threshold_of
 from reproduce.measures.sharpness import VolumeSpec, interpolation_threshold, peak_at_threshold
 
 
 @pytest.fixture(scope="module")
-def tiny_runs():
-    try:
-        locate("fashion_mnist", download=False)
-    except UserError as error:
-        pytest.skip(str(error))
+def tiny_runs(fashion_mnist):
     spec = TrainSpec(optimizer="sgd", lr=0.05, batch_size=50, epochs=1, warmup_epochs=0.5)
     volumes = VolumeSpec(paths=2, strengths=2, hessian_directions=2, chunk=64)
     out = []
