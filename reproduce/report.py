@@ -1,11 +1,12 @@
 """The claim report: claims.json, report.md (figures as PNG files beside it) and a self-contained
 report.html (figures embedded), written from the outcomes of the claim tests.
 
-A claim's verdict comes from its main cases, its control from its control cases:
-- all main cases passed -> `reproduced`; any failed -> `not_reproduced`; any strict xfail ->
-  `xfail` (shown as "not reproduced at this tier"); none ran (results missing) -> `not_run`;
-- all control cases passed (the criterion failed there, as it must) -> `failed_as_expected`;
-  any control case failed -> `passed_unexpectedly`.
+Each case of a claim records its evidence: every condition of the criterion with n, every seed's
+value, the aggregate and the 95% interval, judged under the claim's rule (reproduce/verdict.py).
+A claim's headline verdict at a tier combines its main cases and its controls
+(`reproduce.verdict.claim_verdict`): `reproduced`, `not_reproduced` or `inconclusive`; `error`
+when a statistic raised or a run diverged; `not_run` when the results are missing;
+`not_at_tier` for a claim of a judged paper with no case at this tier.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from reproduce.verdict import RULES, claim_verdict
+
 REFERENCE = Path(__file__).resolve().parent.parent / "data" / "claims"  # one <paper>.json per paper
 Table = tuple[list[str], list[list]]  # (column names, rows): a paper-table analogue such as MASC's Table 1
 
@@ -27,6 +30,7 @@ Table = tuple[list[str], list[list]]  # (column names, rows): a paper-table anal
 class Claim:
     """A paper claim: its id and the paper's words and numbers, from data/claims/<paper>.json.
 
+    `rule` is how its per-seed statistics are judged (a key of reproduce.verdict.RULES).
     `figure(ds)` and `table(ds)` redraw the paper's figure or table from the combined results.
     """
 
@@ -36,6 +40,8 @@ class Claim:
     paper_value: str
     criterion: str
     control: str
+    rule: str = "t"
+    seeds: str = ""  # how many seeds each tier judges, and why where fewer than the standard
     setting: str = ""  # the setting the claim is judged in (shown in the Contrasts section)
     contradicts: str = ""  # id of a claim of another paper that says the opposite
     figure: Callable[..., Figure] | None = field(default=None, compare=False)
@@ -44,8 +50,7 @@ class Claim:
     @classmethod
     def load(cls, claim_id: str, figure: Callable[..., Figure] | None = None,
              table: Callable[..., Table] | None = None) -> "Claim":
-        paper = claim_id.split(".")[0]
-        entry = json.loads((REFERENCE / f"{paper}.json").read_text())[claim_id]
+        entry = catalogue(claim_id.split(".")[0])[claim_id]
         return cls(id=claim_id, figure=figure, table=table, **entry)
 
     @property
@@ -53,73 +58,65 @@ class Claim:
         return self.id.split(".")[0]
 
 
+def catalogue(paper: str) -> dict[str, dict]:
+    """The paper's claims as data/claims/<paper>.json lists them."""
+    return json.loads((REFERENCE / f"{paper}.json").read_text())
+
+
 @dataclass
 class CaseOutcome:
-    """One claim-test case as pytest ended it."""
+    """One claim-test case as pytest ended it, with the evidence it recorded."""
 
     claim: str
     tier: str
     case: str
     control: bool
-    outcome: str  # passed | failed | xfailed | skipped
-    statistic: dict
+    outcome: str  # passed | failed | xfailed | xpassed | skipped | error
+    verdict: str  # reproduced | not_reproduced | inconclusive | error | not_run
     message: str = ""
-
-
-def verdict(cases: list[CaseOutcome]) -> tuple[str, str]:
-    """(verdict, control) of one claim at one tier from its case outcomes."""
-    main = [c.outcome for c in cases if not c.control]
-    control = [c.outcome for c in cases if c.control]
-    ran = [o for o in main if o != "skipped"]
-    if not ran:
-        v = "not_run"
-    elif "failed" in ran:
-        v = "not_reproduced"
-    elif "xfailed" in ran:
-        v = "xfail"
-    else:
-        v = "reproduced"
-    ran_control = [o for o in control if o != "skipped"]
-    if not ran_control:
-        c = "not_run"
-    elif all(o == "passed" for o in ran_control):
-        c = "failed_as_expected"
-    else:
-        c = "passed_unexpectedly"
-    return v, c
+    expected: str = "reproduced"  # not_reproduced for a strict expected failure
+    summary: str = ""
+    numbers: dict = field(default_factory=dict)
+    conditions: list = field(default_factory=list)
 
 
 VERDICT_TEXT = {
     "reproduced": "reproduced",
     "not_reproduced": "NOT reproduced",
-    "xfail": "not reproduced at this tier (strict xfail)",
+    "inconclusive": "inconclusive",
+    "error": "error (the statistic could not be computed)",
     "not_run": "not run (results missing)",
+    "not_at_tier": "not at this tier",
 }
 
 
 def claim_entries(claims: dict[str, Claim], outcomes: list[CaseOutcome], tier: str) -> list[dict]:
-    """The claims.json entries of a tier, one per claim that had cases in this session."""
+    """The claims.json entries of a tier: every claim of every paper judged in this session, a claim
+    without a case at this tier as `not_at_tier`."""
+    judged = [o for o in outcomes if o.tier == tier]
     entries = []
-    for claim_id in sorted({o.claim for o in outcomes if o.tier == tier}):
-        cases = [o for o in outcomes if o.claim == claim_id and o.tier == tier]
-        claim = claims[claim_id]
-        v, c = verdict(cases)
-        entries.append({
-            "id": claim_id,
-            "tier": tier,
-            "verdict": v,
-            "statistic": {o.case: o.statistic for o in cases if not o.control},
-            "criterion": claim.criterion,
-            "paper_value": claim.paper_value,
-            "control": c,
-            "control_statistic": {o.case: o.statistic for o in cases if o.control},
-            "section": claim.section,
-            "statement": claim.statement,
-            "setting": claim.setting,
-            "contradicts": claim.contradicts,
-            "cases": [{"case": o.case, "control": o.control, "outcome": o.outcome, "message": o.message} for o in cases],
-        })
+    for paper in sorted({claims[o.claim].paper for o in judged}):
+        for claim_id, text in catalogue(paper).items():
+            cases = [o for o in judged if o.claim == claim_id]
+            entries.append(_entry(claims.get(claim_id) or Claim(id=claim_id, **text), tier, cases))
     return entries
+
+
+def _entry(claim: Claim, tier: str, cases: list[CaseOutcome]) -> dict:
+    if cases:
+        expected = "not_reproduced" if any(o.expected == "not_reproduced" for o in cases if not o.control) else "reproduced"
+        head = claim_verdict([o.verdict for o in cases if not o.control], [o.verdict for o in cases if o.control], expected)
+    else:
+        head = dict(verdict="not_at_tier", control="none", note="", expected="reproduced", as_expected=True)
+    return {
+        "id": claim.id, "paper": claim.paper, "tier": tier, **head,
+        "section": claim.section, "statement": claim.statement, "paper_value": claim.paper_value,
+        "criterion": claim.criterion, "control_text": claim.control, "rule": RULES.get(claim.rule, claim.rule),
+        "seeds": claim.seeds, "setting": claim.setting, "contradicts": claim.contradicts,
+        "cases": [{"case": o.case, "control": o.control, "outcome": o.outcome, "verdict": o.verdict,
+                   "message": o.message, "summary": o.summary, "numbers": o.numbers, "conditions": o.conditions}
+                  for o in cases],
+    }
 
 
 def figure_png(fig: Figure) -> bytes:
@@ -131,17 +128,21 @@ def figure_png(fig: Figure) -> bytes:
 
 
 def _ours(entry: dict) -> str:
+    """Each main case's summary with its verdict and the n of its evidence."""
     parts = []
-    for case, stat in entry["statistic"].items():
-        summary = stat.get("summary") if isinstance(stat, dict) else None
-        parts.append(f"{case}: {summary or json.dumps(stat)}")
+    for c in entry["cases"]:
+        if c["control"]:
+            continue
+        n = max((j["n"] for j in c["conditions"]), default=0)
+        parts.append(f"{c['case']} ({c['verdict']}, n={n}): {c['summary'] or c['message'] or '-'}")
     return "; ".join(parts) or "-"
 
 
 def _case_notes(entry: dict) -> list[tuple[str, str, str]]:
     """(case, outcome, message) of every case that did not simply pass: why it failed, was
     skipped, or is an expected failure at this tier (the evidence of the strict xfail)."""
-    return [(c["case"], c["outcome"], c["message"]) for c in entry["cases"] if c["outcome"] != "passed" and c["message"]]
+    return [(c["case"], c["outcome"], c["message"]) for c in entry["cases"] if c["outcome"] != "passed" and c["message"]] + (
+        [("claim", entry["verdict"], entry["note"])] if entry.get("note") else [])
 
 
 def _markdown_table(table: Table) -> list[str]:
