@@ -26,26 +26,9 @@ import xarray as xr
 from torch import nn
 
 from reproduce import faults
+from reproduce.devices import NUMERICS, Numerics, resolve_device  # noqa: F401 (engine.resolve_device stays importable)
 
 Probe = Callable[[nn.Module], dict[str, xr.DataArray]]
-PRECISIONS = ("tf32", "bf16")
-
-
-@dataclass
-class Numerics:
-    """Process-wide numerics of training steps, set once by `resolve_device` (like torch's own TF32 flag).
-
-    `precision`: tf32 (float32 storage, TF32 matmuls on CUDA; plain float32 on the CPU) or bf16
-    (autocast of the forward pass to bfloat16, float32 weights and optimizer). `compile`: wrap the
-    model's training forward in torch.compile (CUDA graphs on the GPU via mode reduce-overhead).
-    Both are recorded in every result's attrs.
-    """
-
-    precision: str = "tf32"
-    compile: bool = False
-
-
-NUMERICS = Numerics()
 
 
 @dataclass(frozen=True)
@@ -87,26 +70,6 @@ class TrainResult:
     steps: int
     seconds: float  # wall time of training, probes included
     probe_seconds: float = 0.0  # the part of `seconds` spent in checkpoint probes
-
-
-def resolve_device(name: str, precision: str = "tf32", compile: bool = False) -> torch.device:
-    """The training device; on CUDA, TF32 matmuls are on by default (the papers' scale needs them).
-
-    `precision` and `compile` set the process-wide `NUMERICS` that `train` uses.
-    """
-    if precision not in PRECISIONS:
-        from reproduce.errors import UserError
-
-        raise UserError(f"unknown precision {precision!r}: use {' or '.join(PRECISIONS)}")
-    NUMERICS.precision, NUMERICS.compile = precision, compile
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            from reproduce.errors import UserError
-
-            raise UserError("--device cuda asked for, but no CUDA GPU is visible: use --device cpu")
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return torch.device(name)
 
 
 def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:

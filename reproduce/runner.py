@@ -15,7 +15,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from reproduce.data import locate
-from reproduce.engine import resolve_device
+from reproduce.devices import PEAK_FLOPS, peak_flops, resolve_device
 from reproduce.errors import UserError
 from reproduce.experiments import check_tier, experiment
 from reproduce.store import ENGINE, Store, utc_now
@@ -43,22 +43,21 @@ def make_results(
     fresh: bool = False,
     log: Callable[[str], None] = print,
     progress: bool = True,
-    executor: str = "local",
     only: Sequence[str] | None = None,
     threads: int | None = None,
-    slurm: object | None = None,
     precision: str = "tf32",
     compile: bool = False,
+    execute: Callable[[Store, str, list], None] | None = None,
 ) -> dict[str, list[str]]:
     """Compute every run of the plan that the store lacks; return the run names per paper.
 
-    `executor` is `local` (this process) or `slurm` (one job array, see executors.py); `only`
-    keeps the runs with these names; `threads` sets torch's CPU threads (the numbers depend on it).
+    `only` keeps the runs with these names; `threads` sets torch's CPU threads (the numbers depend
+    on it). The runs are computed here (`run_locally`) unless `execute(store, tier, todo)` is given:
+    executors.make_results passes the Slurm executor that way, so the executors call the runner and
+    the runner never imports them.
     """
-    from reproduce.executors import execute_plan
-
     store = Store(Path(results))
-    resolve_device(device, precision, compile)  # checks the precision before any work
+    resolve_device(device, precision, compile)  # checks the device and precision before any work
     todo, names = [], {p: [] for p in papers}
     for paper, run in plan(tier, papers, seed, only):
         names[paper].append(run.name)
@@ -71,8 +70,13 @@ def make_results(
         return names
     for dataset in sorted({getattr(run, "dataset", None) for _, run in todo} - {None}):
         locate(dataset)  # a missing data set stops the plan here, with one clear line, before any training
-    execute_plan(executor, store, tier, todo, device, reuse=not fresh, threads=threads, slurm=slurm,
-                 log=log, progress=progress, precision=precision, compile=compile)
+    if execute is not None:
+        execute(store, tier, todo)
+    else:
+        if threads:
+            torch.set_num_threads(threads)
+        run_locally(store, tier, todo, device, reuse=not fresh, log=log, progress=progress, precision=precision,
+                    compile=compile)
     return names
 
 
@@ -164,8 +168,6 @@ def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 
     run's shape, times the run's number of checkpoints). A projection for an H100 from the FLOPs at
     an assumed share of its TF32 peak follows, stated as an assumption.
     """
-    from reproduce.bench import PEAK_FLOPS, peak_flops
-
     dev = resolve_device(device, precision)
     lines = [f"plan for tier {tier} on {dev}:",
              f"{'paper':8} {'run':12} {'replicas':>8} {'epochs':>9} {'steps':>11} {'FLOPs':>9} {'probes':>7} "
