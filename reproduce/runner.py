@@ -7,8 +7,11 @@ from the run's saved training state if a previous attempt was killed) and write 
 from __future__ import annotations
 
 import dataclasses
+import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TextIO
 
 import torch
 import xarray as xr
@@ -111,25 +114,61 @@ def compute(store: Store, tier: str, paper: str, run, device: str, *, reuse: boo
 
 
 def run_locally(store: Store, tier: str, todo: list, device: str, reuse: bool = True,
-                log: Callable[[str], None] = print, progress: bool = True, **numerics) -> None:
-    """The local executor: runs in plan order; one that another process holds is waited for last."""
+                log: Callable[[str], None] = print, progress: bool = True, stream: TextIO | None = None,
+                log_every_s: float = 60.0, **numerics) -> None:
+    """The local executor: runs in plan order; one that another process holds is waited for last.
+
+    Progress goes to `stream` (default stderr): two tqdm bars (plan, run) on a terminal; where the
+    stream is not a terminal (a log file, CI), no bars and so no carriage returns, but one `log` line
+    per run every `log_every_s` seconds and at its end, with steps/s and elapsed time.
+    """
+    stream = stream or sys.stderr
+    bars = dict(disable=None if progress else True, file=stream, unit="step")  # None: off unless a terminal
     total = sum(experiment(p).steps_and_flops(r)[0] for p, r in todo)
-    with tqdm(total=total, desc=f"{tier} plan ({len(todo)} runs)", unit="step", disable=not progress, position=0) as bar:
+    with tqdm(total=total, desc=f"{tier} plan ({len(todo)} runs)", position=0, **bars) as bar:
         deferred = []
         for paper, run in todo:
-            with tqdm(total=experiment(paper).steps_and_flops(run)[0], desc=f"{paper}/{run.name}", unit="step",
-                      disable=not progress, position=1, leave=False) as run_bar:
+            steps = experiment(paper).steps_and_flops(run)[0]
+            with tqdm(total=steps, desc=f"{paper}/{run.name}", position=1, leave=False, **bars) as run_bar:
+                line = _ProgressLine(f"{paper}/{run.name}", steps, log if progress and bar.disable else None,
+                                     log_every_s)
 
                 def advance(n: int) -> None:
                     run_bar.update(n)
                     bar.update(n)
+                    line.update(n)
 
                 if not compute(store, tier, paper, run, device, reuse=reuse, wait=False, log=log, progress=advance,
                                **numerics):
                     deferred.append((paper, run))
+                line.finish()
         for paper, run in deferred:
             log(f"{paper}/{run.name}: another process is computing it; waiting for its result")
             compute(store, tier, paper, run, device, reuse=True, wait=True, log=log, **numerics)
+
+
+class _ProgressLine:
+    """Progress of one run as plain log lines, for logs where a progress bar would write `\r`s."""
+
+    def __init__(self, name: str, total: int, log: Callable[[str], None] | None, every_s: float):
+        self.name, self.total, self.log, self.every_s = name, total, log, every_s
+        self.done = 0
+        self.started = self.last = time.perf_counter()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.log is not None and time.perf_counter() - self.last >= self.every_s:
+            self._say()
+
+    def finish(self) -> None:
+        if self.log is not None and self.done:
+            self._say()
+
+    def _say(self) -> None:
+        self.last = time.perf_counter()
+        elapsed = self.last - self.started
+        self.log(f"{self.name}: {self.done:,}/{self.total:,} steps, {self.done / max(elapsed, 1e-9):,.1f} steps/s, "
+                 f"{elapsed:,.0f} s elapsed")
 
 
 def check_stored(tier: str, papers: Sequence[str], results: Path, seed: int = 0,

@@ -87,3 +87,24 @@ def test_the_layers_the_speed_issue_untangled():
     assert "reproduce.cli" not in graph["reproduce.bench"]  # the parser class lives in errors
     assert "reproduce.executors" not in graph["reproduce.runner"]  # executors call the runner
     assert graph["reproduce.devices"] <= {"reproduce.errors"}
+
+
+def test_omp_wait_policy_is_set_before_torch_and_a_users_setting_wins():
+    """The OpenMP runtime reads OMP_WAIT_POLICY once, when torch loads: reproduce/__init__ sets it
+    (PASSIVE: waiting threads sleep instead of spinning on a shared CPU) without importing torch."""
+    import os
+    import subprocess
+    import sys
+
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in node.names}
+    assert imported == {"os"}
+    code = "import reproduce.engine, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env["PYTHONPATH"] = str(PACKAGE.parent)
+    for given, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        if given:
+            env["OMP_WAIT_POLICY"] = given
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == expected
