@@ -31,13 +31,17 @@ class Numerics:
     """Process-wide numerics of training steps, set once by `resolve_device` (like torch's own TF32 flag).
 
     `precision`: tf32 (float32 storage, TF32 matmuls on CUDA; plain float32 on the CPU) or bf16
-    (autocast of the forward pass to bfloat16, float32 weights and optimizer). `compile`: on CUDA,
-    capture whole training steps (forward, backward, optimizer) in CUDA graphs (engine.py); on the
-    CPU, torch.compile the training forward. Both are recorded in every result's attrs.
+    (autocast of the forward pass to bfloat16, float32 weights and optimizer). `compile`: wrap the
+    training forward in torch.compile (mode reduce-overhead, i.e. its own CUDA graphs, on the GPU).
+    `cuda_graphs`: on CUDA without `compile`, capture each whole training step (forward, backward,
+    fused optimizer) in one CUDA graph by hand (engine.GraphedStep). Which of the two is faster
+    waits for a GPU measurement (`bench --device cuda` with and without --compile). All three are
+    recorded in every result's attrs.
     """
 
     precision: str = "tf32"
     compile: bool = False
+    cuda_graphs: bool = True  # whole-step CUDA graphs on CUDA (engine.make_step); no effect on the CPU
 
 
 NUMERICS = Numerics()
