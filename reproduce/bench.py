@@ -21,7 +21,6 @@ Numbers and a figure go to --out (bench.json, bench.png). Nothing here is a time
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -33,41 +32,12 @@ import xarray as xr
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from reproduce.engine import NUMERICS, TrainSpec, resolve_device, seconds_per_step, train
-from reproduce.errors import UserError
+from reproduce.devices import NUMERICS, peak_flops, resolve_device
+from reproduce.engine import TrainSpec, seconds_per_step, train
+from reproduce.errors import UserError, _Parser
 from reproduce.models import StackedMLP
 
-# Dense (no sparsity) tensor-core peaks in FLOP/s, from NVIDIA's data sheets: (tf32, bf16).
-PEAK_FLOPS = {
-    "H100 PCIe": (378e12, 756e12),
-    "H100": (494.7e12, 989.4e12),  # SXM5; the data sheet's 989/1979 are with 2:4 sparsity
-    "H200": (494.7e12, 989.4e12),
-    "A100": (156e12, 312e12),
-}
 MLP7 = (2048, 2048, 1024, 1024, 512, 512)  # the double-descent paper's MLP7: 14.4 M multiply-adds on CIFAR-10
-
-
-def peak_flops(device: torch.device, precision: str = "tf32") -> tuple[str, float | None]:
-    """(device name, dense peak FLOP/s at this precision), None when the device is not in the table."""
-    if device.type != "cuda":
-        return f"CPU {_cpu_model()} ({torch.get_num_threads()} threads)", None
-    name = torch.cuda.get_device_name(device)
-    for key, peaks in PEAK_FLOPS.items():  # "H100 PCIe" is checked before "H100"
-        if key in name:
-            return name, peaks[precision == "bf16"]
-    return name, None
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 @dataclass(frozen=True)
@@ -342,8 +312,6 @@ def figure(b: Bench):
 
 
 def main(argv: list[str]) -> int:
-    from reproduce.cli import _Parser
-
     p = _Parser(prog="python -m reproduce bench", description="Speed ratios of the engine, measured in one run.")
     p.add_argument("--quick", action="store_true", help="smaller sizes: a smoke test in about a minute")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -354,8 +322,6 @@ def main(argv: list[str]) -> int:
     p.add_argument("--only", nargs="+", default=["plain", "stacked", "flops", "probes"],
                    choices=["plain", "stacked", "flops", "probes"], help="benchmarks to run (default all)")
     args = p.parse_args(argv)
-    if args.device not in ("cpu", "cuda"):
-        raise UserError(f"unknown device {args.device!r}: use cpu or cuda")
     device = resolve_device(args.device, args.precision, args.compile)
     out = args.out or args.results / "bench"
     b = Bench(str(device), args.precision, args.compile)

@@ -19,16 +19,11 @@ import json
 import sys
 from pathlib import Path
 
-from reproduce.errors import UserError
+from reproduce.errors import UserError, _Parser
 from reproduce.experiments import PAPERS, TIERS, check_tier, experiment
 
 CLAIMS_DIR = Path(__file__).resolve().parent.parent / "claims"
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "data" / "claims"
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse prints usage + message; keep it to one line
-        raise UserError(f"{message} (see python -m reproduce --help)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,7 +95,7 @@ def _main(argv: list[str] | None) -> int:
         return 0
     _check_writable(args.results)
     if args.command == "run":
-        from reproduce.runner import make_results
+        from reproduce.executors import make_results
 
         make_results(args.tier, args.paper, args.results, args.device, args.seed, fresh=args.fresh,
                      executor=args.executor, only=args.run, threads=args.threads, slurm=slurm,

@@ -19,13 +19,13 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from reproduce import engine
+from reproduce import engine, runner
 from reproduce.errors import UserError
 from reproduce.store import Store
 
@@ -71,22 +71,20 @@ def check_executor(name: str) -> str:
     return name
 
 
-def execute_plan(executor: str, store: Store, tier: str, todo: list, device: str, *, reuse: bool = True,
-                 threads: int | None = None, slurm: SlurmConfig | None = None,
-                 log: Callable[[str], None] = print, progress: bool = True, precision: str = "tf32",
-                 compile: bool = False) -> None:
-    """Compute the (paper, run) pairs of `todo` with the named executor (`precision` and `compile`
-    as engine.resolve_device takes them)."""
-    from reproduce.runner import run_locally
-
+def make_results(tier: str, papers: Sequence[str], results: Path, device: str = "cpu", seed: int = 0, *,
+                 executor: str = "local", slurm: SlurmConfig | None = None, **options) -> dict[str, list[str]]:
+    """`runner.make_results` with the named executor: `local` computes in this process, `slurm`
+    submits the runs the store lacks as one job array (`options` as runner.make_results takes them)."""
     if check_executor(executor) == "local":
-        if threads:
-            torch.set_num_threads(threads)
-        run_locally(store, tier, todo, device, reuse=reuse, log=log, progress=progress, precision=precision,
-                    compile=compile)
-    else:
-        run_on_slurm(store, tier, todo, device, slurm or SlurmConfig(), reuse=reuse, log=log,
-                     numerics=dict(precision=precision, compile=compile))
+        return runner.make_results(tier, papers, results, device, seed, **options)
+    numerics = {k: options[k] for k in ("precision", "compile") if k in options}
+    reuse = not options.get("fresh", False)
+    log = options.get("log", print)
+
+    def on_slurm(store: Store, tier_: str, todo: list) -> None:
+        run_on_slurm(store, tier_, todo, device, slurm or SlurmConfig(), reuse=reuse, log=log, numerics=numerics)
+
+    return runner.make_results(tier, papers, results, device, seed, execute=on_slurm, **options)
 
 
 class RunTask:
@@ -98,17 +96,15 @@ class RunTask:
 
     def __init__(self, root: Path, tier: str, device: str, threads: int, reuse: bool, numerics: dict | None = None) -> None:
         self.root, self.tier, self.device, self.threads, self.reuse = Path(root), tier, device, threads, reuse
-        self.numerics = numerics or {}  # precision and compile, as engine.resolve_device takes them
+        self.numerics = numerics or {}  # precision and compile, as devices.resolve_device takes them
 
     def __call__(self, paper: str, run) -> str:
-        from reproduce.runner import compute
-
         outcome: dict = {}
 
         def work() -> None:
             torch.set_num_threads(self.threads)
             try:
-                compute(Store(self.root), self.tier, paper, run, self.device, reuse=self.reuse, **self.numerics)
+                runner.compute(Store(self.root), self.tier, paper, run, self.device, reuse=self.reuse, **self.numerics)
             except BaseException as error:  # re-raised in the main thread
                 outcome["error"] = error
 

@@ -7,15 +7,18 @@ from the run's saved training state if a previous attempt was killed) and write 
 from __future__ import annotations
 
 import dataclasses
+import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TextIO
 
 import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
 from reproduce.data import locate
-from reproduce.engine import resolve_device
+from reproduce.devices import PEAK_FLOPS, peak_flops, resolve_device
 from reproduce.errors import UserError
 from reproduce.experiments import check_tier, experiment
 from reproduce.store import ENGINE, Store, utc_now
@@ -43,22 +46,21 @@ def make_results(
     fresh: bool = False,
     log: Callable[[str], None] = print,
     progress: bool = True,
-    executor: str = "local",
     only: Sequence[str] | None = None,
     threads: int | None = None,
-    slurm: object | None = None,
     precision: str = "tf32",
     compile: bool = False,
+    execute: Callable[[Store, str, list], None] | None = None,
 ) -> dict[str, list[str]]:
     """Compute every run of the plan that the store lacks; return the run names per paper.
 
-    `executor` is `local` (this process) or `slurm` (one job array, see executors.py); `only`
-    keeps the runs with these names; `threads` sets torch's CPU threads (the numbers depend on it).
+    `only` keeps the runs with these names; `threads` sets torch's CPU threads (the numbers depend
+    on it). The runs are computed here (`run_locally`) unless `execute(store, tier, todo)` is given:
+    executors.make_results passes the Slurm executor that way, so the executors call the runner and
+    the runner never imports them.
     """
-    from reproduce.executors import execute_plan
-
     store = Store(Path(results))
-    resolve_device(device, precision, compile)  # checks the precision before any work
+    resolve_device(device, precision, compile)  # checks the device and precision before any work
     todo, names = [], {p: [] for p in papers}
     for paper, run in plan(tier, papers, seed, only):
         names[paper].append(run.name)
@@ -71,8 +73,13 @@ def make_results(
         return names
     for dataset in sorted({getattr(run, "dataset", None) for _, run in todo} - {None}):
         locate(dataset)  # a missing data set stops the plan here, with one clear line, before any training
-    execute_plan(executor, store, tier, todo, device, reuse=not fresh, threads=threads, slurm=slurm,
-                 log=log, progress=progress, precision=precision, compile=compile)
+    if execute is not None:
+        execute(store, tier, todo)
+    else:
+        if threads:
+            torch.set_num_threads(threads)
+        run_locally(store, tier, todo, device, reuse=not fresh, log=log, progress=progress, precision=precision,
+                    compile=compile)
     return names
 
 
@@ -107,25 +114,61 @@ def compute(store: Store, tier: str, paper: str, run, device: str, *, reuse: boo
 
 
 def run_locally(store: Store, tier: str, todo: list, device: str, reuse: bool = True,
-                log: Callable[[str], None] = print, progress: bool = True, **numerics) -> None:
-    """The local executor: runs in plan order; one that another process holds is waited for last."""
+                log: Callable[[str], None] = print, progress: bool = True, stream: TextIO | None = None,
+                log_every_s: float = 60.0, **numerics) -> None:
+    """The local executor: runs in plan order; one that another process holds is waited for last.
+
+    Progress goes to `stream` (default stderr): two tqdm bars (plan, run) on a terminal; where the
+    stream is not a terminal (a log file, CI), no bars and so no carriage returns, but one `log` line
+    per run every `log_every_s` seconds and at its end, with steps/s and elapsed time.
+    """
+    stream = stream or sys.stderr
+    bars = dict(disable=None if progress else True, file=stream, unit="step")  # None: off unless a terminal
     total = sum(experiment(p).steps_and_flops(r)[0] for p, r in todo)
-    with tqdm(total=total, desc=f"{tier} plan ({len(todo)} runs)", unit="step", disable=not progress, position=0) as bar:
+    with tqdm(total=total, desc=f"{tier} plan ({len(todo)} runs)", position=0, **bars) as bar:
         deferred = []
         for paper, run in todo:
-            with tqdm(total=experiment(paper).steps_and_flops(run)[0], desc=f"{paper}/{run.name}", unit="step",
-                      disable=not progress, position=1, leave=False) as run_bar:
+            steps = experiment(paper).steps_and_flops(run)[0]
+            with tqdm(total=steps, desc=f"{paper}/{run.name}", position=1, leave=False, **bars) as run_bar:
+                line = _ProgressLine(f"{paper}/{run.name}", steps, log if progress and bar.disable else None,
+                                     log_every_s)
 
                 def advance(n: int) -> None:
                     run_bar.update(n)
                     bar.update(n)
+                    line.update(n)
 
                 if not compute(store, tier, paper, run, device, reuse=reuse, wait=False, log=log, progress=advance,
                                **numerics):
                     deferred.append((paper, run))
+                line.finish()
         for paper, run in deferred:
             log(f"{paper}/{run.name}: another process is computing it; waiting for its result")
             compute(store, tier, paper, run, device, reuse=True, wait=True, log=log, **numerics)
+
+
+class _ProgressLine:
+    """Progress of one run as plain log lines, for logs where a progress bar would write `\r`s."""
+
+    def __init__(self, name: str, total: int, log: Callable[[str], None] | None, every_s: float):
+        self.name, self.total, self.log, self.every_s = name, total, log, every_s
+        self.done = 0
+        self.started = self.last = time.perf_counter()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.log is not None and time.perf_counter() - self.last >= self.every_s:
+            self._say()
+
+    def finish(self) -> None:
+        if self.log is not None and self.done:
+            self._say()
+
+    def _say(self) -> None:
+        self.last = time.perf_counter()
+        elapsed = self.last - self.started
+        self.log(f"{self.name}: {self.done:,}/{self.total:,} steps, {self.done / max(elapsed, 1e-9):,.1f} steps/s, "
+                 f"{elapsed:,.0f} s elapsed")
 
 
 def check_stored(tier: str, papers: Sequence[str], results: Path, seed: int = 0,
@@ -164,8 +207,6 @@ def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 
     run's shape, times the run's number of checkpoints). A projection for an H100 from the FLOPs at
     an assumed share of its TF32 peak follows, stated as an assumption.
     """
-    from reproduce.bench import PEAK_FLOPS, peak_flops
-
     dev = resolve_device(device, precision)
     lines = [f"plan for tier {tier} on {dev}:",
              f"{'paper':8} {'run':12} {'replicas':>8} {'epochs':>9} {'steps':>11} {'FLOPs':>9} {'probes':>7} "

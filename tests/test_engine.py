@@ -150,3 +150,84 @@ def test_stop_request_saves_mid_epoch_and_resumes_to_identical_numbers(tmp_path)
     for ds in (whole, resumed):  # wall times differ between any two runs
         ds.attrs.pop("train_seconds"), ds.attrs.pop("probe_seconds")
     xr.testing.assert_identical(resumed, whole)
+
+
+def _old_loop(model, x, y, spec, order_seeds):
+    """The training loop as the engine wrote it inline before the step function (data order,
+    gather, forward, loss, backward, fused optimizer, learning-rate warm-up), kept here as the
+    reference the step-function path must match bit for bit."""
+    from reproduce.engine import make_optimizer, stacked_cross_entropy
+
+    n, replicas, batch = x.shape[0], y.shape[0], spec.batch_size or x.shape[0]
+    steps_per_epoch = -(-n // batch)
+    total, warmup = round(spec.epochs * steps_per_epoch), round(spec.warmup_epochs * steps_per_epoch)
+    orders = [torch.Generator().manual_seed(int(s)) for s in order_seeds]
+    optimizer, flat, losses = make_optimizer(model, spec), x.reshape(n, -1), []
+    for step in range(total):
+        position = step % steps_per_epoch
+        if position == 0:
+            perm = torch.stack([torch.randperm(n, generator=g) for g in orders])
+        index = perm[:, position * batch : (position + 1) * batch]
+        if warmup:
+            for group in optimizer.param_groups:
+                group["lr"] = spec.lr * min(1.0, (step + 1) / warmup)
+        batch_x = flat.index_select(0, index.reshape(-1)).view(*index.shape, *x.shape[1:])
+        loss = stacked_cross_entropy(model(batch_x), y.gather(1, index))
+        optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        optimizer.step()
+        losses.append(loss.detach())
+    return torch.stack(losses)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_the_step_function_gives_the_numbers_of_the_old_loop(optimizer):
+    """train() now runs engine.Step (the step the CUDA graph captures on a GPU) eagerly on the CPU:
+    with a partial last batch and learning-rate warm-up, its weights equal the old loop's exactly."""
+    from reproduce import engine
+
+    x, y = _problem(n=100)  # batch 16: six full batches and a partial one of 4 per epoch
+    spec = TrainSpec(optimizer=optimizer, lr=1e-2, batch_size=16, epochs=3, warmup_epochs=1.0, weight_decay=1e-3)
+    new, old = (StackedMLP((1, 4, 4), [8, 8], 3, seeds=[1, 2]) for _ in range(2))
+    losses = []
+    step_class = engine.Step
+
+    class Recording(step_class):
+        def eager(self, index):
+            losses.append(super().eager(index))
+            return losses[-1]
+
+    engine.Step = Recording
+    try:
+        result = train(new, x, y, spec, lambda m: {}, order_seeds=[5, 6])
+    finally:
+        engine.Step = step_class
+    reference = _old_loop(old, x, y, spec, order_seeds=[5, 6])
+    assert result.steps == len(reference) == 21
+    assert torch.equal(torch.stack(losses), reference)
+    for a, b in zip(new.parameters(), old.parameters()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="needs a CUDA GPU: compares the whole-step CUDA graph with eager steps on the device")
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_cuda_graph_steps_equal_eager_steps(precision):
+    """On CUDA, train() captures full batches in one CUDA graph (partial batches stay eager): the
+    weights after three epochs match eager training on the same device."""
+    from reproduce.devices import NUMERICS
+
+    x, y = (t.cuda() for t in _problem(n=100))
+    spec = TrainSpec(optimizer="adam", lr=1e-2, batch_size=16, epochs=3, warmup_epochs=0.5)
+    models, saved = [], (NUMERICS.precision, NUMERICS.cuda_graphs)
+    try:
+        for graphs in (False, True):
+            NUMERICS.precision, NUMERICS.cuda_graphs = precision, graphs
+            model = StackedMLP((1, 4, 4), [8, 8], 3, seeds=[1, 2]).cuda()
+            result = train(model, x, y, spec, lambda m: {}, order_seeds=[5, 6])
+            assert result.dataset.attrs["cuda_graphs"] == int(graphs)
+            models.append(model)
+    finally:
+        NUMERICS.precision, NUMERICS.cuda_graphs = saved
+    for a, b in zip(*(m.parameters() for m in models)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

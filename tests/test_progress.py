@@ -1,0 +1,45 @@
+"""Progress in a log: no carriage-return bars where the stream is not a terminal, one line per run."""
+
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+from reproduce import runner
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _run_fake_plan(monkeypatch, stream: io.StringIO) -> list[str]:
+    """run_locally over two fake runs of 40 steps each, progress reported in epochs of 10 steps."""
+    experiment = SimpleNamespace(steps_and_flops=lambda run: (40, 0.0))
+    monkeypatch.setattr(runner, "experiment", lambda paper: experiment)
+
+    def compute(store, tier, paper, run, device, *, progress=None, **kwargs) -> bool:
+        for _ in range(4):
+            progress(10)
+        return True
+
+    monkeypatch.setattr(runner, "compute", compute)
+    lines: list[str] = []
+    todo = [("ddmlp", SimpleNamespace(name="a")), ("ddmlp", SimpleNamespace(name="b"))]
+    runner.run_locally(None, "quick", todo, "cpu", log=lines.append, stream=stream, log_every_s=0.0)
+    return lines
+
+
+def test_no_carriage_returns_when_the_stream_is_not_a_terminal(monkeypatch):
+    stream = io.StringIO()
+    lines = _run_fake_plan(monkeypatch, stream)
+    assert "\r" not in stream.getvalue()
+    assert any(line.startswith("ddmlp/a: 40/40 steps") and "steps/s" in line for line in lines)
+    assert any(line.startswith("ddmlp/b: 40/40 steps") for line in lines)
+
+
+def test_bars_on_a_terminal(monkeypatch):
+    stream = _Terminal()
+    lines = _run_fake_plan(monkeypatch, stream)
+    assert "\r" in stream.getvalue()  # the tqdm bars, as before
+    assert lines == []  # and no log lines beside them
