@@ -126,7 +126,7 @@ def _shrunk(medium: list[Run]) -> list[Run]:
     shrunk = []
     for run in medium:
         spec = replace(run.train, epochs=4, batch_size=64, lr=1e-3, checkpoints=log_schedule(4, first=0.5))
-        shrunk.append(replace(run, hidden=tuple(max(8, w // 64) for w in run.hidden), train=spec,
+        shrunk.append(replace(run, hidden=tuple(w // 16 for w in run.hidden), train=spec,
                               n_train=400, n_test=200))
     return shrunk
 
