@@ -1,11 +1,19 @@
 """The ddmlp experiment end to end on a tiny setting: what a run stores, and that it is consistent."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from reproduce.engine import TrainSpec, log_schedule
 from reproduce.experiments import ddmlp
+from reproduce.report import catalogue
+from reproduce.runner import make_results
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +51,34 @@ def test_probe_variables_have_named_dimensions(tiny_run):
     assert list(tiny_run.layer_width.values) == [16, 8]
     assert str(tiny_run.model.values) == "mlp3"
     assert np.isnan(tiny_run.magnitude.sel(layer=2, neuron=12)).all()  # padding past layer 2's width
+
+
+def test_medium_runs_are_the_paper_widths_on_full_fashion_mnist(monkeypatch):
+    monkeypatch.delenv(ddmlp.SHRINK_ENV, raising=False)
+    runs = {r.model: r for r in ddmlp.runs("medium")}
+    assert set(runs) == {"mlp7", "mlp5", "mlp3"}
+    for model, run in runs.items():
+        assert run.hidden == ddmlp.PAPER_WIDTHS[model] and run.dataset == "fashion_mnist"
+        assert run.n_train is None and run.n_test is None and run.train.batch_size == 512
+        assert [s for s, _ in run.replicas].count("noisy") == 3 == [s for s, _ in run.replicas].count("control")
+
+
+def test_medium_path_shrunk_runs_every_medium_claim_case(tmp_path, monkeypatch, fashion_mnist):
+    """The medium configuration, shrunk by REPRODUCE_SHRINK=1 to CPU size (same names, same code
+    path), made and judged end to end: every medium case must run (not skip, not error) and
+    claims.json must list every ddmlp claim with 3 seeds. The medium verdicts wait for a GPU."""
+    monkeypatch.setenv(ddmlp.SHRINK_ENV, "1")
+    make_results("medium", ["ddmlp"], tmp_path, device="cpu", seed=0, progress=False, log=lambda _: None)
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "claims/test_ddmlp.py", "-m", "medium", "--results", str(tmp_path),
+         "--stored-only", "-q", "-p", "no:cacheprovider", "-rA"],
+        cwd=root, env={**os.environ, ddmlp.SHRINK_ENV: "1"}, capture_output=True, text=True, timeout=600)
+    entries = {e["id"]: e for e in json.loads((tmp_path / "medium" / "claims.json").read_text())}
+    assert set(entries) >= set(catalogue("ddmlp")), proc.stdout[-3000:]
+    for claim_id in catalogue("ddmlp"):
+        cases = entries[claim_id]["cases"]
+        assert cases, f"{claim_id} has no medium case"
+        for case in cases:
+            assert case["outcome"] in ("passed", "failed", "xfailed", "xpassed"), (claim_id, case["case"], case["message"])
+            assert {c["n"] for c in case["conditions"]} == {3}, (claim_id, case["case"])

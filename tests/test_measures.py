@@ -10,6 +10,7 @@ from reproduce.measures.activations import (
     cosine_similarity,
     first_crossing,
     group_sums,
+    largest_drop,
     outlier_ratio,
     runner_up_ratio,
     tracked_outlier_ratio,
@@ -95,3 +96,25 @@ def test_first_crossing():
     epochs = np.array([0, 1, 2, 5, 10])
     assert first_crossing(epochs, np.array([0.1, 0.2, 0.6, 0.9, 1.0])) == 2
     assert first_crossing(epochs, np.array([0.1, 0.1, 0.1, 0.1, 0.1])) == 0
+
+
+def test_largest_drop_finds_the_fall_after_the_first_peak():
+    # Fig. 1's shape: rise, fall while noisy labels are fitted, partial recovery
+    acc = np.array([0.1, 0.85, 0.87, 0.80, 0.72, 0.75, 0.78])
+    fall, at = largest_drop(acc)
+    assert fall == pytest.approx(0.15) and at == 4
+    assert largest_drop(np.array([0.1, 0.5, 0.9]))[0] == 0  # rising throughout: no fall
+
+
+def test_outlier_by_class_picks_the_largest_neuron_and_averages_per_group():
+    from reproduce.experiments.ddmlp import outlier_by_class
+
+    k = 3
+    magnitude = [torch.tensor([[1.0, 5.0, 2.0]], dtype=torch.float64)]  # one replica, neuron 1 largest
+    sums = torch.zeros(1, 2 * k, 3, dtype=torch.float64)
+    sums[0, :, 1] = torch.tensor([2.0, 4.0, 6.0, 3.0, 3.0, 0.0])  # by true class, then by noisy label
+    counts = torch.tensor([[1.0, 2.0, 3.0, 1.0, 1.0, 0.0]], dtype=torch.float64)
+    out = outlier_by_class(magnitude, [sums], counts, k)
+    assert out.shape == (1, 1, 2, k)
+    assert out[0, 0, 0].tolist() == [2.0, 2.0, 2.0]
+    assert out[0, 0, 1, :2].tolist() == [3.0, 3.0] and torch.isnan(out[0, 0, 1, 2])  # an empty group is NaN

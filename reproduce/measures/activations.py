@@ -91,3 +91,13 @@ def first_crossing(epochs: np.ndarray, values: np.ndarray, fraction: float = 0.5
     target = fraction * values[-1]
     hits = np.nonzero(values >= target)[0]
     return float(np.asarray(epochs)[hits[0]]) if hits.size else float("nan")
+
+
+def largest_drop(values: np.ndarray) -> tuple[float, int]:
+    """The largest fall of `values` from a peak to a later checkpoint, and the index of that later
+    minimum. Fig. 1's double descent: test accuracy peaks, falls while the noisy labels are fitted,
+    and recovers after the minimum (the onset of re-generalization); for a rise, pass -values."""
+    values = np.asarray(values, dtype=np.float64)
+    drop = np.maximum.accumulate(values) - values
+    at = int(np.argmax(drop))
+    return float(drop[at]), at
