@@ -79,10 +79,10 @@ def runs(tier: str, seed: int = 0) -> list[Run]:
     setting was chosen by experiment (docs/masc.md).
     """
     if tier == "quick":
-        spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=32, epochs=60, checkpoints=log_schedule(60))
+        spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=32, epochs=40, checkpoints=log_schedule(40))
         retrain = TrainSpec(optimizer="adam", lr=1e-3, batch_size=32, epochs=30)
         return [Run("mlp-fashion_mnist", "mlp", (256, 256, 256), "fashion_mnist", spec, seed,
-                    seeds_per_degree=3, n_train=2000, n_test=2000, retrain=retrain)]
+                    seeds_per_degree=5, n_train=1500, n_test=2000, retrain=retrain)]
     if tier not in ("medium", "full"):
         raise ValueError(f"unknown tier {tier!r}")
     seeds = 1 if tier == "medium" else 3

@@ -36,40 +36,46 @@ def _best_hidden(select: np.ndarray) -> np.ndarray:
 
 
 def degree_summary(run: xr.Dataset) -> dict[float, dict]:
-    """Per corruption degree, averaged over its replicas (seeds): the model's test accuracy, the
-    best hidden layer's MASC (corrupted and true subspaces) and the input's, all on the 80% eval split,
-    and the model's accuracy after relabel-retraining where it was run."""
+    """Per corruption degree: the model's test accuracy, the best hidden layer's MASC (corrupted and
+    true subspaces) and the input's, all on the 80% eval split, and the model's accuracy after
+    relabel-retraining where it was run. `row["seeds"]` holds each statistic per seed (the
+    degree's replicas in init-seed order, so seed k pairs across degrees); the row's own numbers
+    are their means, as the paper's Table 1 averages its three runs."""
     acc = run.masc_accuracy
     model_eval = run.model_accuracy.dropna("epoch", how="all").isel(epoch=-1).sel(split="test_eval").values
     replicas = np.arange(run.sizes["replica"])
-    out = {}
-    per_replica = {}
-    for subspace in ("corrupted", "true"):
+    per_replica = {"model": model_eval}
+    for subspace, key in (("corrupted", "masc"), ("true", "masc_true")):
         a = acc.sel(subspace=subspace)
         best = _best_hidden(a.sel(split="test_select").values)
-        per_replica[subspace] = a.sel(split="test_eval").values[replicas, best]
+        per_replica[key] = a.sel(split="test_eval").values[replicas, best]
         per_replica[f"{subspace}_layer"] = best
-        per_replica[f"{subspace}_input"] = a.sel(split="test_eval").values[:, 0]
+        if subspace == "corrupted":
+            per_replica["input"] = a.sel(split="test_eval").values[:, 0]
     if "retrain_accuracy" in run:
         per_replica["retrained"] = np.array([
             float(run.retrain_accuracy.sel(retrain_epoch=e, split="test_eval").isel(replica=i))
             for i, e in enumerate(run.retrain_chosen_epoch.values)])
-    degrees = run.degree.values
-    names = run.layer_name.values
+    per_replica["gain"] = per_replica["masc"] - per_replica["model"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_replica["relative_gain"] = np.where(model_eval > 0, per_replica["gain"] / model_eval, np.nan)
+    degrees, names, seeds = run.degree.values, run.layer_name.values, run.init_seed.values
+    out = {}
     for p in sorted(set(degrees.tolist())):
-        m = degrees == p
-        model = float(model_eval[m].mean())
-        row = dict(model=model, masc=float(per_replica["corrupted"][m].mean()),
-                   masc_true=float(per_replica["true"][m].mean()),
-                   input=float(per_replica["corrupted_input"][m].mean()),
-                   layers=[str(names[i]) for i in per_replica["corrupted_layer"][m]],
-                   true_layers=[str(names[i]) for i in per_replica["true_layer"][m]], replicas=int(m.sum()))
-        row["gain"] = row["masc"] - model
-        row["relative_gain"] = row["gain"] / model if model > 0 else float("nan")
-        if "retrained" in per_replica:
-            row["retrained"] = float(per_replica["retrained"][m].mean())
+        idx = np.nonzero(degrees == p)[0]
+        idx = idx[np.argsort(seeds[idx], kind="stable")]
+        per_seed = {k: np.asarray(v[idx], dtype=float) for k, v in per_replica.items() if not k.endswith("_layer")}
+        row = {k: float(v.mean()) for k, v in per_seed.items()}
+        row["relative_gain"] = row["gain"] / row["model"] if row["model"] > 0 else float("nan")  # of the means
+        row.update(layers=[str(names[i]) for i in per_replica["corrupted_layer"][idx]],
+                   true_layers=[str(names[i]) for i in per_replica["true_layer"][idx]], replicas=len(idx), seeds=per_seed)
         out[float(p)] = row
     return out
+
+
+def eval_size(run: xr.Dataset) -> int:
+    """Samples in the 80% eval split: test accuracies move in steps of 1/eval_size."""
+    return int((run.test_select.values == 0).sum())
 
 
 def masc_table1(ds: xr.Dataset) -> tuple[list[str], list[list]]:
