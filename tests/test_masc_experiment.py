@@ -76,8 +76,54 @@ def test_tier_configs(tier):
         assert run.degrees == masc.DEGREES and run.retrain is not None
         dataclasses.asdict(run)  # hashable into the store
     assert ("alexnet-cifar100" in [r.model for r in runs]) == (tier == "full")
+    seeds = {"quick": masc.QUICK_SEEDS, "medium": masc.MEDIUM_SEEDS, "full": masc.MEDIUM_SEEDS}[tier]
+    assert all(r.seeds_per_degree == seeds for r in runs)
+    if tier == "medium":
+        assert [r.model for r in runs] == ["cnn-fashion_mnist", "mlp-fashion_mnist"]
+        assert all(r.n_train is None and r.n_test is None for r in runs)  # the full Fashion-MNIST
     if tier == "full":
-        assert all(r.seeds_per_degree == 3 and r.train.epochs == 500 for r in runs)
+        assert all(r.train.epochs == 500 for r in runs)
+
+
+def test_shrunk_medium_runs_keep_names_and_code_path(monkeypatch):
+    monkeypatch.setenv(masc.SHRINK_ENV, "1")
+    shrunk = masc.runs("medium")
+    monkeypatch.delenv(masc.SHRINK_ENV)
+    medium = masc.runs("medium")
+    assert [r.name for r in shrunk] == [r.name for r in medium]
+    assert [r.arch for r in shrunk] == [r.arch for r in medium]
+    assert all(r.n_train == 300 and r.train.epochs == 2 for r in shrunk)
+
+
+def test_medium_claims_run_end_to_end_on_the_shrunk_medium_runs(fashion_mnist, tmp_path, monkeypatch):
+    """The medium path (runs, store, every medium claim case, claims.json) on CPU-sized copies of
+    the medium runs (REPRODUCE_SHRINK=1). The verdicts themselves mean nothing at this size."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from reproduce.runner import make_results
+
+    monkeypatch.setenv(masc.SHRINK_ENV, "1")
+    make_results("medium", ["masc"], tmp_path, progress=False, log=lambda _: None)
+    junit = tmp_path / "junit.xml"
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "pytest", "claims/test_masc.py", "-m", "medium", "--results", str(tmp_path),
+                           "--stored-only", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"],
+                          cwd=root, capture_output=True, text=True, env={**__import__("os").environ, masc.SHRINK_ENV: "1"})
+    text = junit.read_text()
+    assert "<skipped" not in text.replace('type="pytest.xfail"', ""), proc.stdout[-3000:]
+    assert "<error" not in text, proc.stdout[-3000:]
+    import xml.etree.ElementTree as ET
+    cases = [c for c in ET.parse(junit).getroot().iter("testcase")]
+    medium = [r.model for r in masc.runs("medium")]
+    assert len(cases) == 3 * 2 * len(medium), proc.stdout[-3000:]  # 3 claims x (main + control) x models
+    claims = json.loads((tmp_path / "medium" / "claims.json").read_text())
+    assert {c["id"] for c in claims} == {"masc.beats_model", "masc.true_label_subspaces_better",
+                                         "masc.relabel_retraining_improves"}
+    for claim in claims:
+        assert claim["cases"] and all(j["n"] == masc.MEDIUM_SEEDS for c in claim["cases"] for j in c["conditions"]), claim
 
 
 def test_stacked_cnn_replicas_are_independent():

@@ -12,6 +12,8 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
+from reproduce.verdict import t_interval
+
 # Table 1 of the paper: relative gain (%) of best-layer corrupted-subspace MASC over the model's test accuracy.
 PAPER_TABLE1 = {
     "MLP-MNIST": {0.2: 10.93, 0.4: 31.63, 0.6: 75.04, 0.8: 159.93},
@@ -36,60 +38,76 @@ def _best_hidden(select: np.ndarray) -> np.ndarray:
 
 
 def degree_summary(run: xr.Dataset) -> dict[float, dict]:
-    """Per corruption degree, averaged over its replicas (seeds): the model's test accuracy, the
-    best hidden layer's MASC (corrupted and true subspaces) and the input's, all on the 80% eval split,
-    and the model's accuracy after relabel-retraining where it was run."""
+    """Per corruption degree: the model's test accuracy, the best hidden layer's MASC (corrupted and
+    true subspaces) and the input's, all on the 80% eval split, and the model's accuracy after
+    relabel-retraining where it was run. `row["seeds"]` holds each statistic per seed (the
+    degree's replicas in init-seed order, so seed k pairs across degrees); the row's own numbers
+    are their means, as the paper's Table 1 averages its three runs."""
     acc = run.masc_accuracy
     model_eval = run.model_accuracy.dropna("epoch", how="all").isel(epoch=-1).sel(split="test_eval").values
     replicas = np.arange(run.sizes["replica"])
-    out = {}
-    per_replica = {}
-    for subspace in ("corrupted", "true"):
+    per_replica = {"model": model_eval}
+    for subspace, key in (("corrupted", "masc"), ("true", "masc_true")):
         a = acc.sel(subspace=subspace)
         best = _best_hidden(a.sel(split="test_select").values)
-        per_replica[subspace] = a.sel(split="test_eval").values[replicas, best]
+        per_replica[key] = a.sel(split="test_eval").values[replicas, best]
         per_replica[f"{subspace}_layer"] = best
-        per_replica[f"{subspace}_input"] = a.sel(split="test_eval").values[:, 0]
+        if subspace == "corrupted":
+            per_replica["input"] = a.sel(split="test_eval").values[:, 0]
     if "retrain_accuracy" in run:
         per_replica["retrained"] = np.array([
             float(run.retrain_accuracy.sel(retrain_epoch=e, split="test_eval").isel(replica=i))
             for i, e in enumerate(run.retrain_chosen_epoch.values)])
-    degrees = run.degree.values
-    names = run.layer_name.values
+    per_replica["gain"] = per_replica["masc"] - per_replica["model"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_replica["relative_gain"] = np.where(model_eval > 0, per_replica["gain"] / model_eval, np.nan)
+    degrees, names, seeds = run.degree.values, run.layer_name.values, run.init_seed.values
+    out = {}
     for p in sorted(set(degrees.tolist())):
-        m = degrees == p
-        model = float(model_eval[m].mean())
-        row = dict(model=model, masc=float(per_replica["corrupted"][m].mean()),
-                   masc_true=float(per_replica["true"][m].mean()),
-                   input=float(per_replica["corrupted_input"][m].mean()),
-                   layers=[str(names[i]) for i in per_replica["corrupted_layer"][m]],
-                   true_layers=[str(names[i]) for i in per_replica["true_layer"][m]], replicas=int(m.sum()))
-        row["gain"] = row["masc"] - model
-        row["relative_gain"] = row["gain"] / model if model > 0 else float("nan")
-        if "retrained" in per_replica:
-            row["retrained"] = float(per_replica["retrained"][m].mean())
+        idx = np.nonzero(degrees == p)[0]
+        idx = idx[np.argsort(seeds[idx], kind="stable")]
+        per_seed = {k: np.asarray(v[idx], dtype=float) for k, v in per_replica.items() if not k.endswith("_layer")}
+        row = {k: float(v.mean()) for k, v in per_seed.items()}
+        row["relative_gain"] = row["gain"] / row["model"] if row["model"] > 0 else float("nan")  # of the means
+        row.update(layers=[str(names[i]) for i in per_replica["corrupted_layer"][idx]],
+                   true_layers=[str(names[i]) for i in per_replica["true_layer"][idx]], replicas=len(idx), seeds=per_seed)
         out[float(p)] = row
     return out
 
 
+def eval_size(run: xr.Dataset) -> int:
+    """Samples in the 80% eval split: test accuracies move in steps of 1/eval_size."""
+    return int((run.test_select.values == 0).sum())
+
+
+# Which of the paper's Table 1 rows a run of ours stands beside; an MLP on Fashion-MNIST has no row
+# of its own in the paper (its MLP row is on MNIST, another data set).
+PAPER_ROW = {"mlp-mnist": "MLP-MNIST", "cnn-fashion_mnist": "CNN-Fashion-MNIST"}
+
+
 def masc_table1(ds: xr.Dataset) -> tuple[list[str], list[list]]:
-    """Table 1 analogue: our relative gain beside the paper's, per run and corruption degree."""
-    columns = ["run", "degree", "model test acc", "best layer", "MASC test acc", "input MASC", "gain (points)",
-               "relative gain (ours)", *[f"paper {k}" for k in PAPER_TABLE1]]
+    """Table 1 analogue: our relative gain (seed mean, 95% t-interval, every seed) beside the paper's."""
+    columns = ["run", "degree", "seeds", "model test acc", "best layer", "MASC test acc", "input MASC", "gain (points)",
+               "relative gain (ours, mean [95% interval])", "relative gain per seed", *[f"paper {k}" for k in PAPER_TABLE1]]
     rows = []
     for model in np.atleast_1d(ds["model"].values):
+        label = str(model) if str(model) in PAPER_ROW else f"{model} (no paper row: the paper's MLP is on MNIST)"
         for p, row in degree_summary(run_of(ds, str(model))).items():
+            rel = row["seeds"]["relative_gain"]
+            lo, hi = t_interval(rel)
             paper = [f"{PAPER_TABLE1[k][p]:.1f}%" if p in PAPER_TABLE1[k] else "" for k in PAPER_TABLE1]
-            rows.append([str(model), f"{p:.0%}", f"{row['model']:.3f}", "/".join(sorted(set(row["layers"]))),
-                         f"{row['masc']:.3f}", f"{row['input']:.3f}", f"{100 * row['gain']:+.1f}",
-                         f"{100 * row['relative_gain']:+.1f}%", *paper])
+            rows.append([label, f"{p:.0%}", row["replicas"], f"{100 * row['model']:.1f}%", "/".join(sorted(set(row["layers"]))),
+                         f"{100 * row['masc']:.1f}%", f"{100 * row['input']:.1f}%", f"{100 * row['gain']:+.1f}",
+                         f"{100 * rel.mean():+.1f}% [{100 * lo:+.1f}, {100 * hi:+.1f}]",
+                         " ".join(f"{100 * v:+.1f}%" for v in rel), *paper])
     return columns, rows
 
 
 def masc_by_layer(ds: xr.Dataset) -> Figure:
     """Fig. 2 analogue: MASC accuracy over layers with corrupted-label subspaces (train on corrupted
     labels, train on true labels, test), true-label subspaces' test accuracy dotted, and the model's
-    train and test accuracy as horizontal lines; one column per degree, one row per run."""
+    train and test accuracy as horizontal lines; seed means thick, each seed's MASC test accuracy
+    as a thin line; one column per degree, one row per run."""
     models = [str(m) for m in np.atleast_1d(ds["model"].values)]
     first = run_of(ds, models[0])
     degrees = sorted(set(first.degree.values.tolist()))
@@ -101,18 +119,22 @@ def masc_by_layer(ds: xr.Dataset) -> Figure:
         x = np.arange(len(names))
         final = run.model_accuracy.dropna("epoch", how="all").isel(epoch=-1)
         for ax, p in zip(row, degrees):
-            m = run.degree.values == p
-            acc = run.masc_accuracy.isel(replica=np.nonzero(m)[0]).mean("replica")
+            seeds = run.masc_accuracy.isel(replica=np.nonzero(run.degree.values == p)[0])
+            acc = seeds.mean("replica")
             c = acc.sel(subspace="corrupted")
+            for one in seeds.sel(subspace="corrupted", split="test_eval").values:
+                ax.plot(x, one, "-", color="C2", lw=0.5, alpha=0.6)
             ax.plot(x, c.sel(split="train_corrupted"), "o-", label="MASC train (corrupted labels)")
             ax.plot(x, c.sel(split="train_true"), "s-", label="MASC train (true labels)")
-            ax.plot(x, c.sel(split="test_eval"), "^-", label="MASC test")
+            ax.plot(x, c.sel(split="test_eval"), "^-", label="MASC test (thin: each seed)")
             ax.plot(x, acc.sel(subspace="true", split="test_eval"), "^:", label="MASC test, true-label subspaces")
-            model_acc = final.isel(replica=np.nonzero(m)[0]).mean("replica")
-            ax.axhline(float(model_acc.sel(split="train_corrupted")), color="k", ls="--", lw=0.8, label="model train")
-            ax.axhline(float(model_acc.sel(split="test_eval")), color="k", ls=":", lw=0.8, label="model test")
+            model_acc = final.isel(replica=np.nonzero(run.degree.values == p)[0])
+            ax.axhline(float(model_acc.sel(split="train_corrupted").mean()), color="k", ls="--", lw=0.8, label="model train")
+            ax.axhline(float(model_acc.sel(split="test_eval").mean()), color="k", ls=":", lw=0.8, label="model test")
+            for v in model_acc.sel(split="test_eval").values:
+                ax.axhline(float(v), color="k", ls=":", lw=0.3, alpha=0.5)
             ax.set_xticks(x, names, rotation=45, fontsize=7)
-            ax.set_title(f"{model}, {p:.0%}", fontsize=8)
+            ax.set_title(f"{model}, {p:.0%}, {seeds.sizes['replica']} seeds", fontsize=8)
             ax.set_ylim(0, 1.02)
         row[0].set_ylabel("accuracy")
     axes[0, 0].legend(fontsize=5)
