@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from reproduce.errors import UserError
 from reproduce.measures.sharpness import (
     VolumeSpec,
-    geodesic_paths,
+    OFFICIAL_ERASED,
     jacobian_norm,
     loss_input_gradient,
     sharpness_over_volumes,
-    svd_erase,
+    svd_paths,
     tangent_hessian_norm,
     volume_integral,
 )
@@ -68,30 +68,60 @@ def test_jacobian_works_under_no_grad_and_rejects_wrong_labels():
         jacobian_norm(model, x, torch.zeros(3, dtype=torch.long))
 
 
-@settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 10_000), channels=st.integers(1, 3))
-def test_svd_erase_identity_at_zero_and_distance_grows_with_k(seed, channels):
-    x = torch.rand(2, channels, 7, 7, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    assert torch.equal(svd_erase(x, 0), x)
-    s = torch.linalg.svdvals(x)  # descending
-    distances = [(svd_erase(x, k) - x).flatten(1).norm(dim=1) for k in range(8)]
-    for k in range(1, 8):
-        assert (distances[k] > distances[k - 1]).all()
-        # ||x - x~||_F^2 = sum of the erased squared singular values, over channels
-        expected = s[..., 7 - k :].pow(2).sum((-1, -2)).sqrt()
-        assert torch.allclose(distances[k], expected, atol=1e-9)
+def _planted(s: list[float], size: int, seed: int = 0) -> torch.Tensor:
+    """A one-channel image (1, 1, size, size) with singular values s (the rest exactly 0)."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.linalg.qr(torch.randn(size, size, generator=g, dtype=torch.float64)).Q[:, : len(s)]
+    v = torch.linalg.qr(torch.randn(size, size, generator=g, dtype=torch.float64)).Q[:, : len(s)]
+    return ((u * torch.tensor(s, dtype=torch.float64)) @ v.T).view(1, 1, size, size)
 
 
-def test_svd_erase_skips_p_smallest_and_rejects_too_many():
-    x = torch.rand(1, 5, 5, dtype=torch.float64)
-    s = torch.linalg.svdvals(x)[0]
-    kept = torch.linalg.svdvals(svd_erase(x, 2, 1))[0]
-    assert torch.allclose(kept[:3].sort(descending=True).values, torch.cat([s[:2], s[4:]]).sort(descending=True).values)
+def test_full_rank_32x32_erases_the_official_counts_from_the_base_image():
+    s = [float(32 - i) for i in range(32)]  # 32 ... 1
+    x = _planted(s, 32)
+    points, _ = svd_paths(x, paths=2, strengths=6)
+    assert torch.equal(points[:, 0], x.expand(2, *x.shape))
+    for p in range(2):
+        for k, count in enumerate(OFFICIAL_ERASED, start=1):
+            left = torch.linalg.svdvals(points[p, k, 0, 0])
+            kept = sorted(s[: 32 - p - count] + s[32 - p :], reverse=True)  # p smallest kept, next `count` erased
+            np.testing.assert_allclose(left[: len(kept)].numpy(), kept, atol=1e-9)
+            assert left[len(kept) :].abs().max() < 1e-9
+            erased = s[32 - p - count : 32 - p]
+            assert (points[p, k] - x).norm().item() == pytest.approx(float(np.sqrt(np.sum(np.square(erased)))))
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), rank=st.integers(4, 10))  # rank 4 keeps two values at the strongest erasure
+def test_rank_deficient_image_moves_and_every_direction_is_a_distinct_nonzero_value(seed, rank):
+    """The old degenerate case: an image with null singular values. Paths must erase non-zero
+    values only (every point k >= 1 moves, farther with k), and each tangent direction u_m must
+    be a non-zero displacement, orthogonal to (so different from) the others."""
+    s = sorted(torch.rand(rank, generator=torch.Generator().manual_seed(seed)).add(0.1).tolist(), reverse=True)
+    x = _planted(s, 12, seed)
+    points, tangent = svd_paths(x, paths=3, strengths=4, directions=2)
+    assert tangent.shape == (2, 3, 5, 1, 1, 12, 12)
+    distance = (points - x).flatten(2).norm(dim=-1)  # (P, K+1)
+    assert (distance[:, 1:] > 1e-3).all()
+    assert (distance[:, 1:].diff(dim=1) >= -1e-12).all()  # nested erasures: never closer with k
+    assert not torch.allclose(points[0, 1], points[1, 1])  # directions p differ
+    norms = tangent.flatten(3).norm(dim=-1)  # (M, P, K+1)
+    assert (norms > 0.05).all()
+    inner = (tangent[0] * tangent[1]).flatten(2).sum(-1)
+    assert inner.abs().max() < 1e-9 and (tangent[0] - tangent[1]).flatten(2).norm(dim=-1).min() > 0.05
+    # at the base image, u_m erases the (m+1)-th smallest non-zero value: ||u_m|| is that value
+    assert norms[0, 0, 0].item() == pytest.approx(s[-1]) and norms[1, 0, 0].item() == pytest.approx(s[-2])
+
+
+def test_fourteen_pixel_scaling_and_bad_input():
+    x = _planted([float(14 - i) for i in range(14)], 14)
+    points, _ = svd_paths(x, paths=1, strengths=3)
+    counts = [int((torch.linalg.svdvals(points[0, k, 0, 0]) > 1e-9).sum()) for k in range(4)]
+    assert counts == [14, 12, 10, 7]  # 5, 10, 15 of 32 scaled to 14 values: 2, 4, 7 erased
     with pytest.raises(UserError):
-        svd_erase(x, 4, 2)
-    paths = geodesic_paths(x, paths=2, strengths=2)
-    assert paths.shape == (2, 3, 1, 5, 5)
-    assert torch.equal(paths[:, 0], x.expand(2, 1, 5, 5))
+        svd_paths(x[0, 0], paths=1, strengths=1)
+    with pytest.raises(UserError):
+        svd_paths(x, paths=1, strengths=7)
 
 
 def _linear(w: torch.Tensor, b: torch.Tensor):

@@ -1,4 +1,11 @@
-"""The smooth experiment end to end on a tiny setting: what a run stores, and the sweep helpers."""
+"""The smooth experiment end to end on a tiny setting: what a run stores, and the sweep helpers;
+the medium path shrunk to CPU size through the medium claim cases."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,7 +14,8 @@ import xarray as xr
 
 from reproduce.engine import TrainSpec
 from reproduce.experiments import smooth
-from reproduce.figures.smooth import sweep, threshold_of
+from reproduce.figures.smooth import sweep, threshold_of, thresholds
+from reproduce.runner import make_results
 from reproduce.measures.sharpness import VolumeSpec, interpolation_threshold, peak_at_threshold
 
 
@@ -43,6 +51,8 @@ def test_probe_variables_and_sweep(tiny_runs):
     np.testing.assert_allclose(all_, 0.8 * clean + 0.2 * noisy, rtol=0.05)  # 20 of 101 noisy
     assert np.isnan(sw.volume_measure.sel(subset="untouched")).all()  # flip touches every class
     assert threshold_of(tiny_runs, "tiny", 1.1) == 1
+    assert thresholds(tiny_runs, "tiny", 1.1) == [1, 1]  # one per seed
+    assert sweep(tiny_runs, "tiny", seeds=True).volume_measure.sizes["replica"] == 2
 
 
 def test_threshold_and_peak_criterion_on_planted_sweeps():
@@ -56,10 +66,41 @@ def test_threshold_and_peak_criterion_on_planted_sweeps():
     assert not peak_at_threshold(widths, [1, 5, 9, 4, 2, 1], threshold=None)["holds"]
 
 
-def test_quick_tier_is_the_stated_sweep():
+def test_quick_tier_is_the_stated_sweep(monkeypatch):
+    monkeypatch.delenv(smooth.SHRINK_ENV, raising=False)
     quick = smooth.runs("quick")
-    assert [r.width for r in quick] == [1, 2, 3, 4, 6, 8, 12, 16]
+    assert [r.width for r in quick] == list(smooth.QUICK_WIDTHS) and all(r.seeds == 5 for r in quick)
     assert {r.train.optimizer for r in quick} == {"sgd"} and all(r.train.weight_decay == 0 for r in quick)
+    medium = smooth.runs("medium")
+    assert [r.width for r in medium] == list(smooth.MEDIUM_WIDTHS) and all(r.seeds == 3 for r in medium)
+    assert all(r.dataset == "fashion_mnist" and r.downsample == 1 and r.noise == "flip" for r in medium)
     full = smooth.runs("full")
     assert {r.setting for r in full} == {"cifar10-flip20", "cifar100", "cifar100-asym"}
     assert len(full) == 3 * 64 and all(r.train.epochs == 4000 and r.seeds == 3 for r in full)
+
+
+MEDIUM_CLAIMS = ("smooth.sharpness_peaks_at_threshold", "smooth.noisy_peak_higher", "smooth.hessian_peaks_too",
+                 "smooth.volume_accuracy_grows")
+
+
+def test_medium_path_shrunk_runs_every_medium_claim_case(tmp_path, monkeypatch, fashion_mnist):
+    """The medium configuration, shrunk by REPRODUCE_SHRINK=1 to CPU size (same names, same code
+    path), made and judged end to end: every medium case must run (not skip, not error) and
+    claims.json must list every medium claim with 3 seeds. The medium verdicts wait for a GPU."""
+    monkeypatch.setenv(smooth.SHRINK_ENV, "1")
+    names = [r.name for r in smooth.runs("medium")]
+    assert names == [f"fmnist-flip20-w{w}-s0" for w in smooth.MEDIUM_WIDTHS[:3]]
+    make_results("medium", ["smooth"], tmp_path, device="cpu", seed=0, progress=False, log=lambda _: None)
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "claims/test_smooth.py", "-m", "medium", "--results", str(tmp_path),
+         "--stored-only", "-q", "-p", "no:cacheprovider", "-rA"],
+        cwd=root, env={**os.environ, smooth.SHRINK_ENV: "1"}, capture_output=True, text=True, timeout=600)
+    entries = {e["id"]: e for e in json.loads((tmp_path / "medium" / "claims.json").read_text())}
+    assert set(entries) >= set(MEDIUM_CLAIMS), proc.stdout[-3000:]
+    for claim_id in MEDIUM_CLAIMS:
+        cases = entries[claim_id]["cases"]
+        assert len(cases) == 2, (claim_id, proc.stdout[-3000:])  # the main case and its control
+        for case in cases:
+            assert case["outcome"] in ("passed", "failed", "xfailed", "xpassed"), (claim_id, case["case"], case["message"])
+            assert {c["n"] for c in case["conditions"]} == {3}, (claim_id, case["case"])

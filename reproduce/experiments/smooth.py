@@ -6,7 +6,8 @@ one setting:
 - `cifar10-flip20`: CIFAR-10 with exactly round(0.2 n) labels flipped to another class (Fig. 2-3);
 - `cifar100`: CIFAR-100, no noise (Fig. 4);
 - `cifar100-asym`: CIFAR-100 with 80% of the samples of classes 0-19 relabelled (the asymmetric split);
-- `fmnist14-flip20` (quick): Fashion-MNIST subset average-pooled to 14x14, exactly 20% flipped.
+- `fmnist14-flip20` (quick): Fashion-MNIST subset average-pooled to 14x14, exactly 20% flipped;
+- `fmnist-flip20` (medium): a Fashion-MNIST subset at 28x28, exactly 20% flipped.
 The probe records, at every checkpoint, accuracy and loss on the training labels (all, clean,
 noisy subsets; the noisy subset also against its original labels), on the test set, and over
 volumes of increasing size around the clean and the noisy training points: accuracy, loss,
@@ -16,7 +17,8 @@ augmentations (Eq. 6-7). The epoch-0 checkpoint is the control: the same widths 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -36,6 +38,11 @@ MEASURES = ("accuracy", "loss", "jacobian", "hessian")
 PAPER_WIDTHS = tuple(range(1, 65))
 # The issue's tolerance for "fits the training set": training error on the training (noisy) labels.
 INTERPOLATION_TOLERANCE = 0.01
+QUICK_WIDTHS = (1, 2, 4, 8)  # doubling grid: one grid step spans the plateau below the threshold (docs/smooth.md)
+QUICK_SEEDS = 5
+MEDIUM_WIDTHS = (1, 2, 3, 4, 5, 6, 8, 12, 16, 32)
+MEDIUM_SEEDS = 3
+SHRINK_ENV = "REPRODUCE_SHRINK"  # =1: medium runs shrunk to CPU size, same names (tests/test_smooth_experiment.py)
 
 
 @dataclass(frozen=True)
@@ -72,27 +79,51 @@ class Run:
 
 
 def runs(tier: str, seed: int = 0) -> list[Run]:
-    """The tier's sweep. quick: a 500-image Fashion-MNIST sweep on two CPU cores (docs/smooth.md has
-    the search); medium: CIFAR-10 with 20% flip noise at a coarse width grid and 1k epochs; full:
-    the paper's three settings, widths 1..64, 4k epochs, three seeds."""
+    """The tier's sweep. quick: a 500-image 14x14 Fashion-MNIST sweep over a doubling grid of widths,
+    5 seeds, on two CPU cores (docs/smooth.md has the search); medium: one GPU, 28x28 Fashion-MNIST,
+    3 seeds, a grid dense around the threshold (`medium_runs`); full: the paper's three CIFAR
+    settings, widths 1..64, 4k epochs, three seeds. With REPRODUCE_SHRINK=1 the medium runs shrink
+    to a CPU-sized copy (same names, same code path) so that a CPU test drives the medium claims."""
     if tier == "quick":
-        spec = TrainSpec(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=128, epochs=300, warmup_epochs=5)
-        volumes = VolumeSpec(paths=2, strengths=3, hessian_directions=2, delta=1.0, chunk=128)
-        return [Run("fmnist14-flip20", w, "fashion_mnist", "flip", 0.2, spec, volumes, seed, 1,
-                    n_train=500, n_test=2000, downsample=2) for w in (1, 2, 3, 4, 6, 8, 12, 16)]
-    if tier not in ("medium", "full"):
+        # batch 250 (2 steps an epoch) at lr 0.1: half the steps of batch 128 at lr 0.05, the same
+        # epochs and the same lr/batch ratio (docs/smooth.md)
+        spec = TrainSpec(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=250, epochs=300, warmup_epochs=5)
+        volumes = VolumeSpec(paths=2, strengths=3, hessian_directions=2, delta=1.0, chunk=125)
+        return [Run("fmnist14-flip20", w, "fashion_mnist", "flip", 0.2, spec, volumes, seed, QUICK_SEEDS,
+                    n_train=500, n_test=2000, downsample=2) for w in QUICK_WIDTHS]
+    if tier == "medium":
+        return _shrunk(medium_runs(seed)) if os.environ.get(SHRINK_ENV) == "1" else medium_runs(seed)
+    if tier != "full":
         raise ValueError(f"unknown tier {tier!r}")
-    epochs = 1000 if tier == "medium" else 4000
+    epochs = 4000
     spec = TrainSpec(optimizer="sgd", lr=0.01, momentum=0.9, batch_size=128, epochs=epochs, warmup_epochs=5,
                      checkpoints=log_schedule(epochs, first=1))
-    volumes = VolumeSpec(paths=3, strengths=7, hessian_directions=2, delta=1.0, chunk=32)  # 72 x 32 images per pass
-    if tier == "medium":
-        return [Run("cifar10-flip20", w, "cifar10", "flip", 0.2, spec, volumes, seed, 3) for w in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)]
+    volumes = VolumeSpec(paths=3, strengths=6, hessian_directions=2, delta=1.0, chunk=32)  # 63 x 32 images per pass
     settings = [("cifar10-flip20", "cifar10", "flip", 0.2, ()),
                 ("cifar100", "cifar100", "none", 0.0, ()),
                 ("cifar100-asym", "cifar100", "asymmetric", 0.8, tuple(range(20)))]
     return [Run(s, w, d, noise, rate, spec, volumes, seed, 3, noisy_classes=classes)
             for s, d, noise, rate, classes in settings for w in PAPER_WIDTHS]
+
+
+def medium_runs(seed: int = 0) -> list[Run]:
+    """One GPU, about two minutes: 28x28 Fashion-MNIST, a 1000-image training subset with exactly
+    20% flipped, 3 seeds stacked, widths dense around the threshold the quick tier saw (w = 2-4 at
+    500 images; more images move it up) and doubling past it to 32. SGD as in the quick tier, 500
+    epochs so that every width past the threshold fits its noisy labels; probes at epoch 0 (the
+    control) and at the end; the authors' six augmentation strengths on three paths."""
+    spec = TrainSpec(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=128, epochs=500, warmup_epochs=5)
+    volumes = VolumeSpec(paths=3, strengths=6, hessian_directions=2, delta=1.0, chunk=250)
+    return [Run("fmnist-flip20", w, "fashion_mnist", "flip", 0.2, spec, volumes, seed, MEDIUM_SEEDS,
+                n_train=1000, n_test=10_000) for w in MEDIUM_WIDTHS]
+
+
+def _shrunk(medium: list[Run]) -> list[Run]:
+    """The medium runs at CPU size (REPRODUCE_SHRINK=1): the first three widths, a 60-image subset
+    at 14x14, two epochs, small volumes; names, settings and seeds unchanged."""
+    return [replace(run, train=replace(run.train, epochs=2, batch_size=30, warmup_epochs=0.5),
+                    volumes=replace(run.volumes, paths=2, strengths=2), n_train=60, n_test=50, downsample=2)
+            for run in medium[:3]]
 
 
 def prepare(run: Run, device: torch.device) -> tuple[ImageData, torch.Tensor, torch.Tensor]:

@@ -22,15 +22,16 @@ def settings(ds: xr.Dataset) -> list[str]:
     return list(dict.fromkeys(str(s) for s in _per_run(ds, "setting")))
 
 
-def sweep(ds: xr.Dataset, setting: str, at: str = "end") -> xr.Dataset:
-    """One setting's runs as a Dataset over `width` (mean over seeds), at the final checkpoint
+def sweep(ds: xr.Dataset, setting: str, at: str = "end", seeds: bool = False) -> xr.Dataset:
+    """One setting's runs as a Dataset over `width` (mean over seeds, or every seed along `replica`
+    with `seeds=True`: replica k is the same seed at every width), at the final checkpoint
     (`at="end"`) or at initialization (`at="init"`, the control). Runs are found by their
     `setting` and `width` coordinates, not by file name."""
     pieces = []
     for i in np.nonzero(_per_run(ds, "setting") == setting)[0]:
         one = ds.isel(run=i).dropna("epoch", how="all", subset=["accuracy"])
         one = one.isel(epoch=-1 if at == "end" else 0)
-        pieces.append(xr.Dataset({k: one[k].mean("replica") for k in ("accuracy", "loss", "volume_measure")})
+        pieces.append(xr.Dataset({k: one[k] if seeds else one[k].mean("replica") for k in ("accuracy", "loss", "volume_measure")})
                       .drop_vars([c for c in ("run", "status", "model", "setting", "width", "epoch") if c in one.coords],
                                  errors="ignore")
                       .expand_dims(width=[int(one["width"])]))
@@ -41,11 +42,19 @@ def sweep(ds: xr.Dataset, setting: str, at: str = "end") -> xr.Dataset:
 
 
 def threshold_of(ds: xr.Dataset, setting: str, tolerance: float) -> int | None:
-    """The interpolation threshold of a sweep: the smallest width whose final training error on
-    its training (noisy) labels is below `tolerance`."""
+    """The interpolation threshold of a sweep's seed mean: the smallest width whose final training
+    error on its training (noisy) labels, averaged over seeds, is below `tolerance` (the figures' mark)."""
     trained = sweep(ds, setting)
     error = 1 - trained.accuracy.sel(split="train").values
     return interpolation_threshold(trained.width.values, error, tolerance)
+
+
+def thresholds(ds: xr.Dataset, setting: str, tolerance: float) -> list[int | None]:
+    """The interpolation threshold of every seed (replica), each from its own training errors:
+    what the claims judge the peak against."""
+    trained = sweep(ds, setting, seeds=True)
+    error = 1 - trained.accuracy.sel(split="train").transpose("replica", "width").values
+    return [interpolation_threshold(trained.width.values, e, tolerance) for e in error]
 
 
 def _mark_threshold(ax, threshold: int | None) -> None:
@@ -59,9 +68,11 @@ def _tolerance(ds: xr.Dataset) -> float:
 
 def smooth_measures(ds: xr.Dataset, subsets: tuple[str, ...] = ("all",)) -> Figure:
     """Fig. 2 (subset all) / Fig. 3 (clean, noisy) analogue: each measure against base width, one
-    line per volume size (augmentations per path), dotted line at the interpolation threshold."""
+    line per volume size (augmentations per path; seed mean, the band spans the seeds), dotted line
+    at the seed-mean interpolation threshold."""
     setting = settings(ds)[0]
     trained, threshold = sweep(ds, setting), threshold_of(ds, setting, _tolerance(ds))
+    per_seed = sweep(ds, setting, seeds=True)
     measures = list(MEASURE_LABELS)
     fig = Figure(figsize=(3.3 * len(measures), 2.8 * len(subsets)))
     axes = fig.subplots(len(subsets), len(measures), squeeze=False)
@@ -72,6 +83,8 @@ def smooth_measures(ds: xr.Dataset, subsets: tuple[str, ...] = ("all",)) -> Figu
             values = trained.volume_measure.sel(measure=measure, subset=subset)
             for v, color in zip(volumes, colors):
                 ax.plot(trained.width, values.sel(volume=v), "o-", ms=3, color=color, label=f"{v} aug./path")
+                seeds = per_seed.volume_measure.sel(measure=measure, subset=subset, volume=v)
+                ax.fill_between(trained.width, seeds.min("replica"), seeds.max("replica"), color=color, alpha=0.15, lw=0)
             _mark_threshold(ax, threshold)
             ax.set_xscale("log", base=2)
             if measure in ("jacobian", "hessian", "loss"):
@@ -106,3 +119,35 @@ def smooth_test_error(ds: xr.Dataset) -> Figure:
     ax.legend(fontsize=6)
     fig.tight_layout()
     return fig
+
+
+def _every_seed(ds: xr.Dataset, measure: str, log: bool) -> Figure:
+    """One measure at the training points (volume 0) against width: every seed a thin line, each
+    seed's own interpolation threshold a tick of its colour, trained (left) and at initialization (right)."""
+    setting = settings(ds)[0]
+    fig = Figure(figsize=(7.5, 3.0))
+    seed_thresholds = thresholds(ds, setting, _tolerance(ds))
+    for ax, at in zip(fig.subplots(1, 2), ("end", "init")):
+        values = sweep(ds, setting, at=at, seeds=True).volume_measure.sel(measure=measure, subset="all", volume=0)
+        for r, threshold in enumerate(seed_thresholds):
+            line, = ax.plot(values.width, values.isel(replica=r), "o-", lw=0.8, ms=2, label=f"seed {r}")
+            if threshold is not None:
+                ax.axvline(threshold, color=line.get_color(), ls=":", lw=0.8)
+        ax.set_xscale("log", base=2)
+        if log:
+            ax.set_yscale("log")
+        ax.set_title(f"{MEASURE_LABELS[measure]}, {'trained' if at == 'end' else 'at initialization'}", fontsize=9)
+        ax.set_xlabel("base width w (dotted: each seed's threshold)")
+    fig.axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def smooth_hessian(ds: xr.Dataset) -> Figure:
+    """smooth.hessian_peaks_too: the tangent Hessian norm (Eq. 5) of every seed against width."""
+    return _every_seed(ds, "hessian", log=True)
+
+
+def smooth_volume_accuracy(ds: xr.Dataset) -> Figure:
+    """smooth.volume_accuracy_grows: training accuracy at the points of every seed against width."""
+    return _every_seed(ds, "accuracy", log=False)

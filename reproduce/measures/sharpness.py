@@ -3,11 +3,13 @@
 - Jacobian norm (Eq. 1-2): the Frobenius norm of d loss / d x at a training point. Samples are
   independent in eval mode, so one backward pass of the *summed* loss gives every sample's own
   input gradient: one pass per batch, not per sample.
-- Weak augmentation (Sec. 3.4): each channel's k smallest singular values are erased (strength k);
-  direction p = 0..P-1 erases the k values after skipping the p*k smallest, so the P directions of
-  one strength erase P disjoint sets (the paper's window shifts by 1, which overlaps for k > 1).
+- Weak augmentation (Sec. 3.4), as the authors' code builds it (svd-path): one SVD per colour
+  channel of the base image; strength k erases the s_k smallest NON-ZERO singular values (s_k the
+  authors' 5, 10, 15, 20, 22, 25 of 32, scaled to the channel's rank), direction p shifts that
+  window by p. Erasing values that are already zero would move nothing (most 14x14 Fashion-MNIST
+  channels have several), so they are never counted.
 - Tangent Hessian norm (Eq. 5): finite differences of Jacobians along M weak augmentations
-  u_m (direction m, strength 1) of the point, as in LeJeune et al.'s rugosity.
+  u_m of each path point: u_m erases the (m+1)-th smallest singular value the point still has.
 - Volumes (Eq. 6-7): P geodesic paths x -> x^{p,1} -> ... -> x^{p,K} of increasing strength; a
   measure is integrated along each path (trapezoids over its Euclidean segments), normalised by the
   path's length and averaged over paths. Volume size v uses the first v augmentations per path;
@@ -55,30 +57,69 @@ def jacobian_norm(model: Model, x: torch.Tensor, y: torch.Tensor) -> torch.Tenso
     return grad.flatten(y.dim()).norm(dim=-1)
 
 
-def svd_erase(x: torch.Tensor, k: int, p: int = 0) -> torch.Tensor:
-    """The weak augmentation of Sec. 3.4: in every channel matrix x[..., c, :, :] erase the k
-    singular values at 1-based positions w-k-p+1 .. w-p (descending order), i.e. the k smallest
-    after skipping the p smallest (the paper's formula). k = 0 is the identity; the distance to x grows with k, since
-    ||x - x~||_F^2 is the sum of the erased squared singular values."""
+# Singular values erased per channel at strengths k = 1..6, out of 32 (the authors' code: SVDTransform,
+# strategy svd-path, on 32x32 CIFAR); scaled here to the number of non-zero singular values of a channel.
+OFFICIAL_ERASED = (5, 10, 15, 20, 22, 25)
+OFFICIAL_SIZE = 32
+
+
+def nonzero_singular_values(s: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Which singular values (descending, last dim) are not numerically zero: above
+    s_max * max(h, w) * eps, numpy's matrix_rank tolerance. Erasing a zero one moves nothing."""
+    return s > s[..., :1] * max(shape) * torch.finfo(s.dtype).eps
+
+
+def erasure_masks(s: torch.Tensor, shape: tuple[int, int], paths: int, strengths: int) -> torch.Tensor:
+    """Which singular values path p erases at strength k: (P, K+1, *s.shape) bool (Sec. 3.4).
+
+    Every augmentation starts from the base image's S (the authors' svd-path): strength k erases the
+    s_k smallest NON-ZERO values, s_k = OFFICIAL_ERASED[k-1] / 32 of the channel's rank (at least 1),
+    and direction p shifts that window by p (keeps the p smallest non-zero values), so the P
+    directions differ and the points of one path are nested (x^{p,k+1} erases a superset of x^{p,k}).
+    A channel of rank r <= p shifts by p mod r instead; a channel of rank 0 is never moved."""
+    if strengths > len(OFFICIAL_ERASED):
+        raise UserError(f"at most {len(OFFICIAL_ERASED)} augmentation strengths (the authors' svd-path), got {strengths}")
+    nonzero = nonzero_singular_values(s, shape)
+    rank = nonzero.sum(-1, keepdim=True)  # (..., 1)
+    ascending = rank - 1 - torch.arange(s.shape[-1], device=s.device)  # 0 = smallest non-zero value
+    out = torch.zeros(paths, strengths + 1, *s.shape, dtype=torch.bool, device=s.device)
+    for p in range(paths):
+        offset = p % rank.clamp_min(1)
+        room = rank - offset
+        for k in range(1, strengths + 1):
+            count = torch.minimum((rank * OFFICIAL_ERASED[k - 1] / OFFICIAL_SIZE).round().long().clamp_min(1), room)
+            out[p, k] = nonzero & (ascending >= offset) & (ascending < offset + count)
+    return out
+
+
+def tangent_masks(kept: torch.Tensor, directions: int) -> torch.Tensor:
+    """The singular value each tangent direction u_m erases at a point: (M, *kept.shape) one-hot.
+
+    u_m erases the (m+1)-th smallest singular value the point still has (kept: non-zero and not yet
+    erased by the path), a strength-1 weak augmentation of that point (Eq. 5, Yu et al.'s erasure of
+    one small singular value); with fewer than m+1 left it takes the (m mod left)+1-th."""
+    from_smallest = kept.flip(-1).long().cumsum(-1).flip(-1)  # how many kept values are <= this one
+    left = kept.sum(-1, keepdim=True)
+    masks = [kept & (from_smallest == (m % left.clamp_min(1)) + 1) for m in range(directions)]
+    return torch.stack(masks) if masks else kept.new_zeros((0, *kept.shape))
+
+
+def svd_paths(x: torch.Tensor, paths: int, strengths: int, directions: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Geodesic paths of weak augmentations (Sec. 3.3-3.4) and the tangent directions at their points.
+
+    x (..., C, H, W): one SVD per channel matrix. Returns the points x^{p,k} (P, K+1, *x.shape),
+    k = 0 being x itself, and the displacements u_m (M, P, K+1, *x.shape) at every point: minus the
+    rank-one component of the singular value u_m erases, so ||u_m|| is that value (never 0) and
+    different m are orthogonal."""
     if x.dim() < 3:
-        raise UserError(f"svd_erase needs images (..., C, H, W), got shape {tuple(x.shape)}")
-    w = min(x.shape[-2:])
-    if k < 0 or p < 0 or k + p > w:
-        raise UserError(f"cannot erase {k} singular values after skipping {p}: a channel has only {w}")
-    if k == 0:
-        return x.clone()
+        raise UserError(f"svd_paths needs images (..., C, H, W), got shape {tuple(x.shape)}")
     u, s, vh = torch.linalg.svd(x, full_matrices=False)
-    keep = torch.ones(w, dtype=s.dtype, device=s.device)
-    keep[w - k - p : w - p] = 0
-    return (u * (s * keep).unsqueeze(-2)) @ vh
-
-
-def geodesic_paths(x: torch.Tensor, paths: int, strengths: int) -> torch.Tensor:
-    """Points x^{p,k} of P paths of K+1 increasing strengths (k = 0 is x itself): (P, K+1, *x.shape).
-
-    At strength k path p erases k singular values after skipping the p*k smallest (Sec. 3.3-3.4),
-    so the P points of one strength come from P disjoint sets of erased values."""
-    return torch.stack([torch.stack([svd_erase(x, k, p * k) for k in range(strengths + 1)]) for p in range(paths)])
+    erased = erasure_masks(s, tuple(x.shape[-2:]), paths, strengths)  # (P, K+1, ..., C, w)
+    points = (u * (s * ~erased).unsqueeze(-2)) @ vh
+    points[:, 0] = x
+    kept = nonzero_singular_values(s, tuple(x.shape[-2:])) & ~erased
+    tangent = -((u * (s * tangent_masks(kept, directions)).unsqueeze(-2)) @ vh)
+    return points, tangent
 
 
 def volume_integral(values: torch.Tensor, points: torch.Tensor, lead: int) -> torch.Tensor:
@@ -119,6 +160,7 @@ class VolumeSpec:
     hessian_directions: int = 2
     delta: float = 1.0  # finite-difference step along a strength-1 augmentation
     chunk: int = 256  # base samples per batch of the measure
+    method: str = "svd-path-nonzero"  # svd_paths: from the base image, non-zero singular values only
 
 
 def sharpness_over_volumes(model: Model, x: torch.Tensor, y: torch.Tensor, spec: VolumeSpec = VolumeSpec()) -> dict[str, torch.Tensor]:
@@ -133,9 +175,7 @@ def sharpness_over_volumes(model: Model, x: torch.Tensor, y: torch.Tensor, spec:
     m = spec.hessian_directions
     for start in range(0, x.shape[0], spec.chunk):
         xb, yb = x[start : start + spec.chunk], y[..., start : start + spec.chunk]
-        points = geodesic_paths(xb, spec.paths, spec.strengths)  # (P, K+1, n, C, H, W)
-        # tangent directions u_m at every path point: strength-1 erasures of disjoint values m
-        shifts = torch.stack([svd_erase(points, 1, j) - points for j in range(m)])  # (M, P, K+1, n, ...)
+        points, shifts = svd_paths(xb, spec.paths, spec.strengths, m)  # (P, K+1, n, C, H, W), (M, P, K+1, n, ...)
         every = torch.cat([points.unsqueeze(0), points.unsqueeze(0) + spec.delta * shifts])  # (1+M, P, K+1, n, ...)
         flat = every.reshape(-1, *xb.shape[1:])  # ((1+M)(P)(K+1) n, C, H, W)
         count = flat.shape[0] // xb.shape[0]
