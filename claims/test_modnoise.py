@@ -58,8 +58,10 @@ CONTROLS = {tier: [f"{m}:{c}" for m in ms for c in ("untrained", "noise100")] fo
 
 
 def n_test(run) -> int:
-    """Test pairs of a run: its accuracies move in steps of 1/n_test."""
-    return int((run.p.item() - (str(run.op.values) == "mul")) ** 2) - run.sizes["sample"]
+    """Test pairs of a run (all pairs minus the stored noisy training set, whose `sample` axis is
+    NaN-padded where runs of different sizes combine): its accuracies move in steps of 1/n_test."""
+    pairs = int((run.p.item() - (str(run.op.values) == "mul")) ** 2)
+    return pairs - int(np.isfinite(run.a.values.astype(float)).sum())
 
 
 def recovers(run, epoch: int = -1) -> dict:
