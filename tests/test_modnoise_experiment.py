@@ -1,5 +1,7 @@
 """The modnoise experiment end to end on a tiny setting: what a run stores, and that it is consistent."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -59,10 +61,51 @@ def test_runs_of_different_shapes_combine(tiny_runs, tmp_path):
 
 def test_quick_tier_plan():
     runs = modnoise.runs("quick")
-    assert {r.model for r in runs} == {"add-m513", "sub-m513", "mul-m513", "add-m65", "add-m129", "add-m257"}
-    assert all(r.train.batch_size == 0 and r.train.optimizer == "adamw" for r in runs)
+    assert {r.model for r in runs} == {"add-m513", "sub-m513", "mul-m513", "add-m33", "add-m65", "add-m129", "add-m257"}
+    assert all(r.train.batch_size == 0 and r.train.optimizer == "adamw" and r.seeds_per_setting == 5 for r in runs)
     steps, flops = modnoise.steps_and_flops(runs[0])
     assert steps == 100 and flops > 0
+
+
+def test_medium_tier_plan(monkeypatch):
+    """The paper's widths 2^k + 1 (k = 4..12) on P = 97, three operations, 3 seeds; the shrink hook
+    keeps every name, width and setting and only makes the task small."""
+    monkeypatch.delenv("REPRODUCE_SHRINK", raising=False)
+    runs = modnoise.runs("medium")
+    assert {r.width for r in runs if r.op == "add"} == set(modnoise.PAPER_WIDTHS)
+    assert {r.op for r in runs} == {"add", "sub", "mul"} and all(r.p == 97 and r.seeds_per_setting == 3 for r in runs)
+    monkeypatch.setenv("REPRODUCE_SHRINK", "1")
+    shrunk = modnoise.runs("medium")
+    assert [(r.name, r.settings) for r in shrunk] == [(r.name, r.settings) for r in runs]
+    assert all(r.p == 11 and r.train.epochs == 3 for r in shrunk)
+
+
+def test_medium_path_end_to_end_shrunk(tmp_path, monkeypatch):
+    """The medium configuration, shrunk by REPRODUCE_SHRINK=1, through the store and every medium claim
+    case: each case runs (its verdict on 3 epochs means nothing) and claims.json lists every claim."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from reproduce.runner import make_results
+
+    monkeypatch.setenv("REPRODUCE_SHRINK", "1")
+    make_results("medium", ["modnoise"], tmp_path, progress=False, log=lambda _: None)
+    junit = tmp_path / "junit.xml"
+    env = dict(os.environ, REPRODUCE_SHRINK="1")
+    subprocess.run([sys.executable, "-m", "pytest", "claims/test_modnoise.py", "-m", "medium", "--results", str(tmp_path),
+                    "--stored-only", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"],
+                   env=env, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    text = junit.read_text()
+    cases = text.count("<testcase ")
+    assert cases == 15 and "<skipped" not in text.replace('type="pytest.xfail"', "") and "<error" not in text, text
+    claims = json.loads((tmp_path / "medium" / "claims.json").read_text())
+    entries = claims if isinstance(claims, list) else claims["claims"]
+    assert all(j["n"] == 3 for c in entries for case in c["cases"] for j in case["conditions"]), entries
+    assert all(c["cases"] and all(case["conditions"] for case in c["cases"]) for c in entries)
+    assert {c["id"] for c in entries} == {f"modnoise.{c}" for c in ("fourier_extraction_recovers", "larger_width_generalizes_better",
+                                                                     "partition_weaker_than_fourier", "noisy_memorized_faster_early")}
 
 
 def test_relu_option_and_bad_activation():

@@ -1,6 +1,7 @@
-"""The modular-arithmetic paper's figures: test accuracy of the model, its Fourier extraction and the
-partition's subnetwork against noise level and width; a neuron-by-frequency heat map; learning
-curves of the clean and noisy training subsets. `replica` picks one replica by coordinates."""
+"""The modular-arithmetic paper's figures, one per claim: a neuron-by-frequency heat map (Fourier
+extraction); test accuracy against width (width scaling); model, partition and Fourier extraction
+against noise level (partition); learning curves of the clean and noisy training subsets (early
+memorization). Every seed is drawn (thin lines); `replicas` picks a setting's seeds by coordinates."""
 
 from __future__ import annotations
 
@@ -17,13 +18,22 @@ def run_of(ds: xr.Dataset, model: str) -> xr.Dataset:
 
 
 def replica(ds: xr.Dataset, model: str, setting: str = "flip", rate: float = 0.8) -> xr.Dataset:
-    """The first replica of `model`'s run with this noise setting and rate, padding dropped."""
+    """The first seed's replica of `model`'s run with this noise setting and rate (see `replicas`)."""
+    return replicas(ds, model, setting, rate)[0]
+
+
+def replicas(ds: xr.Dataset, model: str, setting: str = "flip", rate: float = 0.8) -> list[xr.Dataset]:
+    """Every seed's replica of `model`'s run with this noise setting and rate, in seed order: the
+    unit of evidence of a claim (padding dropped)."""
     one = run_of(ds, model)
     hits = np.nonzero((one["setting"].values == setting) & np.isclose(one["noise_rate"].values, rate))[0]
     if not hits.size:
         raise KeyError(f"{model} has no replica {setting} {rate}")
-    one = one.isel(replica=int(hits[0])).dropna("epoch", how="all", subset=["accuracy"])
-    return one.dropna("neuron", how="all", subset=["concentration"]) if "neuron" in one.dims else one
+    out = []
+    for i in hits:
+        rep = one.isel(replica=int(i)).dropna("epoch", how="all", subset=["accuracy"])
+        out.append(rep.dropna("neuron", how="all", subset=["concentration"]) if "neuron" in rep.dims else rep)
+    return out
 
 
 def models(ds: xr.Dataset, op: str) -> list[tuple[int, str]]:
@@ -31,38 +41,63 @@ def models(ds: xr.Dataset, op: str) -> list[tuple[int, str]]:
     return sorted((int(w), str(m)) for m, o, w in zip(ds["model"].values, ds["op"].values, ds["width"].values) if o == op)
 
 
-def final_accuracy(ds: xr.Dataset, model: str, setting: str, rate: float) -> dict[str, float]:
-    """Test accuracy of the model and of each extracted subnetwork at the final checkpoint."""
-    last = replica(ds, model, setting, rate).test_accuracy.isel(epoch=-1)
+def final_accuracy(run: xr.Dataset) -> dict[str, float]:
+    """Test accuracy of the model and of each extracted subnetwork at one replica's final checkpoint."""
+    last = run.test_accuracy.isel(epoch=-1)
     return {str(n): float(last.sel(network=n)) for n in last.network.values}
 
 
-def modnoise_accuracy(ds: xr.Dataset) -> Figure:
-    """Test accuracy of model, Fourier extraction and partition against the flip-noise level (largest
-    width of each operation) and against width (addition)."""
+def _seeds(ax, x: list, per_seed: np.ndarray, style: str, label: str, **kw) -> None:
+    """Every seed as a thin line, the seed mean as a thick one."""
+    color = style[:-2] if len(style) > 2 else style[:-1]
+    for y in per_seed:
+        ax.plot(x, y, color=color, linewidth=0.6, alpha=0.4, **kw)
+    ax.plot(x, per_seed.mean(0), color=color, marker=style[-1], label=label, **kw)
+
+
+def _final(ds: xr.Dataset, model: str, rate: float, network: str) -> np.ndarray:
+    """(seed,) final test accuracies of `network` over the seeds of `model` at `rate` flip noise."""
+    return np.array([final_accuracy(r)[network] for r in replicas(ds, model, "flip", rate)])
+
+
+def modnoise_width(ds: xr.Dataset) -> Figure:
+    """Test accuracy of the model (and its Fourier extraction) against width M, addition, at every
+    flip-noise level the width sweep holds; thin lines are seeds."""
+    pairs = models(ds, "add")
+    rates = sorted({float(r) for s, r in zip(run_of(ds, pairs[0][1]).setting.values, run_of(ds, pairs[0][1]).noise_rate.values)
+                    if s == "flip"})
+    fig = Figure(figsize=(4 * len(rates), 3.2))
+    axes = fig.subplots(1, len(rates), squeeze=False, sharey=True)[0]
+    for ax, rate in zip(axes, rates):
+        have = [(w, m) for w, m in pairs if _has(ds, m, "flip", rate)]
+        widths = [w for w, _ in have]
+        for network in ("model", "fourier"):
+            label, style = NETWORK_STYLE[network]
+            _seeds(ax, widths, np.stack([_final(ds, m, rate, network) for _, m in have], 1), style, label)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("width M (addition)")
+        ax.set_title(f"{rate:.0%} flip noise", fontsize=9)
+    axes[0].set_ylabel("test accuracy")
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+def modnoise_partition(ds: xr.Dataset) -> Figure:
+    """Test accuracy of model, partition subnetwork and Fourier extraction against the flip-noise
+    level, largest width of each operation; thin lines are seeds."""
     ops = [op for op in ("add", "sub", "mul") if op in set(ds["op"].values)]
-    fig = Figure(figsize=(4 * (len(ops) + 1), 3.2))
-    axes = fig.subplots(1, len(ops) + 1, squeeze=False, sharey=True)[0]
+    fig = Figure(figsize=(4 * len(ops), 3.2))
+    axes = fig.subplots(1, len(ops), squeeze=False, sharey=True)[0]
     for ax, op in zip(axes, ops):
         width, model = models(ds, op)[-1]
         one = run_of(ds, model)
         rates = sorted({float(r) for s, r in zip(one.setting.values, one.noise_rate.values) if s == "flip"})
         for network, (label, style) in NETWORK_STYLE.items():
-            ax.plot(rates, [final_accuracy(ds, model, "flip", r)[network] for r in rates], style, label=label)
+            _seeds(ax, rates, np.stack([_final(ds, model, r, network) for r in rates], 1), style, label)
         ax.set_title(f"{op} mod {int(one.p)}, width {width}")
         ax.set_xlabel("flip noise level")
     axes[0].set_ylabel("test accuracy")
     axes[0].legend(fontsize=7)
-    ax = axes[-1]
-    for rate, dash in ((0.2, "-"), (0.8, "--")):
-        pairs = [(w, m) for w, m in models(ds, "add") if _has(ds, m, "flip", rate)]
-        widths = [w for w, _ in pairs]
-        for network, (label, style) in NETWORK_STYLE.items():
-            ax.plot(widths, [final_accuracy(ds, m, "flip", rate)[network] for _, m in pairs], color=style[:-2],
-                    linestyle=dash, marker=style[-1], label=f"{label}, {rate:.0%} noise")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("width M (addition)")
-    ax.legend(fontsize=6)
     return fig
 
 
@@ -101,12 +136,13 @@ def modnoise_learning_curves(ds: xr.Dataset, model: str | None = None) -> Figure
     fig = Figure(figsize=(8, 3.2))
     axes = fig.subplots(1, 2, sharey=True)
     for ax, (setting, title) in zip(axes, (("flip", "80% flip noise"), ("tag", "control: 80% tagged, labels clean"))):
-        one = replica(ds, model, setting, 0.8)
-        epochs = one.epoch.values
-        x = np.where(epochs > 0, epochs, epochs[epochs > 0].min() / 2)
-        for split, label in (("clean", "clean subset"), ("noisy", "noisy subset (noisy labels)"),
-                             ("noisy_original", "noisy subset (true labels)"), ("test", "test")):
-            ax.plot(x, one.accuracy.sel(split=split), label=label)
+        for k, one in enumerate(replicas(ds, model, setting, 0.8)):
+            epochs = one.epoch.values
+            x = np.where(epochs > 0, epochs, epochs[epochs > 0].min() / 2)
+            for c, (split, label) in enumerate((("clean", "clean subset"), ("noisy", "noisy subset (noisy labels)"),
+                                                ("noisy_original", "noisy subset (true labels)"), ("test", "test"))):
+                ax.plot(x, one.accuracy.sel(split=split), color=f"C{c}", linewidth=0.8, alpha=0.6,
+                        label=label if k == 0 else None)
         ax.set_xscale("log")
         ax.set_xlabel("epoch")
         ax.set_title(f"{model}: {title}", fontsize=9)
