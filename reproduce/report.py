@@ -144,7 +144,7 @@ VERDICT_WORDS = {
 PROVENANCE_KEYS = ("device", "device_name", "torch_version", "precision", "torch_threads", "package_version",
                    "git_commit", "seed")
 SUMMARY_COLUMNS = ["claim", "verdict", "n, 95% interval", "control", "ours (criterion)", "paper"]
-PAPER_WIDTH = 60  # characters of the paper's value in the summary tables; the claim's section has all of it
+PAPER_WIDTH = 40  # characters of the paper's value in the summary tables; the claim's section has all of it
 
 
 def words(verdict: str) -> str:
@@ -208,14 +208,14 @@ def _key_number(condition: dict | None) -> str:
     if condition is None:
         return "-"
     unit = condition.get("unit", "")
-    return (f"{condition['name']}: {number(condition.get('aggregate'), unit)} "
+    return (f"{_clip(condition['name'], 32)}: {number(condition.get('aggregate'), unit)} "
             f"({condition.get('op', '')} {number(condition.get('threshold'), unit)})")
 
 
 def _verdict_cell(entry: dict) -> str:
     text = words(entry["verdict"])
     if entry.get("as_expected") is False:
-        text += f" - REGRESSION (expected {entry.get('expected', 'reproduced')})"
+        text += " (REGRESSION)"
     return text
 
 

@@ -63,7 +63,7 @@ def _panel(ax, name: str, cases: list[tuple[dict, dict]]) -> None:
         aggregate, interval = condition.get("aggregate"), condition.get("interval")
         if aggregate is not None and np.isfinite(aggregate):
             low, high = interval if interval and None not in interval else (aggregate, aggregate)
-            ax.errorbar([x + 0.25], [aggregate], yerr=[[aggregate - low], [high - aggregate]], fmt="s", ms=5,
+            ax.errorbar([x + 0.25], [aggregate], yerr=[[max(aggregate - low, 0)], [max(high - aggregate, 0)]], fmt="s", ms=5,
                         color=color, capsize=4, lw=1.5)
     ax.set_xticks(range(len(cases)), [_short(case["case"]) for case, _ in cases], rotation=30, ha="right", fontsize=7)
     ax.set_xlim(-0.6, len(cases) - 0.4)
