@@ -21,6 +21,7 @@ import xarray as xr
 
 from reproduce.report import (CaseOutcome, Claim, claim_entries, figure_png, merge_entries, read_json, run_provenance,
                               write_report)
+from reproduce.verdict import Condition, judge as judge_conditions
 from reproduce.runner import make_results, plan
 from reproduce.store import ENGINE, Store
 
@@ -48,8 +49,10 @@ def cases(models: dict[str, list[str]], controls: dict[str, list[str]] | None = 
     """pytest params for every tier's models, each marked with its tier; controls as their own cases.
 
     `controls` names the models that get a control case (default: the same models; {} for none).
-    `xfail` maps a tier to the evidence of why its main cases cannot show the claim: those cases
-    become strict xfails, so an unexpected pass fails the run.
+    `xfail` maps a tier to why its main cases cannot show the claim (the reason, not numbers: the
+    numbers are the evidence the case records from the results). Those cases become strict
+    expected failures that catch only the claim's own assertion: an error in the statistic, a
+    diverged run or missing results stays an error, and an unexpected pass fails the run.
     """
     controls = models if controls is None else controls
     params = []
@@ -57,7 +60,7 @@ def cases(models: dict[str, list[str]], controls: dict[str, list[str]] | None = 
         tier_mark = getattr(pytest.mark, tier)
         main_marks = [tier_mark]
         if xfail and tier in xfail:
-            main_marks.append(pytest.mark.xfail(strict=True, reason=xfail[tier]))
+            main_marks.append(pytest.mark.xfail(strict=True, raises=AssertionError, reason=xfail[tier]))
         for case in [Case(tier, m) for m in models.get(tier, [])]:
             params.append(pytest.param(case, id=case.id, marks=main_marks))
         for case in [Case(tier, m, control=True) for m in controls.get(tier, [])]:
@@ -129,13 +132,33 @@ def _load(store: Store, paper: str, tier: str, seed: int, device: str, make: boo
 
 
 @pytest.fixture
-def record_statistic(request: pytest.FixtureRequest):
-    """record_statistic(summary, **numbers): what the report shows as "ours" for this case."""
+def judge(request: pytest.FixtureRequest):
+    """judge(*conditions, summary=..., **numbers): the case's verdict over seeds, recorded and asserted.
 
-    def record(summary: str, **numbers) -> None:
-        request.node.user_properties.append(("claim_statistic", {"summary": summary, **numbers}))
+    The conditions are the criterion (reproduce/verdict.py), judged under the claim's rule from
+    data/claims/<paper>.json. A main case asserts `reproduced`; a control case asserts
+    `not_reproduced` (the criterion must clearly fail where the phenomenon is absent). The
+    evidence (n, every seed's value, aggregate, interval) is what the report shows.
+    """
+    claim: Claim = request.node.get_closest_marker("claim").args[0]
+    case: Case = request.node.callspec.params["case"]
 
-    return record
+    def judge_(*conditions: Condition, summary: str, **numbers) -> str:
+        verdict, judged = judge_conditions(conditions, claim.rule)
+        request.node.user_properties.append(
+            ("claim_evidence", dict(verdict=verdict, summary=summary, numbers=numbers, conditions=judged)))
+        wanted = "not_reproduced" if case.control else "reproduced"
+        assert verdict == wanted, (f"{'control ' if case.control else ''}verdict {verdict}, expected {wanted}: "
+                                   + "; ".join(_condition_text(j) for j in judged))
+        return verdict
+
+    return judge_
+
+
+def _condition_text(j: dict) -> str:
+    lo, hi = j["interval"]
+    return (f"{j['name']} {j['op']} {j['threshold']:g}: {j['verdict']} ({j['rule']}, n={j['n']}, "
+            f"{j['aggregate']:.4g} [{lo:.4g}, {hi:.4g}])")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -144,27 +167,42 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     marker = item.get_closest_marker("claim")
     if marker is None or not hasattr(item, "callspec"):
         return
-    if report.when != "call" and report.outcome == "passed":
-        return
-    if report.when == "teardown":
+    if report.when == "teardown" or (report.when == "setup" and report.outcome == "passed"):
         return
     claim: Claim = marker.args[0]
     case: Case = item.callspec.params["case"]
-    if hasattr(report, "wasxfail"):
-        outcome = "xfailed" if report.skipped else "failed"
+    evidence = dict(item.user_properties).get("claim_evidence")
+    outcome, message = _outcome(report)
+    if evidence is not None:
+        verdict = evidence["verdict"]
+    elif outcome == "skipped":
+        verdict = "not_run"
     else:
-        outcome = "skipped" if report.skipped else report.outcome
-    message = ""
-    if report.skipped and isinstance(report.longrepr, tuple):
-        message = str(report.longrepr[2])
-    elif report.failed:
-        message = report.longrepr.reprcrash.message if hasattr(report.longrepr, "reprcrash") else str(report.longrepr)
-        message = message.splitlines()[0][:300] if message else ""
-    elif hasattr(report, "wasxfail"):
-        message = report.wasxfail
-    statistic = dict(item.user_properties).get("claim_statistic", {})
+        verdict = "error"  # the statistic raised, a run diverged, or results were missing: never a verdict
+    xfail = item.get_closest_marker("xfail")
+    expected = "not_reproduced" if (xfail is not None and not case.control) else "reproduced"
     item.config.stash[CLAIMS][claim.id] = claim
-    item.config.stash[OUTCOMES].append(CaseOutcome(claim.id, case.tier, case.id, case.control, outcome, statistic, message))
+    item.config.stash[OUTCOMES].append(CaseOutcome(
+        claim.id, case.tier, case.id, case.control, outcome, verdict, message=message, expected=expected,
+        summary=(evidence or {}).get("summary", ""), numbers=(evidence or {}).get("numbers", {}),
+        conditions=(evidence or {}).get("conditions", [])))
+
+
+def _outcome(report: pytest.TestReport) -> tuple[str, str]:
+    """(passed | failed | xfailed | xpassed | skipped | error, one line saying why)."""
+    longrepr = report.longrepr
+    if report.skipped and hasattr(report, "wasxfail"):
+        return "xfailed", str(getattr(longrepr, "reprcrash", None) and longrepr.reprcrash.message or report.wasxfail).splitlines()[0][:300]
+    if report.skipped:
+        return "skipped", str(longrepr[2]) if isinstance(longrepr, tuple) else ""
+    if report.failed:
+        text = str(longrepr)
+        if text.startswith("[XPASS(strict)]"):
+            return "xpassed", text
+        message = longrepr.reprcrash.message if hasattr(longrepr, "reprcrash") and longrepr.reprcrash else text
+        first = message.splitlines()[0][:300] if message else ""
+        return ("failed" if report.when == "call" and first.startswith("AssertionError") else "error"), first
+    return "passed", ""
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -182,8 +220,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     wanted = set(config.getoption("--claim")) or None
     for tier in sorted(tiers):
         out = root / tier
-        entries = merge_entries(read_json(out / "claims.json", []), claim_entries(claims, outcomes, tier), tier,
-                                _collected_papers(config), wanted)
+        judged_now = [e for e in claim_entries(claims, outcomes, tier) if e["cases"]]  # merge_entries places the rest
+        entries = merge_entries(read_json(out / "claims.json", []), judged_now, tier, _collected_papers(config), wanted)
         judged = {o.claim for o in outcomes if o.tier == tier}
         figures, tables, provenance = {}, read_json(out / "tables.json", {}), read_json(out / "provenance.json", {})
         used = set()  # a paper figure shown once: under the first claim (catalogue order) that names it

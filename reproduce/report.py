@@ -1,11 +1,12 @@
 """The claim report: claims.json, report.md (figures as PNG files beside it) and a self-contained
 report.html (figures embedded), written from the outcomes of the claim tests.
 
-A claim's verdict comes from its main cases, its control from its control cases:
-- all main cases passed -> `reproduced`; any failed -> `not_reproduced`; any strict xfail ->
-  `xfail` (shown as "not reproduced at this tier"); none ran (results missing) -> `not_run`;
-- all control cases passed (the criterion failed there, as it must) -> `failed_as_expected`;
-  any control case failed -> `passed_unexpectedly`.
+Each case of a claim records its evidence: every condition of the criterion with n, every seed's
+value, the aggregate and the 95% interval, judged under the claim's rule (reproduce/verdict.py).
+A claim's headline verdict at a tier combines its main cases and its controls
+(`reproduce.verdict.claim_verdict`): `reproduced`, `not_reproduced` or `inconclusive`; `error`
+when a statistic raised or a run diverged; `not_run` when the results are missing;
+`not_at_tier` for a claim of a judged paper with no case at this tier.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from reproduce.verdict import RULES, claim_verdict
+
 REFERENCE = Path(__file__).resolve().parent.parent / "data" / "claims"  # one <paper>.json per paper
 Table = tuple[list[str], list[list]]  # (column names, rows): a paper-table analogue such as MASC's Table 1
 
@@ -27,6 +30,7 @@ Table = tuple[list[str], list[list]]  # (column names, rows): a paper-table anal
 class Claim:
     """A paper claim: its id and the paper's words and numbers, from data/claims/<paper>.json.
 
+    `rule` is how its per-seed statistics are judged (a key of reproduce.verdict.RULES).
     `figure(ds)` and `table(ds)` redraw the paper's figure or table from the combined results.
     """
 
@@ -36,6 +40,8 @@ class Claim:
     paper_value: str
     criterion: str
     control: str
+    rule: str = "t"
+    seeds: str = ""  # how many seeds each tier judges, and why where fewer than the standard
     setting: str = ""  # the setting the claim is judged in (shown in the Contrasts section)
     contradicts: str = ""  # id of a claim of another paper that says the opposite
     figure: Callable[..., Figure] | None = field(default=None, compare=False)
@@ -44,8 +50,7 @@ class Claim:
     @classmethod
     def load(cls, claim_id: str, figure: Callable[..., Figure] | None = None,
              table: Callable[..., Table] | None = None) -> "Claim":
-        paper = claim_id.split(".")[0]
-        entry = json.loads((REFERENCE / f"{paper}.json").read_text())[claim_id]
+        entry = catalogue(claim_id.split(".")[0])[claim_id]
         return cls(id=claim_id, figure=figure, table=table, **entry)
 
     @property
@@ -53,73 +58,65 @@ class Claim:
         return self.id.split(".")[0]
 
 
+def catalogue(paper: str) -> dict[str, dict]:
+    """The paper's claims as data/claims/<paper>.json lists them."""
+    return json.loads((REFERENCE / f"{paper}.json").read_text())
+
+
 @dataclass
 class CaseOutcome:
-    """One claim-test case as pytest ended it."""
+    """One claim-test case as pytest ended it, with the evidence it recorded."""
 
     claim: str
     tier: str
     case: str
     control: bool
-    outcome: str  # passed | failed | xfailed | skipped
-    statistic: dict
+    outcome: str  # passed | failed | xfailed | xpassed | skipped | error
+    verdict: str  # reproduced | not_reproduced | inconclusive | error | not_run
     message: str = ""
-
-
-def verdict(cases: list[CaseOutcome]) -> tuple[str, str]:
-    """(verdict, control) of one claim at one tier from its case outcomes."""
-    main = [c.outcome for c in cases if not c.control]
-    control = [c.outcome for c in cases if c.control]
-    ran = [o for o in main if o != "skipped"]
-    if not ran:
-        v = "not_run"
-    elif "failed" in ran:
-        v = "not_reproduced"
-    elif "xfailed" in ran:
-        v = "xfail"
-    else:
-        v = "reproduced"
-    ran_control = [o for o in control if o != "skipped"]
-    if not ran_control:
-        c = "not_run"
-    elif all(o == "passed" for o in ran_control):
-        c = "failed_as_expected"
-    else:
-        c = "passed_unexpectedly"
-    return v, c
+    expected: str = "reproduced"  # not_reproduced for a strict expected failure
+    summary: str = ""
+    numbers: dict = field(default_factory=dict)
+    conditions: list = field(default_factory=list)
 
 
 VERDICT_TEXT = {
     "reproduced": "reproduced",
     "not_reproduced": "NOT reproduced",
-    "xfail": "not reproduced at this tier (strict xfail)",
+    "inconclusive": "inconclusive",
+    "error": "error (the statistic could not be computed)",
     "not_run": "not run (results missing)",
+    "not_at_tier": "not at this tier",
 }
 
 
 def claim_entries(claims: dict[str, Claim], outcomes: list[CaseOutcome], tier: str) -> list[dict]:
-    """The claims.json entries of a tier, one per claim that had cases in this session."""
+    """The claims.json entries of a tier: every claim of every paper judged in this session, a claim
+    without a case at this tier as `not_at_tier`."""
+    judged = [o for o in outcomes if o.tier == tier]
     entries = []
-    for claim_id in sorted({o.claim for o in outcomes if o.tier == tier}):
-        cases = [o for o in outcomes if o.claim == claim_id and o.tier == tier]
-        claim = claims[claim_id]
-        v, c = verdict(cases)
-        entries.append({
-            "id": claim_id,
-            "tier": tier,
-            "verdict": v,
-            "statistic": {o.case: o.statistic for o in cases if not o.control},
-            "criterion": claim.criterion,
-            "paper_value": claim.paper_value,
-            "control": c,
-            "control_statistic": {o.case: o.statistic for o in cases if o.control},
-            "section": claim.section,
-            "statement": claim.statement,
-            "setting": claim.setting,
-            "contradicts": claim.contradicts,
-            "cases": [{"case": o.case, "control": o.control, "outcome": o.outcome, "message": o.message} for o in cases],
-        })
+    for paper in sorted({claims[o.claim].paper for o in judged}):
+        for claim_id, text in catalogue(paper).items():
+            cases = [o for o in judged if o.claim == claim_id]
+            entries.append(_entry(claims.get(claim_id) or Claim(id=claim_id, **text), tier, cases))
     return entries
+
+
+def _entry(claim: Claim, tier: str, cases: list[CaseOutcome]) -> dict:
+    if cases:
+        expected = "not_reproduced" if any(o.expected == "not_reproduced" for o in cases if not o.control) else "reproduced"
+        head = claim_verdict([o.verdict for o in cases if not o.control], [o.verdict for o in cases if o.control], expected)
+    else:
+        head = dict(verdict="not_at_tier", control="none", note="", expected="reproduced", as_expected=True)
+    return {
+        "id": claim.id, "paper": claim.paper, "tier": tier, **head,
+        "section": claim.section, "statement": claim.statement, "paper_value": claim.paper_value,
+        "criterion": claim.criterion, "control_text": claim.control, "rule": RULES.get(claim.rule, claim.rule),
+        "seeds": claim.seeds, "setting": claim.setting, "contradicts": claim.contradicts,
+        "cases": [{"case": o.case, "control": o.control, "outcome": o.outcome, "verdict": o.verdict,
+                   "message": o.message, "summary": o.summary, "numbers": o.numbers, "conditions": o.conditions}
+                  for o in cases],
+    }
 
 
 def figure_png(fig: Figure) -> bytes:
@@ -132,15 +129,6 @@ def figure_png(fig: Figure) -> bytes:
 
 # --- what the report shows, and how ---------------------------------------------------------
 
-VERDICT_WORDS = {
-    "reproduced": "reproduced",
-    "not_reproduced": "NOT reproduced",
-    "inconclusive": "inconclusive",
-    "error": "ERROR",
-    "xfail": "not reproduced at this tier (strict xfail)",
-    "not_run": "not run (results missing)",
-    "not_at_tier": "not at this tier (no case)",
-}
 PROVENANCE_KEYS = ("device", "device_name", "torch_version", "precision", "torch_threads", "package_version",
                    "git_commit", "seed")
 SUMMARY_COLUMNS = ["claim", "verdict", "n, 95% interval", "control", "ours (criterion)", "paper"]
@@ -148,7 +136,7 @@ PAPER_WIDTH = 40  # characters of the paper's value in the summary tables; the c
 
 
 def words(verdict: str) -> str:
-    return VERDICT_WORDS.get(verdict, verdict)
+    return VERDICT_TEXT.get(verdict, verdict)
 
 
 def percent(accuracy: float) -> str:
@@ -172,12 +160,10 @@ def number(value, unit: str = "") -> str:
     return f"{value:.3g}"
 
 
-def catalogue() -> dict[str, dict]:
+def all_claims() -> dict[str, dict]:
     """Every claim of data/claims/*.json, by id, in file order: each appears in every report."""
-    claims = {}
-    for path in sorted(REFERENCE.glob("*.json")):
-        claims.update({claim_id: {"paper": path.stem, **entry} for claim_id, entry in json.loads(path.read_text()).items()})
-    return claims
+    return {claim_id: {"paper": path.stem, **entry} for path in sorted(REFERENCE.glob("*.json"))
+            for claim_id, entry in catalogue(path.stem).items()}
 
 
 def _margin(condition: dict) -> float:
@@ -255,7 +241,7 @@ def regressions(entries: list[dict]) -> list[str]:
 
 def stub_entry(claim_id: str, tier: str, verdict: str) -> dict:
     """The entry of a claim not judged: not_at_tier (no case at this tier) or not_run (no results)."""
-    claim = catalogue()[claim_id]
+    claim = all_claims()[claim_id]
     note = ("the claim has no case at this tier" if verdict == "not_at_tier"
             else "not judged yet at this tier: its results are missing")
     return {"id": claim_id, "paper": claim["paper"], "tier": tier, "verdict": verdict, "expected": None,
@@ -277,7 +263,7 @@ def merge_entries(previous: list[dict], judged: list[dict], tier: str, collected
     before = {e["id"]: e for e in previous}
     now = {e["id"]: e for e in judged}
     entries = []
-    for claim_id, claim in catalogue().items():
+    for claim_id, claim in all_claims().items():
         old = before.get(claim_id)
         if claim_id in now and not (now[claim_id]["verdict"] == "not_run" and old and old["verdict"] != "not_run"):
             entries.append(now[claim_id])
@@ -327,22 +313,24 @@ def provenance_table(provenance: dict[str, dict], entries: list[dict]) -> Table:
 # --- the report files ----------------------------------------------------------------------
 
 def _ours(entry: dict) -> str:
-    """The main cases' summaries (what the test recorded as ours)."""
-    old = entry.get("statistic", {})
-    parts = [f"{c['case']}: {c.get('summary') or (old.get(c['case']) or {}).get('summary', '')}"
-             for c in entry.get("cases", []) if not c.get("control")]
-    return "; ".join(p for p in parts if not p.endswith(": ")) or "-"
+    """Each main case's summary with its verdict and the n of its evidence."""
+    parts = []
+    for c in entry.get("cases", []):
+        if not c.get("control"):
+            n = max((j.get("n", 0) for j in c.get("conditions") or []), default=0)
+            parts.append(f"{c['case']} ({c.get('verdict', c.get('outcome'))}, n={n}): "
+                         f"{c.get('summary') or c.get('message') or '-'}")
+    return "; ".join(parts) or "-"
 
 
 CASE_COLUMNS = ["case", "control", "outcome", "verdict", "headline (n, interval)", "ours", "message"]
 
 
 def case_rows(entry: dict) -> list[list[str]]:
-    old = {**entry.get("statistic", {}), **entry.get("control_statistic", {})}
     rows = []
     for c in entry.get("cases", []):
         closest = min(c.get("conditions") or [], key=_margin, default=None)
-        summary = c.get("summary") or (old.get(c["case"]) or {}).get("summary", "")
+        summary = c.get("summary", "")
         rows.append([c["case"], "control" if c.get("control") else "main", c.get("outcome", ""), c.get("verdict", ""),
                      f"{_key_number(closest)}; {_interval_text(closest)}" if closest else "-", summary,
                      c.get("message", "")])

@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from reproduce.report import (catalogue, console_summary, headline, merge_entries, points, percent, regressions,
+from reproduce.report import (all_claims, console_summary, headline, merge_entries, points, percent, regressions,
                               run_provenance, stub_entry, write_report)
 
 
@@ -41,8 +41,8 @@ def test_headline_is_the_condition_closest_to_failing():
     assert headline(e)["interval"] == [3.05, 5.0]
 
 
-def test_every_catalogue_claim_is_in_the_report_and_merges_keep_the_rest():
-    everything = list(catalogue())
+def test_every_all_claims_claim_is_in_the_report_and_merges_keep_the_rest():
+    everything = list(all_claims())
     first = merge_entries([], [entry("ddmlp.noisy_learned_later")], "quick", {"ddmlp"})
     assert [e["id"] for e in first] == everything
     verdicts = {e["id"]: e["verdict"] for e in first}
@@ -94,6 +94,6 @@ def test_one_legible_evidence_figure_per_claim_all_different(tmp_path):
     md, page = (tmp_path / "report.md").read_text(), (tmp_path / "report.html").read_text()
     for text in (md, page):
         assert "What made these numbers" in text and "Xeon" in text and "71.2%" in text
-        assert all(claim_id in text for claim_id in catalogue())
+        assert all(claim_id in text for claim_id in all_claims())
     assert page.count("data:image/png;base64,") == len(ids)
-    assert [e["id"] for e in json.loads((tmp_path / "claims.json").read_text())] == list(catalogue())
+    assert [e["id"] for e in json.loads((tmp_path / "claims.json").read_text())] == list(all_claims())

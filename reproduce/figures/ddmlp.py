@@ -21,6 +21,15 @@ def replica(ds: xr.Dataset, model: str, setting: str) -> xr.Dataset:
     return one.isel(layer=slice(0, layers)).dropna("epoch", how="all", subset=["accuracy"])
 
 
+def replicas(ds: xr.Dataset, model: str, setting: str) -> list[xr.Dataset]:
+    """Every seed's replica of `model`'s run trained in `setting`, in seed order: the unit of evidence."""
+    one = ds.isel(run=list(ds["model"].values).index(model))
+    indices = np.nonzero(one["setting"].values == setting)[0]
+    layers = int(np.isfinite(one["layer_width"]).sum()) if "layer_width" in one else one.sizes["layer"]
+    return [one.isel(replica=int(i), layer=slice(0, layers)).dropna("epoch", how="all", subset=["accuracy"])
+            for i in indices]
+
+
 def _log_epochs(ax, epochs: np.ndarray) -> np.ndarray:
     """Plot epochs on a log axis; the epoch-0 checkpoint sits at half the first positive one."""
     positive = epochs[epochs > 0]
