@@ -12,16 +12,18 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import xarray as xr
 
-from reproduce.report import CaseOutcome, Claim, claim_entries, figure_png, write_report
+from reproduce.report import (CaseOutcome, Claim, claim_entries, figure_png, merge_entries, read_json, run_provenance,
+                              write_report)
 from reproduce.verdict import Condition, judge as judge_conditions
 from reproduce.runner import make_results, plan
-from reproduce.store import Store
+from reproduce.store import ENGINE, Store
 
 TIER_ORDER = ("quick", "medium", "full")
 OUTCOMES = pytest.StashKey[list]()
@@ -204,23 +206,72 @@ def _outcome(report: pytest.TestReport) -> tuple[str, str]:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Write each tier's report, merged into the one already there (see report.merge_entries):
+    every catalogue claim appears, a claim judged now replaces its earlier entry, the rest stay."""
     config = session.config
-    if hasattr(config, "workerinput") or not config.stash[OUTCOMES]:
+    if hasattr(config, "workerinput"):
         return
     outcomes, claims, datasets = config.stash[OUTCOMES], config.stash[CLAIMS], config.stash[DATASETS]
-    root = Path(config.getoption("--results"))
-    for tier in sorted({o.tier for o in outcomes}):
-        entries = claim_entries(claims, outcomes, tier)
-        figures, tables = {}, {}
-        for entry in entries:
-            claim = claims.get(entry["id"])
-            if claim is None:
-                continue  # not at this tier
+    markexpr = config.getoption("markexpr", "")
+    tiers = {o.tier for o in outcomes} | ({markexpr} if markexpr in TIER_ORDER else set())
+    if not tiers:
+        return
+    root, seed = Path(config.getoption("--results")), config.getoption("--seed")
+    wanted = set(config.getoption("--claim")) or None
+    for tier in sorted(tiers):
+        out = root / tier
+        judged_now = [e for e in claim_entries(claims, outcomes, tier) if e["cases"]]  # merge_entries places the rest
+        entries = merge_entries(read_json(out / "claims.json", []), judged_now, tier, _collected_papers(config), wanted)
+        judged = {o.claim for o in outcomes if o.tier == tier}
+        figures, tables, provenance = {}, read_json(out / "tables.json", {}), read_json(out / "provenance.json", {})
+        used = set()  # a paper figure shown once: under the first claim (catalogue order) that names it
+        for claim_id in [e["id"] for e in entries if e["id"] in judged]:
+            claim = claims[claim_id]
             ds = datasets.get((claim.paper, tier))
+            tables.pop(claim_id, None)
             if not isinstance(ds, xr.Dataset) or "diverged" in ds.status.values:
                 continue  # no results, or cut short by a NaN loss: the case's message says which runs
-            if claim.figure is not None:
-                figures[claim.id] = figure_png(claim.figure(ds))
+            provenance[claim.paper] = run_provenance(_run_attrs(root, tier, claim.paper, seed))
+            if claim.figure is not None and claim.figure not in used:
+                used.add(claim.figure)
+                figures[claim_id] = figure_png(claim.figure(ds))
             if claim.table is not None:
-                tables[claim.id] = claim.table(ds)
-        write_report(root / tier, tier, entries, figures, tables)
+                tables[claim_id] = claim.table(ds)
+        _keep_paper_figures(out / "figures", entries, judged, figures)
+        write_report(out, tier, entries, figures, tables, provenance)
+        (out / "tables.json").write_text(json.dumps(tables, indent=1, default=str))
+        (out / "provenance.json").write_text(json.dumps(provenance, indent=1))
+
+
+def _collected_papers(config: pytest.Config) -> set[str]:
+    """Papers whose claim files this session collected (from its file or folder arguments): a
+    claim of theirs with no case at a tier is 'not at this tier', not 'not run'."""
+    papers = set()
+    for arg in config.args:
+        path = Path(arg.split("::")[0])
+        files = sorted(path.glob("test_*.py")) if path.is_dir() else [path]
+        papers |= {f.stem.removeprefix("test_") for f in files if f.stem.startswith("test_")}
+    return papers
+
+
+def _run_attrs(root: Path, tier: str, paper: str, seed: int) -> list[dict]:
+    """The attrs of the paper's stored runs at this base seed: the report's provenance."""
+    attrs = []
+    for _, run in plan(tier, [paper], seed):
+        path = Store(root).path(tier, paper, run.name)
+        if path.exists():
+            with xr.open_dataset(path, engine=ENGINE) as ds:
+                attrs.append(dict(ds.attrs))
+    return attrs
+
+
+def _keep_paper_figures(fig_dir: Path, entries: list[dict], judged: set[str], figures: dict[str, bytes]) -> None:
+    """Paper figures of claims not judged now stay as the last report drew them; a judged claim's
+    old one goes when it has none now."""
+    for e in entries:
+        old = fig_dir / f"{e['id']}.paper.png"
+        if e["id"] in judged:
+            if e["id"] not in figures:
+                old.unlink(missing_ok=True)
+        elif old.exists():
+            figures[e["id"]] = old.read_bytes()

@@ -1,58 +1,95 @@
-"""Command line: `python -m reproduce --tier T` makes a tier's results and its claim report.
+"""Command line: `python -m reproduce [run] --tier T` makes a tier's results and its claim report.
 
-    python -m reproduce --tier {quick,medium,full} [--paper KEY ...] [--run NAME ...] [--claim ID ...]
+    python -m reproduce [run] --tier {quick,medium,full} [--paper KEY ...] [--run NAME ...] [--claim ID ...]
                         [--results DIR] [--seed N] [--device cpu|cuda] [--threads N] [--dry-run] [--fresh]
                         [--executor local|slurm] [--slurm-config FILE] [--partition P] [--time-min M]
-                        [--gpus G] [--cpus C] [--mem-gb M]
-                        [--precision tf32|bf16] [--compile]
-    python -m reproduce report --tier T [--results DIR] [--claim ID ...]
+                        [--gpus G] [--cpus C] [--mem-gb M] [--precision tf32|bf16] [--compile]
+    python -m reproduce report --tier T [--results DIR] [--paper KEY ...] [--claim ID ...] [--seed N]
     python -m reproduce bench [--quick] [--device D] [--results DIR]   (speed ratios; see reproduce/bench.py)
+    python -m reproduce stability --tier quick [--results DIR] [--threads T ...] [--seeds S ...]
+    python -m reproduce --version
 
 The claim verdicts come from the claim tests (pytest claims -m TIER), so the report a user reads
-is exactly what CI checks. Any UserError is printed as one line and the exit code is 2.
+is exactly what CI checks; their full output goes to DIR/TIER/pytest.log and the console ends with
+the verdict table. Exit codes: 0 every verdict is the tier's expected one, 1 a claim regressed,
+2 bad input (any UserError, printed as one line).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import subprocess
 import sys
 from pathlib import Path
 
+from reproduce import __version__
 from reproduce.errors import UserError, _Parser
 from reproduce.experiments import PAPERS, TIERS, check_tier, experiment
 
 CLAIMS_DIR = Path(__file__).resolve().parent.parent / "claims"
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "data" / "claims"
+VERBS = {"run": "make the results, then the report (the default verb)",
+         "report": "rebuild the report from stored results (trains nothing)",
+         "bench": "speed ratios of the engine (its options: python -m reproduce bench --help)",
+         "stability": "the quick tier at several thread counts and base seeds: do the verdicts change?"}
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m reproduce", description="Reproduce the noisy-label papers' claims.")
-    p.add_argument("command", nargs="?", default="run", choices=["run", "report"],
-                   help="run (default): make the results, then the report; report: rebuild the report only")
-    p.add_argument("--tier", required=True, help=f"one of {', '.join(TIERS)}")
-    p.add_argument("--paper", nargs="+", default=list(PAPERS), help=f"papers to run (default all: {', '.join(PAPERS)})")
-    p.add_argument("--results", type=Path, default=Path("results"), help="results store (default results/)")
-    p.add_argument("--seed", type=int, default=0, help="base seed of every run (default 0)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan with FLOPs and estimated time, run nothing")
-    p.add_argument("--fresh", action="store_true", help="recompute runs even when stored results exist")
-    p.add_argument("--no-report", action="store_true", help="make the results only")
-    p.add_argument("--run", nargs="+", metavar="NAME", help="only these runs of the plan (e.g. mlp3-s0)")
-    p.add_argument("--claim", nargs="+", metavar="ID", help="report only these claims (ids in data/claims/*.json)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (the numbers on the CPU depend on it)")
-    p.add_argument("--executor", default="local", help="local (default): this process; slurm: one job array via submitit")
-    s = p.add_argument_group("slurm executor (override the [slurm] table of --slurm-config)")
+    p = _Parser(prog="python -m reproduce", description="Reproduce the noisy-label papers' claims. Without a verb: run.",
+                epilog="exit codes: 0 every verdict as the tier expects, 1 a claim regressed, 2 bad input")
+    p.add_argument("--version", action="version", version=f"reproduce {__version__}")
+    verbs = p.add_subparsers(dest="command", metavar="VERB", parser_class=_Parser, title="verbs")
+    run = verbs.add_parser("run", help=VERBS["run"], description="Make the tier's results, then its claim report.")
+    _common(run)
+    run.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    run.add_argument("--dry-run", action="store_true", help="print the plan with FLOPs and estimated time, run nothing")
+    run.add_argument("--fresh", action="store_true", help="recompute runs even when stored results exist")
+    run.add_argument("--no-report", action="store_true", help="make the results only")
+    run.add_argument("--run", nargs="+", metavar="NAME", help="only these runs of the plan (e.g. mlp3-s0)")
+    run.add_argument("--threads", type=_at_least_one, help="torch CPU threads, at least 1 (the numbers on the CPU depend on it)")
+    run.add_argument("--executor", default="local", help="local (default): this process; slurm: one job array via submitit")
+    run.add_argument("--precision", default="tf32", help="tf32 (default; float32 on the CPU) or bf16 autocast; "
+                     "recorded in every result's attrs")
+    run.add_argument("--compile", action="store_true", help="torch.compile the training forward (CUDA graphs on GPU)")
+    s = run.add_argument_group("slurm executor (override the [slurm] table of --slurm-config)")
     s.add_argument("--slurm-config", type=Path, metavar="FILE", help="TOML file with a [slurm] table")
     s.add_argument("--partition")
     s.add_argument("--time-min", type=int, help="time limit per task in minutes")
     s.add_argument("--gpus", type=int, help="GPUs per task")
     s.add_argument("--cpus", type=int, help="CPUs per task (and torch threads in it)")
     s.add_argument("--mem-gb", type=float, help="memory per task")
-    p.add_argument("--precision", default="tf32", help="tf32 (default; float32 on the CPU) or bf16 autocast; "
-                   "recorded in every result's attrs")
-    p.add_argument("--compile", action="store_true", help="torch.compile the training forward (CUDA graphs on GPU)")
+    _common(verbs.add_parser("report", help=VERBS["report"], description=(
+        "Rerun the claim tests on stored results and merge their verdicts into DIR/TIER/report.md, report.html "
+        "and claims.json. Trains nothing; without stored results for the tier it stops (exit 2).")))
+    verbs.add_parser("bench", help=VERBS["bench"], add_help=False)
+    stability = verbs.add_parser("stability", help=VERBS["stability"], description=(
+        "Make the tier once per setting (the largest thread count with every seed, the others with the first "
+        "seed), each in DIR/stability/tT-sS, and print the verdicts side by side; exit 1 where a claim's "
+        "verdict differs between settings."))
+    stability.add_argument("--tier", default="quick", help="default quick")
+    stability.add_argument("--results", type=Path, default=Path("results"), help="results store (default results/)")
+    stability.add_argument("--threads", type=_at_least_one, nargs="+", default=[1, 2], help="default 1 2")
+    stability.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="default 0 1 2")
     return p
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    """The options of every verb that reads or writes a tier of the store."""
+    p.add_argument("--tier", required=True, help=f"one of {', '.join(TIERS)}")
+    p.add_argument("--paper", nargs="+", default=list(PAPERS), help=f"papers (default all: {', '.join(PAPERS)})")
+    p.add_argument("--results", type=Path, default=Path("results"), help="results store (default results/)")
+    p.add_argument("--seed", type=int, default=0, help="base seed of every run (default 0)")
+    p.add_argument("--claim", nargs="+", metavar="ID", help="only these claims (ids in data/claims/*.json), "
+                   "merged into the tier's report")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,18 +106,28 @@ def _main(argv: list[str] | None) -> int:
         from reproduce.bench import main as bench
 
         return bench(argv[1:])
-
-    from reproduce.executors import SlurmConfig, check_executor
-
+    if not argv[:1] or (argv[0] not in VERBS and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["run", *argv]  # no verb: run
     args = _parser().parse_args(argv)
+    if args.command == "stability":
+        return stability(args.tier, args.results, args.threads, args.seeds)
     check_tier(args.tier)
     for paper in args.paper:
         experiment(paper)
+    if args.claim:
+        args.paper = _papers_of_claims(args.claim, args.paper)
+    if args.command == "report":
+        papers = _papers_with_results(args.tier, args.paper, args.results, args.seed)
+        return report(args.tier, args.results, papers, args.seed, claims=args.claim)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from reproduce.executors import SlurmConfig, check_executor
+
     if args.device not in ("cpu", "cuda"):
         raise UserError(f"unknown device {args.device!r}: use cpu or cuda")
     check_executor(args.executor)
-    if args.claim:
-        args.paper = _papers_of_claims(args.claim, args.paper)
     slurm = SlurmConfig.load(args.slurm_config, partition=args.partition, time_min=args.time_min, gpus=args.gpus,
                              cpus=args.cpus, mem_gb=args.mem_gb)
     if args.dry_run:
@@ -94,12 +141,11 @@ def _main(argv: list[str] | None) -> int:
             print(describe_array(Store(args.results), args.tier, plan(args.tier, args.paper, args.seed, args.run), slurm))
         return 0
     _check_writable(args.results)
-    if args.command == "run":
-        from reproduce.executors import make_results
+    from reproduce.executors import make_results
 
-        make_results(args.tier, args.paper, args.results, args.device, args.seed, fresh=args.fresh,
-                     executor=args.executor, only=args.run, threads=args.threads, slurm=slurm,
-                     precision=args.precision, compile=args.compile)
+    make_results(args.tier, args.paper, args.results, args.device, args.seed, fresh=args.fresh,
+                 executor=args.executor, only=args.run, threads=args.threads, slurm=slurm,
+                 precision=args.precision, compile=args.compile)
     code = 0 if args.no_report else report(args.tier, args.results, args.paper, args.seed, args.device, args.claim)
     _check_diverged(args.tier, args.paper, args.results, args.seed, args.run)
     return code
@@ -125,22 +171,88 @@ def _papers_of_claims(claims: list[str], papers: list[str]) -> list[str]:
     return [p for p in papers if p in {known[c] for c in claims}]
 
 
+def _papers_with_results(tier: str, papers: list[str], results: Path, seed: int) -> list[str]:
+    """The papers with any stored run at this tier and seed; none is bad input for `report`, which
+    would otherwise replace a report with one that says nothing (and it creates no folder)."""
+    from reproduce.runner import plan
+    from reproduce.store import Store
+
+    store = Store(results)
+    found = [p for p in papers if any(store.path(tier, p, run.name).exists() for _, run in plan(tier, [p], seed))]
+    if not found:
+        raise UserError(f"no {tier} results for {', '.join(papers)} (seed {seed}) in {results}: make them with "
+                        f"`python -m reproduce --tier {tier} --paper {' '.join(papers)} --results {results}"
+                        + (f" --seed {seed}" if seed else "") + "` (report trains nothing)")
+    return found
+
+
 def report(tier: str, results: Path, papers: list[str], seed: int = 0, device: str = "cpu",
            claims: list[str] | None = None) -> int:
-    """Run the claim tests of the tier on the stored results; their plugin writes the report."""
+    """Run the claim tests of the tier on the stored results (their plugin merges them into the
+    report), with pytest's output in DIR/TIER/pytest.log; print the verdict table.
+
+    Returns 0 when every verdict judged now is the tier's expected one, 1 when a claim regressed.
+    """
     import pytest
 
+    from reproduce.report import console_summary, read_json, regressions
     from reproduce.runner import check_stored
 
     if not CLAIMS_DIR.is_dir():
         raise UserError(f"claim tests not found in {CLAIMS_DIR}: run from a checkout of the project")
     check_stored(tier, papers, results, seed)
     files = [str(CLAIMS_DIR / f"test_{p}.py") for p in papers]
-    code = pytest.main([*files, "-m", tier, "--results", str(results), "--seed", str(seed), "--stored-only",
-                        "--device", device, "-q", "-p", "no:cacheprovider", "-c", str(CLAIMS_DIR.parent / "pyproject.toml"),
-                        "--rootdir", str(CLAIMS_DIR.parent), *[f"--claim={c}" for c in claims or []]])
-    print(f"report: {results / tier / 'report.md'} and report.html, claims.json beside it")
-    return 0 if code in (0, 1) else int(code)  # failed claims are verdicts, not errors of the command
+    out = results / tier
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "pytest.log"
+    with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        code = pytest.main([*files, "-m", tier, "--results", str(results), "--seed", str(seed), "--stored-only",
+                            "--device", device, "-p", "no:cacheprovider", "-c", str(CLAIMS_DIR.parent / "pyproject.toml"),
+                            "--rootdir", str(CLAIMS_DIR.parent), *[f"--claim={c}" for c in claims or []]])
+    if code not in (0, 1, 5):  # 1: claims failed (verdicts); 5: no case at this tier (the report says so)
+        raise UserError(f"the claim tests stopped (pytest exit code {int(code)}): see {log}")
+    entries = [e for e in read_json(out / "claims.json", [])
+               if e["id"].split(".")[0] in papers and (not claims or e["id"] in claims)]
+    print(console_summary(entries))
+    print(f"report: {out / 'report.md'}, report.html and claims.json beside it; pytest output: {log}")
+    regressed = regressions(entries)
+    if regressed:
+        print(f"regressed (verdict not the tier's expected one): {', '.join(regressed)}")
+    return 1 if regressed else 0
+
+
+def stability_settings(threads: list[int], seeds: list[int]) -> list[tuple[int, int]]:
+    """(threads, seed) per column: the most threads with every seed, each other count with the first seed."""
+    most = max(threads)
+    return [(most, s) for s in seeds] + [(t, seeds[0]) for t in sorted(set(threads), reverse=True) if t != most]
+
+
+def stability(tier: str, results: Path, threads: list[int], seeds: list[int]) -> int:
+    """Make the tier once per setting, each in its own store, and compare the verdicts: a verdict
+    must not depend on the thread count or the base seed. Exit 1 where one does."""
+    check_tier(tier)
+    columns = {}
+    for t, s in stability_settings(threads, seeds):
+        store = results / "stability" / f"t{t}-s{s}"
+        command = [sys.executable, "-m", "reproduce", "--tier", tier, "--threads", str(t), "--seed", str(s),
+                   "--results", str(store)]
+        print("stability:", " ".join(command[1:]), flush=True)
+        done = subprocess.run(command)
+        entries = json.loads((store / tier / "claims.json").read_text()) if (store / tier / "claims.json").exists() else None
+        if done.returncode not in (0, 1) or entries is None:
+            raise UserError(f"the setting threads {t}, seed {s} failed (exit code {done.returncode}): "
+                            f"rerun `{' '.join(command[1:])}` to see why")
+        columns[f"t{t}-s{s}"] = {e["id"]: e["verdict"] for e in entries}
+    from reproduce.report import text_table
+
+    ids = list(dict.fromkeys(i for verdicts in columns.values() for i in verdicts))
+    rows = [[i, *[v.get(i, "-") for v in columns.values()],
+             "DIFFERS" if len({v.get(i, "-") for v in columns.values()}) > 1 else ""] for i in ids]
+    print(text_table(["claim", *columns, ""], rows))
+    differ = [r[0] for r in rows if r[-1]]
+    if differ:
+        print(f"verdicts differ between settings: {', '.join(differ)}")
+    return 1 if differ else 0
 
 
 def _check_writable(results: Path) -> None:

@@ -127,34 +127,228 @@ def figure_png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
+# --- what the report shows, and how ---------------------------------------------------------
+
+PROVENANCE_KEYS = ("device", "device_name", "torch_version", "precision", "torch_threads", "package_version",
+                   "git_commit", "seed")
+SUMMARY_COLUMNS = ["claim", "verdict", "n, 95% interval", "control", "ours (criterion)", "paper"]
+PAPER_WIDTH = 40  # characters of the paper's value in the summary tables; the claim's section has all of it
+
+
+def words(verdict: str) -> str:
+    return VERDICT_TEXT.get(verdict, verdict)
+
+
+def percent(accuracy: float) -> str:
+    """The one format of an accuracy (a fraction): percent with one decimal, '71.2%'."""
+    return f"{100 * accuracy:.1f}%"
+
+
+def points(gain: float) -> str:
+    """The one format of a gain between accuracies (a difference of fractions): '+8.0 points'."""
+    return f"{100 * gain:+.1f} points"
+
+
+def number(value, unit: str = "") -> str:
+    """A condition's number: accuracies and gains by the conventions above, anything else 3 digits."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    if unit == "accuracy":
+        return percent(value)
+    if unit == "points":
+        return points(value)
+    return f"{value:.3g}"
+
+
+def all_claims() -> dict[str, dict]:
+    """Every claim of data/claims/*.json, by id, in file order: each appears in every report."""
+    return {claim_id: {"paper": path.stem, **entry} for path in sorted(REFERENCE.glob("*.json"))
+            for claim_id, entry in catalogue(path.stem).items()}
+
+
+def _margin(condition: dict) -> float:
+    """How far the interval clears its threshold, in interval widths (negative: straddles or fails)."""
+    aggregate, threshold = condition.get("aggregate"), condition.get("threshold")
+    if aggregate is None or threshold is None or aggregate != aggregate:
+        return float("-inf")
+    low, high = condition.get("interval") or (aggregate, aggregate)
+    width = max(high - low, 1e-12)
+    return (low - threshold) / width if condition.get("op", ">=").startswith(">") else (threshold - high) / width
+
+
+def headline(entry: dict) -> dict | None:
+    """The main cases' condition closest to failing: the claim's headline n, interval and number."""
+    found = [c for case in entry.get("cases", []) if not case.get("control") for c in case.get("conditions") or []]
+    return min(found, key=_margin, default=None)
+
+
+def _interval_text(condition: dict | None) -> str:
+    if condition is None:
+        return "-"
+    unit = condition.get("unit", "")
+    low, high = condition.get("interval") or (None, None)
+    return f"n={condition.get('n', '?')}, [{number(low, unit)}, {number(high, unit)}]"
+
+
+def _key_number(condition: dict | None) -> str:
+    if condition is None:
+        return "-"
+    unit = condition.get("unit", "")
+    return (f"{_clip(condition['name'], 32)}: {number(condition.get('aggregate'), unit)} "
+            f"({condition.get('op', '')} {number(condition.get('threshold'), unit)})")
+
+
+def _verdict_cell(entry: dict) -> str:
+    text = words(entry["verdict"])
+    if entry.get("as_expected") is False:
+        text += " (REGRESSION)"
+    return text
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def summary_rows(entries: list[dict]) -> list[list[str]]:
+    """One row per claim: the verdict table of the console, report.md and report.html."""
+    rows = []
+    for e in entries:
+        condition = headline(e)
+        rows.append([e["id"], _verdict_cell(e), _interval_text(condition), e.get("control", "none"),
+                     _key_number(condition), _clip(e.get("paper_value", ""), PAPER_WIDTH)])
+    return rows
+
+
+def text_table(columns: list[str], rows: list[list[str]]) -> str:
+    """A plain fixed-width table for the console."""
+    widths = [max(len(str(v)) for v in col) for col in zip(columns, *rows)]
+    line = lambda cells: "  ".join(str(v).ljust(w) for v, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(columns), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def console_summary(entries: list[dict]) -> str:
+    """The verdict table and the notes that need reading, as `run` and `report` end."""
+    notes = [f"  {e['id']}: {e['note']}" for e in entries if e.get("note")]
+    return text_table(SUMMARY_COLUMNS, summary_rows(entries)) + ("\nnotes:\n" + "\n".join(notes) if notes else "")
+
+
+def regressions(entries: list[dict]) -> list[str]:
+    """Ids of the claims whose verdict is not the tier's expected one (exit code 1)."""
+    return [e["id"] for e in entries if e.get("as_expected") is False]
+
+
+# --- merging: a report never holds less than it had ------------------------------------------
+
+def stub_entry(claim_id: str, tier: str, verdict: str) -> dict:
+    """The entry of a claim not judged: not_at_tier (no case at this tier) or not_run (no results)."""
+    claim = all_claims()[claim_id]
+    note = ("the claim has no case at this tier" if verdict == "not_at_tier"
+            else "not judged yet at this tier: its results are missing")
+    return {"id": claim_id, "paper": claim["paper"], "tier": tier, "verdict": verdict, "expected": None,
+            "as_expected": True, "note": note, "control": "none", "section": claim["section"],
+            "statement": claim["statement"], "paper_value": claim["paper_value"], "criterion": claim["criterion"],
+            "control_text": claim["control"], "setting": claim.get("setting", ""),
+            "contradicts": claim.get("contradicts", ""), "cases": []}
+
+
+def merge_entries(previous: list[dict], judged: list[dict], tier: str, collected_papers: set[str],
+                  wanted: set[str] | None = None) -> list[dict]:
+    """Every catalogue claim once, in catalogue order.
+
+    A claim judged now replaces the earlier entry, unless it only reads not_run and the earlier one
+    had a verdict; a claim of a paper whose tests were collected, that was asked for (`wanted`,
+    None = all) but had no case, is not_at_tier; any other keeps the earlier entry or is not_run.
+    So `report --claim ID` or `--paper KEY` merge into the tier's report instead of replacing it.
+    """
+    before = {e["id"]: e for e in previous}
+    now = {e["id"]: e for e in judged}
+    entries = []
+    for claim_id, claim in all_claims().items():
+        old = before.get(claim_id)
+        if claim_id in now and not (now[claim_id]["verdict"] == "not_run" and old and old["verdict"] != "not_run"):
+            entries.append(now[claim_id])
+        elif claim_id not in now and claim["paper"] in collected_papers and (wanted is None or claim_id in wanted):
+            entries.append(stub_entry(claim_id, tier, "not_at_tier"))
+        else:
+            entries.append(old or stub_entry(claim_id, tier, "not_run"))
+    return entries
+
+
+def read_json(path: Path, default):
+    """A report file written earlier, or `default` where there is none (or it is not JSON)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return default
+
+
+def run_provenance(attrs: list[dict]) -> dict:
+    """What made a paper's results, from its run files' attrs: each key's distinct values, and the
+    span from the first start to the last finish."""
+    out = {}
+    for key in PROVENANCE_KEYS:
+        values = sorted({str(a[key]) for a in attrs if key in a})
+        out[key] = ", ".join(values) if values else "unknown"
+    starts, ends = [a["started_at"] for a in attrs if "started_at" in a], [a["finished_at"] for a in attrs if "finished_at" in a]
+    out["made"] = f"{min(starts)} to {max(ends)}" if starts and ends else "unknown"
+    out["runs"] = len(attrs)
+    return out
+
+
+def _seeds(entries: list[dict], paper: str) -> str:
+    ns = {c.get("n") for e in entries if e.get("paper", e["id"].split(".")[0]) == paper
+          for case in e.get("cases", []) for c in case.get("conditions") or [] if c.get("n")}
+    return "/".join(str(n) for n in sorted(ns)) or "-"
+
+
+def provenance_table(provenance: dict[str, dict], entries: list[dict]) -> Table:
+    columns = ["paper", "base seed", "n (seeds)", "device", "device name", "torch", "precision", "threads",
+               "package", "git commit", "made (UTC)", "runs"]
+    rows = [[paper, p["seed"], _seeds(entries, paper), p["device"], p["device_name"], p["torch_version"],
+             p["precision"], p["torch_threads"], p["package_version"], p["git_commit"], p["made"], p["runs"]]
+            for paper, p in sorted(provenance.items())]
+    return columns, rows
+
+
+# --- the report files ----------------------------------------------------------------------
+
 def _ours(entry: dict) -> str:
     """Each main case's summary with its verdict and the n of its evidence."""
     parts = []
-    for c in entry["cases"]:
-        if c["control"]:
-            continue
-        n = max((j["n"] for j in c["conditions"]), default=0)
-        parts.append(f"{c['case']} ({c['verdict']}, n={n}): {c['summary'] or c['message'] or '-'}")
+    for c in entry.get("cases", []):
+        if not c.get("control"):
+            n = max((j.get("n", 0) for j in c.get("conditions") or []), default=0)
+            parts.append(f"{c['case']} ({c.get('verdict', c.get('outcome'))}, n={n}): "
+                         f"{c.get('summary') or c.get('message') or '-'}")
     return "; ".join(parts) or "-"
 
 
-def _case_notes(entry: dict) -> list[tuple[str, str, str]]:
-    """(case, outcome, message) of every case that did not simply pass: why it failed, was
-    skipped, or is an expected failure at this tier (the evidence of the strict xfail)."""
-    return [(c["case"], c["outcome"], c["message"]) for c in entry["cases"] if c["outcome"] != "passed" and c["message"]] + (
-        [("claim", entry["verdict"], entry["note"])] if entry.get("note") else [])
+CASE_COLUMNS = ["case", "control", "outcome", "verdict", "headline (n, interval)", "ours", "message"]
+
+
+def case_rows(entry: dict) -> list[list[str]]:
+    rows = []
+    for c in entry.get("cases", []):
+        closest = min(c.get("conditions") or [], key=_margin, default=None)
+        summary = c.get("summary", "")
+        rows.append([c["case"], "control" if c.get("control") else "main", c.get("outcome", ""), c.get("verdict", ""),
+                     f"{_key_number(closest)}; {_interval_text(closest)}" if closest else "-", summary,
+                     c.get("message", "")])
+    return rows
 
 
 def _markdown_table(table: Table) -> list[str]:
     columns, rows = table
+    cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
     return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + [
-        "| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
 
 
-def _html_table(table: Table) -> str:
+def _html_table(table: Table, classes: list[str] | None = None) -> str:
     columns, rows = table
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    body = "".join(f"<tr class='{(classes or [''] * len(rows))[i]}'>" + "".join(
+        f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for i, row in enumerate(rows))
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -166,81 +360,111 @@ def contrasts(entries: list[dict]) -> list[list[str]]:
     for e in entries:
         if not e.get("contradicts"):
             continue
-        rows.append([e["id"], e.get("setting", ""), VERDICT_TEXT[e["verdict"]], _ours(e)])
+        rows.append([e["id"], e.get("setting", ""), words(e["verdict"]), _ours(e)])
         other = by_id.get(e["contradicts"])
-        if other is None:
+        if other is None or other["verdict"] == "not_run":
             rows.append([e["contradicts"], "", "not judged in this session (run both papers' claims together)", "-"])
         else:
-            rows.append([other["id"], other.get("setting", ""), VERDICT_TEXT[other["verdict"]], _ours(other)])
+            rows.append([other["id"], other.get("setting", ""), words(other["verdict"]), _ours(other)])
     return rows
 
 
 CONTRAST_COLUMNS = ["claim", "setting", "verdict", "ours"]
 
 
-def write_report(out_dir: Path, tier: str, entries: list[dict], figures: dict[str, bytes],
-                 tables: dict[str, Table] | None = None) -> None:
+def _details(e: dict) -> list[tuple[str, str]]:
+    """(label, text) lines of a claim's section, the same in both files."""
+    expected = "" if e.get("expected") is None else f" (expected at this tier: {words(e['expected'])})"
+    return [("verdict", _verdict_cell(e) + expected), ("note", e.get("note", "")),
+            ("negative control", f"{e.get('control', 'none')}: {e.get('control_text', '')}"),
+            ("paper", e.get("paper_value", "")), ("criterion", e.get("criterion", "")),
+            ("rule", e.get("rule", "")), ("headline", f"{_key_number(headline(e))}; {_interval_text(headline(e))}"),
+            ("ours", _ours(e))]
+
+
+def evidence_pngs(entries: list[dict]) -> dict[str, bytes]:
+    """Each claim's evidence figure (reproduce/figures/evidence.py) where its cases have conditions."""
+    from reproduce.figures.evidence import evidence_figure
+
+    out = {}
+    for e in entries:
+        fig = evidence_figure(e)
+        if fig is not None:
+            out[e["id"]] = figure_png(fig)
+    return out
+
+
+def write_report(out_dir: Path, tier: str, entries: list[dict], paper_figures: dict[str, bytes],
+                 tables: dict[str, Table] | None = None, provenance: dict[str, dict] | None = None) -> None:
     """Write claims.json, report.md with figures/<id>.png, and a self-contained report.html.
 
-    `tables` (claim id -> columns and rows) are shown under their claim, in both files.
+    Every claim gets its evidence figure (figures/<id>.png, drawn from its entry) and, where given,
+    the paper-figure analogue (figures/<id>.paper.png). `tables` (claim id -> columns and rows) are
+    shown under their claim; `provenance` (paper -> run_provenance) heads both reports.
     """
-    tables = tables or {}
     out_dir.mkdir(parents=True, exist_ok=True)
+    tables, provenance = tables or {}, provenance or {}
     (out_dir / "claims.json").write_text(json.dumps(entries, indent=2, default=float))
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(exist_ok=True)
-    for claim_id, png in figures.items():
-        (fig_dir / f"{claim_id}.png").write_bytes(png)
+    figures: dict[str, list[tuple[str, bytes]]] = {e["id"]: [] for e in entries}
+    for name, pngs in (("", evidence_pngs(entries)), (".paper", paper_figures)):
+        for claim_id, png in pngs.items():
+            (fig_dir / f"{claim_id}{name}.png").write_bytes(png)
+            figures[claim_id].append((f"figures/{claim_id}{name}.png", png))
+    summary = (SUMMARY_COLUMNS, summary_rows(entries))
+    contrast_rows = contrasts(entries)
+    (out_dir / "report.md").write_text(_markdown(tier, entries, summary, provenance, tables, figures, contrast_rows))
+    (out_dir / "report.html").write_text(_html(tier, entries, summary, provenance, tables, figures, contrast_rows))
 
-    md = [f"# Claim report, tier `{tier}`", "",
-          "| claim | verdict | control | paper | ours |", "|---|---|---|---|---|"]
+
+PREAMBLE = ("Numbers: accuracies in percent with one decimal (71.2%), gains between accuracies in points with "
+            "their sign (+8.0 points), other statistics with three significant digits. Verdicts judge each "
+            "condition's seed aggregate with its 95% interval against the threshold.")
+
+
+def _markdown(tier, entries, summary, provenance, tables, figures, contrast_rows) -> str:
+    md = [f"# Claim report, tier `{tier}`", "", "## What made these numbers", ""]
+    md += _markdown_table(provenance_table(provenance, entries)) if provenance else ["(no result files were read)"]
+    md += ["", PREAMBLE, "", "## Verdicts", ""] + _markdown_table(summary)
     for e in entries:
-        md.append(f"| `{e['id']}` | {VERDICT_TEXT[e['verdict']]} | {e['control']} | {e['paper_value']} | {_ours(e)} |")
-    for e in entries:
-        md += ["", f"## `{e['id']}` ({e['section']})", "", e["statement"], "",
-               f"- verdict: **{VERDICT_TEXT[e['verdict']]}**; negative control: **{e['control']}**",
-               f"- paper: {e['paper_value']}", f"- criterion: {e['criterion']}", f"- ours: {_ours(e)}"]
-        md += [f"- `{case}` {outcome}: {message}" for case, outcome, message in _case_notes(e)]
+        md += ["", f"## `{e['id']}` ({e.get('section', '')})", "", e.get("statement", ""), ""]
+        md += [f"- {label}: {text}" for label, text in _details(e) if text]
+        if e.get("cases"):
+            md += [""] + _markdown_table((CASE_COLUMNS, case_rows(e)))
         if e["id"] in tables:
             md += [""] + _markdown_table(tables[e["id"]])
-        if e["id"] in figures:
-            md += ["", f"![{e['id']}](figures/{e['id']}.png)"]
-    contrast_rows = contrasts(entries)
+        md += [f"\n![{e['id']}]({path})" for path, _ in figures.get(e["id"], [])]
     if contrast_rows:
         md += ["", "## Contrasts", "", "Claims of different papers that say opposite things, each in its own setting.", ""]
         md += _markdown_table((CONTRAST_COLUMNS, contrast_rows))
-    (out_dir / "report.md").write_text("\n".join(md) + "\n")
+    return "\n".join(md) + "\n"
 
-    rows = "".join(
-        f"<tr><td><code>{html.escape(e['id'])}</code></td><td class='{e['verdict']}'>{VERDICT_TEXT[e['verdict']]}</td>"
-        f"<td>{e['control']}</td><td>{html.escape(e['paper_value'])}</td><td>{html.escape(_ours(e))}</td></tr>"
-        for e in entries
-    )
+
+CSS = ("body{font-family:sans-serif;max-width:1400px;margin:auto;font-size:14px}"
+       "td,th{border:1px solid #ccc;padding:3px 5px;vertical-align:top}table{border-collapse:collapse;margin:.5em 0}"
+       ".reproduced{background:#d4f4d4}.not_reproduced,.error,.regression{background:#f8d0d0}"
+       ".inconclusive,.xfail{background:#fbeec8}.not_run,.not_at_tier{background:#eee}"
+       "img{max-width:100%;display:block;margin:.5em 0}section{border-top:2px solid #888;margin-top:1.5em}")
+
+
+def _html(tier, entries, summary, provenance, tables, figures, contrast_rows) -> str:
+    classes = ["regression" if e.get("as_expected") is False else e["verdict"] for e in entries]
     sections = []
-    for e in entries:
-        img = ""
-        if e["id"] in figures:
-            data = base64.b64encode(figures[e["id"]]).decode()
-            img = f"<img alt='{html.escape(e['id'])}' src='data:image/png;base64,{data}'>"
+    for e, css in zip(entries, classes):
+        details = "".join(f"<p class='{css if label == 'verdict' else ''}'><b>{html.escape(label)}:</b> "
+                          f"{html.escape(str(text))}</p>" for label, text in _details(e) if text)
+        imgs = "".join(f"<img alt='{html.escape(path)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+                       for path, png in figures.get(e["id"], []))
         sections.append(
-            f"<section><h2><code>{html.escape(e['id'])}</code> ({html.escape(e['section'])})</h2>"
-            f"<p>{html.escape(e['statement'])}</p><div class='side'><div><p><b>Verdict:</b> "
-            f"{VERDICT_TEXT[e['verdict']]}; <b>control:</b> {e['control']}</p>"
-            f"<p><b>Paper:</b> {html.escape(e['paper_value'])}</p><p><b>Ours:</b> {html.escape(_ours(e))}</p>"
-            f"<p><b>Criterion:</b> {html.escape(e['criterion'])}</p>"
-            + "".join(f"<p><code>{html.escape(c)}</code> {html.escape(o)}: {html.escape(m)}</p>" for c, o, m in _case_notes(e))
-            + (_html_table(tables[e["id"]]) if e["id"] in tables else "")
-            + f"</div><div>{img}</div></div></section>"
-        )
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Claim report, tier "
-        f"{tier}</title><style>body{{font-family:sans-serif;max-width:1200px;margin:auto}}"
-        "td,th{border:1px solid #ccc;padding:4px;vertical-align:top}table{border-collapse:collapse}"
-        ".reproduced{background:#d4f4d4}.not_reproduced{background:#f8d0d0}.xfail{background:#fbeec8}"
-        ".side{display:flex;gap:1em}.side>div{flex:1}img{max-width:100%}</style></head><body>"
-        f"<h1>Claim report, tier {tier}</h1><table><tr><th>claim</th><th>verdict</th><th>control</th>"
-        f"<th>paper</th><th>ours</th></tr>{rows}</table>{''.join(sections)}"
-        + (f"<section><h2>Contrasts</h2>{_html_table((CONTRAST_COLUMNS, contrast_rows))}</section>" if contrast_rows else "")
-        + "</body></html>"
-    )
-    (out_dir / "report.html").write_text(page)
+            f"<section><h2><code>{html.escape(e['id'])}</code> ({html.escape(e.get('section', ''))})</h2>"
+            f"<p>{html.escape(e.get('statement', ''))}</p>{details}"
+            + (_html_table((CASE_COLUMNS, case_rows(e))) if e.get("cases") else "")
+            + (_html_table(tables[e["id"]]) if e["id"] in tables else "") + imgs + "</section>")
+    prov = _html_table(provenance_table(provenance, entries)) if provenance else "<p>(no result files were read)</p>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Claim report, tier {tier}</title>"
+            f"<style>{CSS}</style></head><body><h1>Claim report, tier {tier}</h1>"
+            f"<h2>What made these numbers</h2>{prov}<p>{html.escape(PREAMBLE)}</p>"
+            f"<h2>Verdicts</h2>{_html_table(summary, classes)}{''.join(sections)}"
+            + (f"<section><h2>Contrasts</h2>{_html_table((CONTRAST_COLUMNS, contrast_rows))}</section>" if contrast_rows else "")
+            + "</body></html>")

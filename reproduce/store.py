@@ -25,7 +25,96 @@ import xarray as xr
 
 from reproduce import __version__, faults
 
-SCHEMA_VERSION = 2  # 2: runs carry their `model` coordinate and per-sample labels and noise mask
+SCHEMA_VERSION = 3  # 2: `model` coordinate, per-sample labels and noise mask; 3: long_name and units on every variable
+
+# CF-style description of every variable a run may store: name -> (long_name, units). Units "1"
+# for ratios, accuracies, fractions, counts and indices (dimensionless); string coordinates get a
+# long_name only (units None). Store.write applies these attrs and refuses a variable with no row,
+# so nothing is stored undescribed: a new variable needs one line here.
+VARIABLES: dict[str, tuple[str, str | None]] = {
+    # coordinates shared by the papers
+    "epoch": ("training epoch", "epoch"),
+    "replica": ("replica index in the stacked run", "1"),
+    "init_seed": ("initialization seed of the replica", "1"),
+    "setting": ("replica setting (noisy, control, noise protocol)", None),
+    "split": ("data split", None),
+    "sample": ("training sample's index in the full data set", "1"),
+    "test_sample": ("test sample's index in the full test set", "1"),
+    "class": ("class", "1"),
+    "layer": ("hidden layer (1 = first)", "1"),
+    "layer_width": ("neurons in the layer", "1"),
+    "layer_name": ("layer name", None),
+    "neuron": ("neuron index in the layer", "1"),
+    "model": ("model name", None),
+    "arch": ("architecture", None),
+    "dataset": ("data set", None),
+    "width": ("base width of the model", "1"),
+    "noise_rate": ("label-noise rate", "1"),
+    "degree": ("label-corruption degree", "1"),
+    # per-sample labels and masks
+    "label": ("label the replica trained on", "1"),
+    "original_label": ("true label", "1"),
+    "noisy_mask": ("sample in the noisy subset (1) or not (0)", "1"),
+    "noisy_fraction": ("fraction of samples in the noisy subset", "1"),
+    "test_label": ("true test label", "1"),
+    # training curves
+    "loss": ("cross-entropy loss", "nat"),
+    "accuracy": ("accuracy", "1"),
+    # ddmlp
+    "cs": ("cosine similarity of clean and noisy mean activations", "1"),
+    "cs_test": ("cosine similarity of test and training mean activations", "1"),
+    "pair": ("test subset against training subset", None),
+    "magnitude": ("mean absolute activation of the neuron", "1"),
+    # smooth
+    "volume_measure": ("accuracy, loss or sharpness norm over an augmentation volume (see measure)", "1"),
+    "measure": ("measure over the volume", None),
+    "subset": ("training subset", None),
+    "volume": ("augmentation volume (number of erased singular values)", "1"),
+    "parameters": ("parameters of one replica", "1"),
+    # masc
+    "masc_accuracy": ("MASC accuracy", "1"),
+    "masc_components": ("principal components of the class subspace", "1"),
+    "masc_test_prediction": ("MASC class prediction on the test sample", "1"),
+    "masc_train_prediction": ("MASC class prediction on the training sample", "1"),
+    "subspace": ("labels the subspaces were fitted on", None),
+    "model_accuracy": ("model accuracy", "1"),
+    "model_test_prediction": ("model class prediction on the test sample", "1"),
+    "test_select": ("test sample in the layer-selection split (1) or the scoring split (0)", "1"),
+    "retrain_accuracy": ("accuracy of the network retrained on MASC labels", "1"),
+    "retrain_epoch": ("retraining epoch", "epoch"),
+    "retrain_chosen_epoch": ("retraining epoch kept (best on the selection split)", "epoch"),
+    "relabel_layer": ("layer whose MASC labels were used for retraining", "1"),
+    "relabel": ("MASC label used for retraining", "1"),
+    # modnoise
+    "op": ("modular operation", None),
+    "p": ("modulus", "1"),
+    "a": ("first operand", "1"),
+    "b": ("second operand", "1"),
+    "in_holdout": ("pair in the held-out part of the training set (1) or not (0)", "1"),
+    "network": ("network (trained, frequency-extracted, partitioned)", None),
+    "test_accuracy": ("test accuracy", "1"),
+    "global_accuracy": ("test accuracy keeping the top-k global frequencies", "1"),
+    "top_k": ("global frequencies kept", "1"),
+    "frequency": ("frequency", "1"),
+    "power": ("power of the neuron's weights at the frequency", "1"),
+    "dominant_frequency": ("neuron's dominant frequency", "1"),
+    "concentration": ("share of the neuron's power at its dominant frequency", "1"),
+    "mean_concentration": ("mean over neurons of the share of power at the dominant frequency", "1"),
+    "generalizing_fraction": ("fraction of neurons in the generalizing group", "1"),
+    "partition_score": ("neuron's score in the task-agnostic partition", "1"),
+}
+
+
+def describe(ds: xr.Dataset) -> xr.Dataset:
+    """`ds` with long_name and units from VARIABLES on every variable; an error names any without a row."""
+    missing = sorted(str(name) for name in ds.variables if name not in VARIABLES)
+    if missing:
+        raise ValueError(f"no long_name/units for {', '.join(missing)}: add a row to VARIABLES in reproduce/store.py")
+    ds = ds.copy()
+    for name in ds.variables:
+        long_name, units = VARIABLES[str(name)]
+        ds[name].attrs.update(long_name=long_name, **({} if units is None else {"units": units}))
+    return ds
 ENGINE = "netcdf4"
 
 
@@ -47,6 +136,24 @@ def git_commit() -> str:
         return commit.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def device_name(device: str) -> str:
+    """The make of the device that made a run (GPU name, or the CPU model), recorded beside `device`
+    because a verdict must not depend on it and the report shows what made the numbers."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
 
 
 def utc_now() -> str:
@@ -128,8 +235,8 @@ class Store:
     def write(self, ds: xr.Dataset, tier: str, paper: str, run: str, config: dict, provenance: dict) -> Path:
         """Write atomically: a temporary file in the same folder, fsync, then rename over the target."""
         path = self.path(tier, paper, run)
+        ds = describe(ds)
         path.parent.mkdir(parents=True, exist_ok=True)
-        ds = ds.copy()
         ds.attrs.update(
             schema="reproduce-results",
             schema_version=SCHEMA_VERSION,
@@ -141,6 +248,7 @@ class Store:
             package_version=__version__,
             git_commit=git_commit(),
             host=socket.gethostname(),
+            **({"device_name": device_name(str(provenance["device"]))} if "device" in provenance else {}),
             **provenance,
         )
         encoding = {name: {"_FillValue": None} for name in ds.coords}

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -62,12 +63,99 @@ def test_missing_data_set_through_the_command_line(tmp_path):
     assert len(lines) == 1 and "cifar10 not found" in lines[0] and str(tmp_path / "cifar-10-batches-py") in lines[0]
 
 
-def test_report_without_stored_results_trains_nothing(tmp_path):
-    result = _cli("report", "--tier", "quick", "--results", str(tmp_path))
-    assert result.returncode == 0, result.stderr
-    claims = json.loads((tmp_path / "quick" / "claims.json").read_text())
-    assert {c["verdict"] for c in claims} == {"not_run"}
-    assert not (tmp_path / "quick" / "ddmlp").exists()
+@pytest.mark.parametrize("folder", ["missing", "empty", "other-tier"])
+def test_report_without_stored_results_refuses_and_keeps_the_report(tmp_path, folder):
+    """No results for the tier: exit 2 naming the command that makes them; no folder made, no report touched."""
+    results = tmp_path / "r"
+    if folder != "missing":
+        (results / "quick").mkdir(parents=True)
+        (results / "quick" / "report.md").write_text("the earlier report")
+    if folder == "other-tier":
+        (results / "medium" / "ddmlp").mkdir(parents=True)
+    result = _cli("report", "--tier", "quick", "--results", str(results))
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no quick results" in lines[0] and "python -m reproduce --tier quick" in lines[0]
+    assert result.stdout == ""
+    if folder == "missing":
+        assert not results.exists()
+    else:
+        assert (results / "quick" / "report.md").read_text() == "the earlier report"
+        assert not (results / "quick" / "claims.json").exists()
+
+
+def _regression_entries(tier):
+    from reproduce.report import stub_entry
+
+    good = {**stub_entry("ddmlp.noisy_learned_later", tier, "reproduced"), "expected": "reproduced"}
+    bad = {**stub_entry("ddmlp.separation_deepens_with_layers", tier, "not_reproduced"), "expected": "reproduced",
+           "as_expected": False, "note": "CS did not fall with depth"}
+    return [good, bad]
+
+
+@pytest.mark.parametrize("regressed", [False, True])
+def test_report_prints_the_verdict_table_logs_pytest_and_exits_1_on_a_regression(tmp_path, monkeypatch, capsys,
+                                                                                  regressed):
+    """The claim tests' output goes to DIR/TIER/pytest.log; the console gets the table; a regression exits 1."""
+    import pytest as real_pytest
+
+    from reproduce import cli
+
+    def fake_main(args):
+        print("FULL PYTEST TRACEBACK")
+        entries = _regression_entries("quick")[: 2 if regressed else 1]
+        (tmp_path / "quick" / "claims.json").write_text(json.dumps(entries))
+        return 1 if regressed else 0
+
+    monkeypatch.setattr(real_pytest, "main", fake_main)
+    monkeypatch.setattr("reproduce.runner.check_stored", lambda *a, **k: None)
+    code = cli.report("quick", tmp_path, ["ddmlp"])
+    out = capsys.readouterr().out
+    assert code == (1 if regressed else 0)
+    assert "FULL PYTEST TRACEBACK" not in out and "FULL PYTEST TRACEBACK" in (tmp_path / "quick" / "pytest.log").read_text()
+    assert out.splitlines()[0].split()[:2] == ["claim", "verdict"] and "ddmlp.noisy_learned_later" in out
+    assert ("REGRESSION" in out and "CS did not fall with depth" in out) == regressed
+
+
+def test_help_lists_the_verbs_and_report_help_only_its_options():
+    top = _cli("--help").stdout
+    assert all(verb in top for verb in ("run", "report", "bench", "stability"))
+    report = _cli("report", "--help").stdout
+    assert "--claim" in report and "--fresh" not in report and "--executor" not in report
+    version = _cli("--version")
+    assert version.returncode == 0 and version.stdout.startswith("reproduce ")
+    threads = _cli("--tier", "quick", "--threads", "0", "--dry-run")
+    assert threads.returncode == 2 and "at least 1" in threads.stderr
+
+
+def test_stability_compares_verdicts_across_settings(tmp_path, monkeypatch, capsys):
+    """Each setting is a subprocess run of the quick tier (faked here): one column each; a difference exits 1."""
+    from reproduce import cli
+
+    commands = []
+
+    def fake_run(command, **kwargs):
+        commands.append(command)
+        store = Path(command[command.index("--results") + 1])
+        seed = int(command[command.index("--seed") + 1])
+        entries = [{"id": "ddmlp.noisy_learned_later", "verdict": "reproduced"},
+                   {"id": "masc.beats_model", "verdict": "not_reproduced" if seed == 1 else "reproduced"}]
+        (store / "quick").mkdir(parents=True)
+        (store / "quick" / "claims.json").write_text(json.dumps(entries))
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(cli.subprocess, "run", fake_run)
+    assert cli.main(["stability", "--tier", "quick", "--results", str(tmp_path)]) == 1
+    settings = [(c[c.index("--threads") + 1], c[c.index("--seed") + 1]) for c in commands]
+    assert settings == [("2", "0"), ("2", "1"), ("2", "2"), ("1", "0")]
+    assert all(Path(c[c.index("--results") + 1]) == tmp_path / "stability" / f"t{t}-s{s}"
+               for c, (t, s) in zip(commands, settings))
+    out = capsys.readouterr().out
+    table = out[out.index("claim"):]
+    assert "t2-s0" in table and "t1-s0" in table and "DIFFERS" in table.splitlines()[-2]
+    assert "masc.beats_model" in out.splitlines()[-1]
+    commands.clear()
+    assert cli.main(["stability", "--results", str(tmp_path / "same"), "--seeds", "0", "2"]) == 0
 
 
 def test_missing_data_set_says_how_to_get_it(tmp_path):
@@ -139,6 +227,6 @@ def test_nan_loss_is_recorded_as_diverged_and_its_claim_says_so(tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "diverged (NaN loss)" in lines[0] and "ddmlp/mlp7-s0 (epoch 0.01)" in lines[0]
-    claims = json.loads((tmp_path / "quick" / "claims.json").read_text())
-    assert [c["id"] for c in claims] == ["ddmlp.noisy_learned_later"]
-    assert claims[0]["verdict"] != "reproduced" and "diverged (NaN loss)" in json.dumps(claims[0])
+    claims = {c["id"]: c for c in json.loads((tmp_path / "quick" / "claims.json").read_text())}
+    claim = claims["ddmlp.noisy_learned_later"]
+    assert claim["verdict"] != "reproduced" and "diverged (NaN loss)" in json.dumps(claim)

@@ -61,8 +61,8 @@ def test_report_files(tmp_path):
     assert data[0]["cases"][0]["conditions"][0]["n"] == 5
     page = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in page and "clean at 1, noisy at 100" in page
-    assert f"figures/{claim.id}.png" in (tmp_path / "report.md").read_text()
-    assert (tmp_path / "figures" / f"{claim.id}.png").read_bytes()[:4] == b"\x89PNG"
+    assert f"figures/{claim.id}.paper.png" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "figures" / f"{claim.id}.paper.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_xfail_evidence_is_in_both_reports(tmp_path):

@@ -111,13 +111,18 @@ def masc_by_layer(ds: xr.Dataset) -> Figure:
     models = [str(m) for m in np.atleast_1d(ds["model"].values)]
     first = run_of(ds, models[0])
     degrees = sorted(set(first.degree.values.tolist()))
-    fig = Figure(figsize=(2.6 * len(degrees), 2.6 * len(models)))
-    axes = fig.subplots(len(models), len(degrees), squeeze=False, sharey=True)
-    for row, model in zip(axes, models):
+    columns = min(3, len(degrees))  # wrap the degrees: a 6-panel strip is unreadable at page width
+    per_model = -(-len(degrees) // columns)
+    fig = Figure(figsize=(3.2 * columns, 2.7 * per_model * len(models) + 0.6), layout="constrained")
+    grid = fig.subplots(per_model * len(models), columns, squeeze=False, sharey=True)
+    for m_index, model in enumerate(models):
         run = run_of(ds, model)
         names = [str(n) for n in run.layer_name.values]
         x = np.arange(len(names))
         final = run.model_accuracy.dropna("epoch", how="all").isel(epoch=-1)
+        row = grid[m_index * per_model:(m_index + 1) * per_model].ravel()
+        for ax in row[len(degrees):]:
+            ax.set_visible(False)
         for ax, p in zip(row, degrees):
             seeds = run.masc_accuracy.isel(replica=np.nonzero(run.degree.values == p)[0])
             acc = seeds.mean("replica")
@@ -134,9 +139,9 @@ def masc_by_layer(ds: xr.Dataset) -> Figure:
             for v in model_acc.sel(split="test_eval").values:
                 ax.axhline(float(v), color="k", ls=":", lw=0.3, alpha=0.5)
             ax.set_xticks(x, names, rotation=45, fontsize=7)
-            ax.set_title(f"{model}, {p:.0%}, {seeds.sizes['replica']} seeds", fontsize=8)
+            ax.set_title(f"{model}, {p:.0%}, {seeds.sizes['replica']} seeds", fontsize=9)
             ax.set_ylim(0, 1.02)
-        row[0].set_ylabel("accuracy")
-    axes[0, 0].legend(fontsize=5)
-    fig.tight_layout()
+            ax.set_ylabel("accuracy", fontsize=8)
+    handles, labels = grid[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8)
     return fig

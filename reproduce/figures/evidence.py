@@ -1,0 +1,78 @@
+"""The evidence figure of a claim: what its verdict rests on, drawn from its claims.json entry alone.
+
+One small panel per condition of the criterion. In each panel every case is a column: its
+per-seed values as dots, the aggregate with its 95% interval as an error bar, main cases in blue
+and control cases (where the criterion must fail) in orange; the threshold is a dashed line with
+its tolerance shaded. The verdict of the claim can be read off the figure: reproduced where every
+main interval clears its threshold on the passing side.
+
+It is built from the entry, not from the results, so it is the same for every paper and needs no
+per-paper code; the papers' own figure analogues (Claim.figure) are shown beside it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+MAIN, CONTROL = "#1f5fa8", "#d9730d"
+PANEL_IN = (3.2, 2.6)  # width, height of one panel in inches: legible at 110 dpi in report.html
+COLUMNS = 3
+
+
+def conditions(entry: dict) -> dict[str, list[tuple[dict, dict]]]:
+    """Condition name -> [(case, condition)] over the entry's cases, main cases first."""
+    panels: dict[str, list[tuple[dict, dict]]] = {}
+    for case in sorted(entry.get("cases", []), key=lambda c: bool(c.get("control"))):
+        for condition in case.get("conditions") or []:
+            panels.setdefault(condition["name"], []).append((case, condition))
+    return panels
+
+
+def evidence_figure(entry: dict) -> Figure | None:
+    """The claim's conditions, per seed and aggregated, against their thresholds; None without any."""
+    panels = conditions(entry)
+    if not panels:
+        return None
+    columns = min(COLUMNS, len(panels))
+    rows = -(-len(panels) // columns)
+    fig = Figure(figsize=(PANEL_IN[0] * columns, PANEL_IN[1] * rows + 0.5), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax, (name, cases) in zip(axes, panels.items()):
+        _panel(ax, name, cases)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{entry['id']} ({entry.get('tier', '')}): blue main cases, orange controls; "
+                 "dots = seeds, bar = mean with 95% interval", fontsize=9)
+    return fig
+
+
+def _panel(ax, name: str, cases: list[tuple[dict, dict]]) -> None:
+    first = cases[0][1]
+    threshold, tolerance = first.get("threshold"), first.get("tolerance") or 0.0
+    if threshold is not None:
+        ax.axhline(threshold, color="k", ls="--", lw=1)
+        if tolerance:
+            ax.axhspan(threshold - tolerance, threshold + tolerance, color="0.85", zorder=0)
+    rng = np.random.default_rng(0)  # fixed jitter: the same results give the same figure
+    for x, (case, condition) in enumerate(cases):
+        color = CONTROL if case.get("control") else MAIN
+        values = np.asarray([v for v in condition.get("values") or [] if v is not None], dtype=float)
+        if values.size:
+            ax.plot(x + rng.uniform(-0.12, 0.12, values.size), values, "o", ms=4, color=color, alpha=0.55)
+        aggregate, interval = condition.get("aggregate"), condition.get("interval")
+        if aggregate is not None and np.isfinite(aggregate):
+            low, high = interval if interval and None not in interval else (aggregate, aggregate)
+            ax.errorbar([x + 0.25], [aggregate], yerr=[[max(aggregate - low, 0)], [max(high - aggregate, 0)]], fmt="s", ms=5,
+                        color=color, capsize=4, lw=1.5)
+    ax.set_xticks(range(len(cases)), [_short(case["case"]) for case, _ in cases], rotation=30, ha="right", fontsize=7)
+    ax.set_xlim(-0.6, len(cases) - 0.4)
+    ax.tick_params(axis="y", labelsize=7)
+    op = first.get("op", "")
+    ax.set_title(f"{name}\npass: {op} {threshold:g}" + (f" ± {tolerance:g}" if tolerance else "")
+                 if threshold is not None else name, fontsize=8)
+
+
+def _short(case: str) -> str:
+    """Case ids without the tier prefix (the figure is per tier)."""
+    return case.split("-", 1)[1] if "-" in case else case
