@@ -1,8 +1,10 @@
 """Claims of the epoch-wise double-descent paper (papers/epochwise-double-descent-mlp.txt).
 
-Each statistic is computed here from the stored results; the criteria are CLAIMS.md's, word for
-word in data/claims/ddmlp.json. The `control` cases apply the same criterion where the phenomenon must
-be absent and assert that it fails there.
+Each statistic is computed here per seed from the stored results and judged by the `judge`
+fixture (reproduce/verdict.py) under the claim's rule; the criteria are CLAIMS.md's, in
+data/claims/ddmlp.json. The `control` cases apply the criterion where it can hold in principle but
+the phenomenon is absent (the clean-label twins; the network at initialization), and the judge
+expects it to fail there.
 """
 
 from __future__ import annotations
