@@ -1,8 +1,10 @@
 """Claims of the epoch-wise double-descent paper (papers/epochwise-double-descent-mlp.txt).
 
-Each statistic is computed here from the stored results; the criteria are CLAIMS.md's, word for
-word in data/claims/ddmlp.json. The `control` cases apply the same criterion where the phenomenon must
-be absent and assert that it fails there.
+Each statistic is computed here per seed from the stored results and judged by the `judge`
+fixture (reproduce/verdict.py) under the claim's rule; the criteria are CLAIMS.md's, in
+data/claims/ddmlp.json. The `control` cases apply the criterion where it can hold in principle but
+the phenomenon is absent (the clean-label twins; the network at initialization), and the judge
+expects it to fail there.
 """
 
 from __future__ import annotations
@@ -146,14 +148,18 @@ def outlier(run) -> dict:
     layers = outlier_layers(run)
     best = max(layers, key=lambda l: layers[l]["r_end"])
     v = layers[best]
+    growth = v["r_end"] / v["r_first"] if v["r_first"] > 0 else float("inf")  # a neuron dead at the start: r was 0
     return dict(layer=best, neuron=v["neuron"], r=v["r_end"], runner_up_share=v["runner_up"] / v["r_end"],
-                growth=v["r_end"] / v["r_first"], layers=layers)
+                growth=growth, layers=layers)
 
 
 def outlier_conditions(seeds: list[dict]) -> list[Condition]:
     return [Condition("largest r over layers", [s["r"] for s in seeds], ">", 10),
             Condition("runner-up / r", [s["runner_up_share"] for s in seeds], "<", 0.5),
-            Condition("r(end) / r(first checkpoint)", [s["growth"] for s in seeds], ">=", 2)]
+            # r(end) >= 2 r(first) read on a log scale: the growth spans orders of magnitude across
+            # seeds (a neuron nearly silent at the start), and a t-interval of the raw ratio is meaningless
+            Condition("log10 r(end) / r(first checkpoint)", [float(np.log10(s["growth"])) for s in seeds], ">=",
+                      float(np.log10(2)))]
 
 
 def outlier_summary(seeds: list[dict]) -> str:

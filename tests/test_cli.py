@@ -56,8 +56,8 @@ def test_unwritable_results_directory(tmp_path):
 
 
 def test_missing_data_set_through_the_command_line(tmp_path):
-    """The medium tier needs CIFAR-10: without it (and offline) the plan stops before training."""
-    result = _cli("--tier", "medium", "--paper", "ddmlp", "--results", str(tmp_path / "r"), REPRODUCE_DATA=str(tmp_path))
+    """ddmlp's full tier needs CIFAR-10: without it (and offline) the plan stops before training."""
+    result = _cli("--tier", "full", "--paper", "ddmlp", "--results", str(tmp_path / "r"), REPRODUCE_DATA=str(tmp_path))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "cifar10 not found" in lines[0] and str(tmp_path / "cifar-10-batches-py") in lines[0]

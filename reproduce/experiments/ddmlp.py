@@ -1,20 +1,22 @@
 """Epoch-wise double descent in MLPs (papers/epochwise-double-descent-mlp.txt).
 
-One run trains one architecture with two stacked replicas per seed:
+One run trains one architecture with two stacked replicas per seed (seeds_per_setting seeds):
 - `noisy`: 30% `flip` noise, the paper's setting;
-- `control`: the same labels left clean, with a random 30% of samples *tagged* noisy, so every
-  clean/noisy statistic has a twin where the two subsets cannot differ.
+- `control`: the clean-label twin: same initialization, data order and mask, labels left clean,
+  the same 30% of samples only *tagged* noisy, so every clean/noisy statistic has a twin where the
+  two subsets cannot differ.
 The probe records what Section 3-5 of the paper plot: loss and accuracy on the clean subset, the
 noisy subset against its noisy and its original labels, and the test set (Fig. 1); the cosine
 similarity of clean and noisy mean activations per hidden layer and class (Eq. 1-4, Fig. 3) and
 the same for correctly and incorrectly predicted test samples (Fig. 4-5); and the mean absolute
-activation of every neuron over the training set (Eq. 5, Fig. 7).
+activation of every neuron over the training set (Eq. 5, Fig. 7), and of each layer's largest
+neuron on noisy samples by true class and by noisy label (Fig. 8).
 """
 
 from __future__ import annotations
 
-import time
 import os
+import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
