@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from claims.conftest import Case, cases
-from reproduce.figures.masc import degree_summary, eval_size, masc_by_layer, masc_table1, run_of
+from reproduce.figures.masc import (degree_summary, eval_size, masc_by_layer, masc_retraining, masc_table1,
+                                   masc_true_vs_corrupted, run_of)
 from reproduce.report import Claim
 from reproduce.verdict import Condition
 
@@ -26,8 +27,8 @@ MODELS = {"quick": ["mlp-fashion_mnist"], "medium": MEDIUM, "full": FULL}
 MEMORIZED = (0.2, 0.4, 0.6, 0.8)
 
 BEATS = Claim.load("masc.beats_model", figure=masc_by_layer, table=masc_table1)
-TRUE_BETTER = Claim.load("masc.true_label_subspaces_better")
-RELABEL = Claim.load("masc.relabel_retraining_improves")
+TRUE_BETTER = Claim.load("masc.true_label_subspaces_better", figure=masc_true_vs_corrupted)
+RELABEL = Claim.load("masc.relabel_retraining_improves", figure=masc_retraining)
 
 
 def _run(paper_results, case: Case):
