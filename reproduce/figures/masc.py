@@ -145,3 +145,48 @@ def masc_by_layer(ds: xr.Dataset) -> Figure:
     handles, labels = grid[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8)
     return fig
+
+
+def masc_true_vs_corrupted(ds: xr.Dataset) -> Figure:
+    """Fig. 3 analogue: best-hidden-layer MASC test accuracy with true-label against corrupted-label
+    subspaces over the corruption degree, each seed a thin line, seed means thick; one panel per run."""
+    models = [str(m) for m in np.atleast_1d(ds["model"].values)]
+    fig = Figure(figsize=(3.6 * len(models), 3.0))
+    axes = fig.subplots(1, len(models), squeeze=False)[0]
+    for ax, model in zip(axes, models):
+        summary = degree_summary(run_of(ds, model))
+        degrees = sorted(summary)
+        for key, color, label in (("masc_true", "C1", "true-label subspaces"), ("masc", "C0", "corrupted-label subspaces"),
+                                  ("model", "k", "model")):
+            per_seed = np.stack([summary[p]["seeds"][key] for p in degrees])  # (degree, seed)
+            ax.plot(degrees, per_seed, color=color, lw=0.5, alpha=0.5)
+            ax.plot(degrees, per_seed.mean(1), "o-", color=color, label=label)
+        ax.set_xlabel("corruption degree")
+        ax.set_title(model, fontsize=8)
+        ax.set_ylim(0, 1.0)
+    axes[0].set_ylabel("test accuracy (80% eval split)")
+    axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def masc_retraining(ds: xr.Dataset) -> Figure:
+    """Fig. 4 analogue: the model's test accuracy over relabel-retraining epochs (epoch 0 = before),
+    each seed a thin line with the epoch early stopping kept marked; one column per degree, one row per run."""
+    models = [str(m) for m in np.atleast_1d(ds["model"].values)]
+    degrees = sorted(set(run_of(ds, models[0]).degree.values.tolist()))
+    fig = Figure(figsize=(2.4 * len(degrees), 2.4 * len(models)))
+    axes = fig.subplots(len(models), len(degrees), squeeze=False, sharey=True)
+    for row, model in zip(axes, models):
+        run = run_of(ds, model)
+        for ax, p in zip(row, degrees):
+            for i in np.nonzero(run.degree.values == p)[0]:
+                curve = run.retrain_accuracy.isel(replica=i).sel(split="test_eval").dropna("retrain_epoch")
+                line, = ax.plot(curve.retrain_epoch, curve, lw=0.7)
+                chosen = float(run.retrain_chosen_epoch.isel(replica=i))
+                ax.plot([chosen], [float(curve.sel(retrain_epoch=chosen))], "o", color=line.get_color(), ms=3)
+            ax.set_title(f"{model}, {p:.0%}", fontsize=8)
+            ax.set_xlabel("retraining epoch", fontsize=7)
+        row[0].set_ylabel("test accuracy")
+    fig.tight_layout()
+    return fig
