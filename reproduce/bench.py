@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from reproduce.engine import NUMERICS, TrainSpec, resolve_device, seconds_per_step, train
 from reproduce.errors import UserError
 from reproduce.models import StackedMLP
+from reproduce.store import device_name
 
 # Dense (no sparsity) tensor-core peaks in FLOP/s, from NVIDIA's data sheets: (tf32, bf16).
 PEAK_FLOPS = {
@@ -50,24 +51,12 @@ MLP7 = (2048, 2048, 1024, 1024, 512, 512)  # the double-descent paper's MLP7: 14
 def peak_flops(device: torch.device, precision: str = "tf32") -> tuple[str, float | None]:
     """(device name, dense peak FLOP/s at this precision), None when the device is not in the table."""
     if device.type != "cuda":
-        return f"CPU {_cpu_model()} ({torch.get_num_threads()} threads)", None
+        return f"CPU {device_name('cpu')} ({torch.get_num_threads()} threads)", None
     name = torch.cuda.get_device_name(device)
     for key, peaks in PEAK_FLOPS.items():  # "H100 PCIe" is checked before "H100"
         if key in name:
             return name, peaks[precision == "bf16"]
     return name, None
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 @dataclass(frozen=True)
