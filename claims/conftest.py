@@ -231,12 +231,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             tables.pop(claim_id, None)
             if not isinstance(ds, xr.Dataset) or "diverged" in ds.status.values:
                 continue  # no results, or cut short by a NaN loss: the case's message says which runs
-            provenance[claim.paper] = run_provenance(_run_attrs(root, tier, claim.paper, seed))
             if claim.figure is not None and claim.figure not in used:
                 used.add(claim.figure)
                 figures[claim_id] = figure_png(claim.figure(ds))
             if claim.table is not None:
                 tables[claim_id] = claim.table(ds)
+        for paper in {claims[c].paper for c in judged}:  # what made the results judged now, even if a case erred
+            if attrs := _run_attrs(root, tier, paper, seed):
+                provenance[paper] = run_provenance(attrs)
         _keep_paper_figures(out / "figures", entries, judged, figures)
         write_report(out, tier, entries, figures, tables, provenance)
         (out / "tables.json").write_text(json.dumps(tables, indent=1, default=str))

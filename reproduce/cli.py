@@ -183,6 +183,8 @@ def _papers_with_results(tier: str, papers: list[str], results: Path, seed: int)
         raise UserError(f"no {tier} results for {', '.join(papers)} (seed {seed}) in {results}: make them with "
                         f"`python -m reproduce --tier {tier} --paper {' '.join(papers)} --results {results}"
                         + (f" --seed {seed}" if seed else "") + "` (report trains nothing)")
+    if missing := [p for p in papers if p not in found]:
+        print(f"no {tier} results for {', '.join(missing)}: their claims keep their earlier entries in the report")
     return found
 
 

@@ -68,7 +68,7 @@ def resolve_device(name: str, precision: str = "tf32", compile: bool = False) ->
 def peak_flops(device: torch.device, precision: str = "tf32") -> tuple[str, float | None]:
     """(device name, dense peak FLOP/s at this precision), None when the device is not in the table."""
     if device.type != "cuda":
-        return f"CPU {_cpu_model()} ({torch.get_num_threads()} threads)", None
+        return f"CPU {device_name('cpu')} ({torch.get_num_threads()} threads)", None
     name = torch.cuda.get_device_name(device)
     for key, peaks in PEAK_FLOPS.items():  # "H100 PCIe" is checked before "H100"
         if key in name:
@@ -76,7 +76,11 @@ def peak_flops(device: torch.device, precision: str = "tf32") -> tuple[str, floa
     return name, None
 
 
-def _cpu_model() -> str:
+def device_name(device: str) -> str:
+    """The make of a device (GPU name, or the CPU model), recorded beside `device` in every result:
+    a verdict must not depend on it, and the report shows what made the numbers."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -242,10 +242,8 @@ def regressions(entries: list[dict]) -> list[str]:
 def stub_entry(claim_id: str, tier: str, verdict: str) -> dict:
     """The entry of a claim not judged: not_at_tier (no case at this tier) or not_run (no results)."""
     claim = all_claims()[claim_id]
-    note = ("the claim has no case at this tier" if verdict == "not_at_tier"
-            else "not judged yet at this tier: its results are missing")
     return {"id": claim_id, "paper": claim["paper"], "tier": tier, "verdict": verdict, "expected": None,
-            "as_expected": True, "note": note, "control": "none", "section": claim["section"],
+            "as_expected": True, "note": "", "control": "none", "section": claim["section"],
             "statement": claim["statement"], "paper_value": claim["paper_value"], "criterion": claim["criterion"],
             "control_text": claim["control"], "setting": claim.get("setting", ""),
             "contradicts": claim.get("contradicts", ""), "cases": []}
@@ -287,12 +285,16 @@ def run_provenance(attrs: list[dict]) -> dict:
     span from the first start to the last finish."""
     out = {}
     for key in PROVENANCE_KEYS:
-        values = sorted({str(a[key]) for a in attrs if key in a})
+        values = sorted({_short_commit(str(a[key])) if key == "git_commit" else str(a[key]) for a in attrs if key in a})
         out[key] = ", ".join(values) if values else "unknown"
     starts, ends = [a["started_at"] for a in attrs if "started_at" in a], [a["finished_at"] for a in attrs if "finished_at" in a]
     out["made"] = f"{min(starts)} to {max(ends)}" if starts and ends else "unknown"
     out["runs"] = len(attrs)
     return out
+
+
+def _short_commit(commit: str) -> str:
+    return commit[:12] + ("+dirty" if commit.endswith("+dirty") else "")
 
 
 def _seeds(entries: list[dict], paper: str) -> str:
@@ -408,7 +410,11 @@ def write_report(out_dir: Path, tier: str, entries: list[dict], paper_figures: d
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(exist_ok=True)
     figures: dict[str, list[tuple[str, bytes]]] = {e["id"]: [] for e in entries}
-    for name, pngs in (("", evidence_pngs(entries)), (".paper", paper_figures)):
+    evidence = evidence_pngs(entries)
+    for e in entries:
+        if e["id"] not in evidence:  # no conditions now: an older evidence figure would not be this verdict's
+            (fig_dir / f"{e['id']}.png").unlink(missing_ok=True)
+    for name, pngs in (("", evidence), (".paper", paper_figures)):
         for claim_id, png in pngs.items():
             (fig_dir / f"{claim_id}{name}.png").write_bytes(png)
             figures[claim_id].append((f"figures/{claim_id}{name}.png", png))

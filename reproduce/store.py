@@ -24,6 +24,7 @@ from pathlib import Path
 import xarray as xr
 
 from reproduce import __version__, faults
+from reproduce.devices import device_name
 
 SCHEMA_VERSION = 3  # 2: `model` coordinate, per-sample labels and noise mask; 3: long_name and units on every variable
 
@@ -138,24 +139,6 @@ def git_commit() -> str:
         return commit.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def device_name(device: str) -> str:
-    """The make of the device that made a run (GPU name, or the CPU model), recorded beside `device`
-    because a verdict must not depend on it and the report shows what made the numbers."""
-    if device.startswith("cuda"):
-        import torch
-
-        return torch.cuda.get_device_name(torch.device(device))
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def utc_now() -> str:
