@@ -62,6 +62,7 @@ class Condition:
     op: str
     threshold: float
     quantum: float = 0.0
+    unit: str = ""  # "accuracy" (a fraction, shown in percent) or "points" (a difference of accuracies); else plain
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -98,7 +99,7 @@ class Condition:
             raise StatisticError(f"unknown rule {rule!r}: use one of {', '.join(RULES)}")
         verdict = "reproduced" if clears else "not_reproduced" if fails else "inconclusive"
         return dict(name=self.name, op=self.op, threshold=float(self.threshold), tolerance=self.tolerance,
-                    rule=rule, n=len(values), values=values, aggregate=aggregate, interval=[lo, hi], verdict=verdict)
+                    unit=self.unit, rule=rule, n=len(values), values=values, aggregate=aggregate, interval=[lo, hi], verdict=verdict)
 
 
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
