@@ -8,7 +8,8 @@ import torch
 
 from reproduce.engine import TrainSpec
 from reproduce.experiments import masc
-from reproduce.figures.masc import degree_summary, masc_by_layer, masc_table1, run_of
+from reproduce.figures.masc import (degree_summary, masc_by_layer, masc_retraining, masc_table1, masc_true_vs_corrupted,
+                                   run_of)
 from reproduce.models import StackedCNN
 
 
@@ -55,7 +56,8 @@ def test_summary_table_and_figure(tiny_run):
     assert all("retrained" in row and row["layers"][0] != "Input" for row in summary.values())
     columns, rows = masc_table1(tiny_run)
     assert len(rows) == 6 and len(columns) == len(rows[0])
-    assert masc_by_layer(tiny_run).axes
+    assert masc_by_layer(tiny_run).axes and masc_true_vs_corrupted(tiny_run).axes and masc_retraining(tiny_run).axes
+    assert all(len(row["seeds"]["gain"]) == row["replicas"] for row in summary.values())
 
 
 def test_early_stopping_keeps_the_best_epoch_before_patience_runs_out():
