@@ -16,7 +16,8 @@ from scipy.stats import spearmanr
 from claims.conftest import Case, cases
 from reproduce.figures.ddmlp import (ddmlp_learning_curves, ddmlp_outlier, ddmlp_outlier_by_class, ddmlp_outlier_layers,
                                      ddmlp_separation, ddmlp_test_accuracy, ddmlp_test_loss, replicas)
-from reproduce.measures.activations import first_crossing, largest_drop, runner_up_ratio, tracked_outlier_ratio
+from reproduce.measures.activations import (fall_after_peak, first_crossing, largest_drop, runner_up_ratio,
+                                           tracked_outlier_ratio)
 from reproduce.report import Claim
 from reproduce.verdict import Condition, judge as judge_conditions, spearman_quantum
 
@@ -208,7 +209,7 @@ def test_single_outlier_neuron_twin(case: Case, paper_results, judge):
 def double_descent(run) -> dict:
     """Fig. 1: the fall of test accuracy from its peak to its later minimum, and the recovery after."""
     acc = run.accuracy.sel(split="test").values
-    fall, at = largest_drop(acc)
+    fall, at = fall_after_peak(acc)
     recovery = float(acc[-1] - acc[at])
     return dict(fall=fall, recovery=recovery, minimum_epoch=float(run.epoch.values[at]),
                 recovery_minus_quarter_fall=recovery - fall / 4)
