@@ -26,8 +26,9 @@ MODELS = {"quick": ["mlp7", "mlp5", "mlp3"], "medium": ["mlp7", "mlp5", "mlp3"],
 # The paper states depth-wise separation for MLP7 and MLP5 (Sec. 4 and conclusion item 2) and finds
 # MLP3's "considerably weaker"; MLP3 enters the claim through test_mlp3_separates_least.
 DEEP_MODELS = {tier: ["mlp7", "mlp5"] for tier in MODELS}
-# Claims that the quick tier cannot show (no fall of test accuracy, no outlier within 100 epochs on
-# 1024 images): they have medium and full cases only, and the quick report lists them as not at this tier.
+# Claims that the quick tier cannot show (test accuracy falls but does not recover, and no outlier
+# grows, within 100 epochs on 1024 images): they have medium and full cases only, and the quick
+# report lists them as not at this tier.
 BEYOND_QUICK = {tier: MODELS[tier] for tier in ("medium", "full")}
 LARGEST = {tier: ["mlp7"] for tier in BEYOND_QUICK}  # Fig. 1 shows the double descent for MLP7
 BOTH_ENDS = {tier: ["all"] for tier in BEYOND_QUICK}
