@@ -16,7 +16,8 @@ from scipy.stats import spearmanr
 from claims.conftest import Case, cases
 from reproduce.figures.ddmlp import (ddmlp_learning_curves, ddmlp_outlier, ddmlp_outlier_by_class, ddmlp_outlier_layers,
                                      ddmlp_separation, ddmlp_test_accuracy, ddmlp_test_loss, replicas)
-from reproduce.measures.activations import first_crossing, largest_drop, runner_up_ratio, tracked_outlier_ratio
+from reproduce.measures.activations import (fall_after_peak, first_crossing, largest_drop, runner_up_ratio,
+                                           tracked_outlier_ratio)
 from reproduce.report import Claim
 from reproduce.verdict import Condition, judge as judge_conditions, spearman_quantum
 
@@ -25,8 +26,9 @@ MODELS = {"quick": ["mlp7", "mlp5", "mlp3"], "medium": ["mlp7", "mlp5", "mlp3"],
 # The paper states depth-wise separation for MLP7 and MLP5 (Sec. 4 and conclusion item 2) and finds
 # MLP3's "considerably weaker"; MLP3 enters the claim through test_mlp3_separates_least.
 DEEP_MODELS = {tier: ["mlp7", "mlp5"] for tier in MODELS}
-# Claims that the quick tier cannot show (no fall of test accuracy, no outlier within 100 epochs on
-# 1024 images): they have medium and full cases only, and the quick report lists them as not at this tier.
+# Claims that the quick tier cannot show (test accuracy falls but does not recover, and no outlier
+# grows, within 100 epochs on 1024 images): they have medium and full cases only, and the quick
+# report lists them as not at this tier.
 BEYOND_QUICK = {tier: MODELS[tier] for tier in ("medium", "full")}
 LARGEST = {tier: ["mlp7"] for tier in BEYOND_QUICK}  # Fig. 1 shows the double descent for MLP7
 BOTH_ENDS = {tier: ["all"] for tier in BEYOND_QUICK}
@@ -180,14 +182,21 @@ def test_single_outlier_neuron(case: Case, paper_results, judge):
               summary=f"at initialization: largest r {np.median(at_init):.1f} (median of {len(at_init)} seeds)")
         return
     seeds = [outlier(r) for r in runs]
-    judge(*outlier_conditions(seeds), summary=outlier_summary(seeds), seeds=seeds)
+    twins = [outlier(r)["r"] for r in replicas(paper_results(PAPER, case.tier), case.model, "control")]
+    judge(*outlier_conditions(seeds), summary=outlier_summary(seeds) + f"; clean-label twins: largest r "
+          f"{np.median(twins):.1f} (median), up to {max(twins):.1f}", seeds=seeds, twin_r=twins)
 
 
 @pytest.mark.claim(OUTLIER)
-@pytest.mark.parametrize("case", cases({}, controls=MODELS))
+@pytest.mark.parametrize("case", cases({}, controls=BEYOND_QUICK))
 def test_single_outlier_neuron_twin(case: Case, paper_results, judge):
     """Control: the clean-label twins (same initialization, data order and mask, labels kept). The
-    paper ties the outlier to re-generalization after noisy labels, so the criterion must fail here."""
+    paper ties the outlier to re-generalization after noisy labels, so the criterion must fail here.
+
+    Not at the quick tier: there the noisy replicas grow no outlier (a strict expected failure), so
+    there is no outlier whose tie to label noise a twin could test, and the twins' own verdict
+    changes with the base seed (an occasional lone neuron in a twin; docs/quick-settings.md). The
+    quick main cases show the twins' largest r in their summary."""
     seeds = [outlier(r) for r in replicas(paper_results(PAPER, case.tier), case.model, "control")]
     conditions = outlier_conditions(seeds)
     verdict, _ = judge_conditions(conditions, OUTLIER.rule)
@@ -201,7 +210,7 @@ def test_single_outlier_neuron_twin(case: Case, paper_results, judge):
 def double_descent(run) -> dict:
     """Fig. 1: the fall of test accuracy from its peak to its later minimum, and the recovery after."""
     acc = run.accuracy.sel(split="test").values
-    fall, at = largest_drop(acc)
+    fall, at = fall_after_peak(acc)
     recovery = float(acc[-1] - acc[at])
     return dict(fall=fall, recovery=recovery, minimum_epoch=float(run.epoch.values[at]),
                 recovery_minus_quarter_fall=recovery - fall / 4)

@@ -7,7 +7,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
-from reproduce.measures.activations import largest_drop, tracked_outlier_ratio
+from reproduce.measures.activations import fall_after_peak, tracked_outlier_ratio
 
 
 def replicas(ds: xr.Dataset, model: str, setting: str) -> list[xr.Dataset]:
@@ -83,7 +83,7 @@ def ddmlp_separation(ds: xr.Dataset) -> Figure:
 
 def _onset(run: xr.Dataset) -> float:
     """Epoch of the test-accuracy minimum after its peak: the onset of re-generalization (Fig. 1)."""
-    _, at = largest_drop(run.accuracy.sel(split="test").values)
+    _, at = fall_after_peak(run.accuracy.sel(split="test").values)
     return float(run.epoch.values[at])
 
 
@@ -135,7 +135,7 @@ def ddmlp_test_accuracy(ds: xr.Dataset) -> Figure:
         _seed_lines(ax, x, [r.accuracy.sel(split="test").values for r in runs], color, label)
         if setting == "noisy":
             for run in runs:
-                _, at = largest_drop(run.accuracy.sel(split="test").values)
+                _, at = fall_after_peak(run.accuracy.sel(split="test").values)
                 ax.plot(x[at], run.accuracy.sel(split="test").values[at], "v", color=color)
     ax.set_ylabel("test accuracy")
     ax.legend(fontsize=7)

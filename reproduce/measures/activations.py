@@ -101,3 +101,14 @@ def largest_drop(values: np.ndarray) -> tuple[float, int]:
     drop = np.maximum.accumulate(values) - values
     at = int(np.argmax(drop))
     return float(drop[at]), at
+
+
+def fall_after_peak(accuracy: np.ndarray, near: float = 0.9) -> tuple[float, int]:
+    """Fig. 1's fall of test accuracy: the largest drop (`largest_drop`) counted from the first
+    checkpoint where accuracy reaches `near` x its highest value, so that the wiggles of the first
+    epochs of learning (e.g. 0.42 -> 0.31 at epoch 0.2 on the way to 0.70) are not taken for the
+    fall while the noisy labels are fitted. Returns (fall, index of the minimum after the peak)."""
+    accuracy = np.asarray(accuracy, dtype=np.float64)
+    start = int(np.nonzero(accuracy >= near * accuracy.max())[0][0])
+    fall, at = largest_drop(accuracy[start:])
+    return fall, start + at
