@@ -35,6 +35,10 @@ HESSIAN = Claim.load("smooth.hessian_peaks_too", figure=smooth_hessian)
 ACCURACY = Claim.load("smooth.volume_accuracy_grows", figure=smooth_volume_accuracy)
 ASYMMETRIC = Claim.load("smooth.asymmetric_untouched_only", figure=smooth_test_error)
 
+# At the quick budget (600 SGD steps a width) most seeds fit their noisy labels only at the largest
+# width or not at all, so no argmax below it can sit within one grid step of the threshold.
+QUICK_UNDERTRAINED = {"quick": "the quick budget trains too few steps for the small widths to interpolate: the "
+                               "threshold lands at the largest width or beyond in most seeds; see docs/smooth.md"}
 GRID_STEP = 1  # grid steps from the argmax to the threshold are whole numbers: quantum 1
 
 
@@ -81,14 +85,14 @@ def _peak_summary(seeds: list[dict], what: str) -> str:
 
 
 @pytest.mark.claim(PEAK)
-@pytest.mark.parametrize("case", cases(SETTINGS))
+@pytest.mark.parametrize("case", cases(SETTINGS, xfail=QUICK_UNDERTRAINED))
 def test_sharpness_peaks_at_threshold(case: Case, paper_results, judge):
     seeds = peaks(paper_results(PAPER, case.tier), case, "jacobian")
     judge(*_peak_conditions(seeds, "Jacobian norm"), summary=_peak_summary(seeds, "Jacobian norm"), seeds=seeds)
 
 
 @pytest.mark.claim(NOISY)
-@pytest.mark.parametrize("case", cases(NOISY_SETTINGS))
+@pytest.mark.parametrize("case", cases(NOISY_SETTINGS, xfail=QUICK_UNDERTRAINED))
 def test_noisy_peak_higher(case: Case, paper_results, judge):
     ds = paper_results(PAPER, case.tier)
     noisy, clean = peaks(ds, case, "jacobian", "noisy"), peaks(ds, case, "jacobian", "clean")
@@ -100,7 +104,7 @@ def test_noisy_peak_higher(case: Case, paper_results, judge):
 
 
 @pytest.mark.claim(HESSIAN)
-@pytest.mark.parametrize("case", cases(SETTINGS))
+@pytest.mark.parametrize("case", cases(SETTINGS, xfail=QUICK_UNDERTRAINED))
 def test_hessian_peaks_too(case: Case, paper_results, judge):
     seeds = peaks(paper_results(PAPER, case.tier), case, "hessian")
     judge(*_peak_conditions(seeds, "tangent Hessian norm"), summary=_peak_summary(seeds, "tangent Hessian norm"),
