@@ -79,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     stability.add_argument("--results", type=Path, default=Path("results"), help="results store (default results/)")
     stability.add_argument("--threads", type=_at_least_one, nargs="+", default=[1, 2], help="default 1 2")
     stability.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="default 0 1 2")
+    stability.add_argument("--paper", nargs="+", default=list(PAPERS), help=f"papers (default all: {', '.join(PAPERS)})")
     return p
 
 
@@ -110,7 +111,9 @@ def _main(argv: list[str] | None) -> int:
         argv = ["run", *argv]  # no verb: run
     args = _parser().parse_args(argv)
     if args.command == "stability":
-        return stability(args.tier, args.results, args.threads, args.seeds)
+        for paper in args.paper:
+            experiment(paper)
+        return stability(args.tier, args.results, args.threads, args.seeds, args.paper)
     check_tier(args.tier)
     for paper in args.paper:
         experiment(paper)
@@ -229,7 +232,7 @@ def stability_settings(threads: list[int], seeds: list[int]) -> list[tuple[int, 
     return [(most, s) for s in seeds] + [(t, seeds[0]) for t in sorted(set(threads), reverse=True) if t != most]
 
 
-def stability(tier: str, results: Path, threads: list[int], seeds: list[int]) -> int:
+def stability(tier: str, results: Path, threads: list[int], seeds: list[int], papers: list[str] | None = None) -> int:
     """Make the tier once per setting, each in its own store, and compare the verdicts: a verdict
     must not depend on the thread count or the base seed. Exit 1 where one does."""
     check_tier(tier)
@@ -237,14 +240,15 @@ def stability(tier: str, results: Path, threads: list[int], seeds: list[int]) ->
     for t, s in stability_settings(threads, seeds):
         store = results / "stability" / f"t{t}-s{s}"
         command = [sys.executable, "-m", "reproduce", "--tier", tier, "--threads", str(t), "--seed", str(s),
-                   "--results", str(store)]
+                   "--results", str(store), "--paper", *(papers or PAPERS)]
         print("stability:", " ".join(command[1:]), flush=True)
         done = subprocess.run(command)
         entries = json.loads((store / tier / "claims.json").read_text()) if (store / tier / "claims.json").exists() else None
         if done.returncode not in (0, 1) or entries is None:
             raise UserError(f"the setting threads {t}, seed {s} failed (exit code {done.returncode}): "
                             f"rerun `{' '.join(command[1:])}` to see why")
-        columns[f"t{t}-s{s}"] = {e["id"]: e["verdict"] for e in entries}
+        wanted = set(papers or PAPERS)
+        columns[f"t{t}-s{s}"] = {e["id"]: e["verdict"] for e in entries if e["id"].split(".")[0] in wanted}
     from reproduce.report import text_table
 
     ids = list(dict.fromkeys(i for verdicts in columns.values() for i in verdicts))
