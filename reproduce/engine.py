@@ -441,7 +441,7 @@ def seconds_per_step(model: nn.Module, input_shape: Sequence[int], num_classes: 
         if hasattr(model, "multiply_adds") else None
     seconds = _from_family(_FAMILIES.get(family, []), flops) if flops else None
     if seconds is None:
-        seconds = _calibrate(model, tuple(input_shape), num_classes, spec, device, repeats, target_s, pool)
+        seconds = measure_step(model, tuple(input_shape), num_classes, spec, device, repeats, target_s, pool)[0]
         if flops:
             _FAMILIES.setdefault(family, []).append((flops, seconds))
     _CALIBRATED[key] = seconds
@@ -464,7 +464,11 @@ def _from_family(points: list[tuple[float, float]], flops: float) -> float | Non
     return None
 
 
-def _calibrate(model, input_shape, num_classes, spec, device, repeats, target_s, pool) -> float:
+def measure_step(model: nn.Module, input_shape: tuple[int, ...], num_classes: int, spec: TrainSpec,
+                 device: torch.device, repeats: int = 3, target_s: float = math.inf,
+                 pool: int = 4096) -> tuple[float, int]:
+    """(seconds per training step at `spec.batch_size`, the largest batch actually timed): the
+    measurement behind `seconds_per_step` (see there), without its caches; the bench reports both."""
     replicas = getattr(model, "replicas", 1)
     batch = spec.batch_size
     pool = max(pool, batch)
@@ -482,10 +486,10 @@ def _calibrate(model, input_shape, num_classes, spec, device, repeats, target_s,
             break
         b = min(batch, b * 4)
     if points[-1][0] == batch:
-        return points[-1][1]
+        return points[-1][1], batch
     (b1, t1), (b2, t2) = points[-2:]
     per_sample = min(max((t2 - t1) / (b2 - b1), 0.0), t2 / b2)  # timing noise: between flat and proportional
-    return t2 + per_sample * (batch - b2)
+    return t2 + per_sample * (batch - b2), b2
 
 
 def _time_step(model, spec, data, y, batch, device, repeats) -> float:

@@ -216,20 +216,9 @@ def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 
              f"{'est. time':>10}"]
     total_flops = total_seconds = 0.0
     uncalibrated = set()
-    calibrated: dict[tuple, float] = {}
-    for paper, run in plan(tier, papers, seed, only):
-        exp = experiment(paper)
-        steps, flops = exp.steps_and_flops(run)
-        checkpoints = len({0.0, *run.train.checkpoints, float(run.train.epochs)})
-        shape = (paper, steps, flops, checkpoints, len(run.replicas))  # the same for every seed of a run
-        if shape not in calibrated:
-            seconds = steps * exp.calibrate(run, dev)
-            if hasattr(exp, "calibrate_probe"):
-                seconds += checkpoints * exp.calibrate_probe(run, dev)
-            calibrated[shape] = seconds
-        if not hasattr(exp, "calibrate_probe"):
+    for paper, run, steps, flops, checkpoints, seconds in estimate(tier, papers, dev, seed, only):
+        if not hasattr(experiment(paper), "calibrate_probe"):
             uncalibrated.add(paper)
-        seconds = calibrated[shape]
         total_flops += flops
         total_seconds += seconds
         lines.append(f"{paper:8} {run.name:12} {len(run.replicas):>8} {run.train.epochs:>9.3g} {steps:>11,} "
@@ -249,6 +238,25 @@ def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 
                      f"dense {precision} peak (an assumption, not a measurement: no GPU here; training FLOPs only; "
                      f"`--dry-run --device cuda` on a GPU measures it)")
     return "\n".join(lines)
+
+
+def estimate(tier: str, papers: Sequence[str], dev, seed: int = 0,
+             only: Sequence[str] | None = None) -> list[tuple[str, object, int, float, int, float]]:
+    """(paper, run, steps, FLOPs, checkpoints, estimated seconds) for every run of the plan, from
+    step and probe times measured on `dev` under the current numerics (see `describe`)."""
+    rows, calibrated = [], {}
+    for paper, run in plan(tier, papers, seed, only):
+        exp = experiment(paper)
+        steps, flops = exp.steps_and_flops(run)
+        checkpoints = len({0.0, *run.train.checkpoints, float(run.train.epochs)})
+        shape = (paper, steps, flops, checkpoints, len(run.replicas))  # the same for every seed of a run
+        if shape not in calibrated:
+            seconds = steps * exp.calibrate(run, dev)
+            if hasattr(exp, "calibrate_probe"):
+                seconds += checkpoints * exp.calibrate_probe(run, dev)
+            calibrated[shape] = seconds
+        rows.append((paper, run, steps, flops, checkpoints, calibrated[shape]))
+    return rows
 
 
 def _duration(seconds: float) -> str:
