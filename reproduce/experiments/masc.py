@@ -15,6 +15,8 @@ epoch whose eval accuracy is reported (Fig. 4).
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -327,10 +329,16 @@ def _with_retraining(ds: xr.Dataset, run: Run, model, data: ImageData, labels: t
 def steps_and_flops(run: Run) -> tuple[int, float]:
     """Training steps and FLOPs of the run (2 FLOPs per multiply-add, backward = 2 x forward)."""
     epochs = run.train.epochs + (run.retrain.epochs if run.retrain else 0)
-    return training_cost(run.n_train or TRAIN_SIZES[run.dataset], run.train, _model(run).multiply_adds(),
+    one = dataclasses.replace(run, replicas=run.replicas[:1])  # per replica: no need to build all 18
+    return training_cost(run.n_train or TRAIN_SIZES[run.dataset], run.train, _model(one).multiply_adds(),
                          len(run.replicas), epochs)
 
 
 def calibrate(run: Run, device: torch.device) -> float:
-    """Seconds per training step of this run's stacked model on `device`."""
-    return seconds_per_step(_model(run).to(device), INPUT_SHAPES[run.dataset], NUM_CLASSES[run.dataset], run.train, device)
+    """Seconds per training step of this run's stacked model on `device`; the CNNs are timed on two
+    stacked replicas and scaled linearly (building the full tier's 18 AlexNets alone took minutes)."""
+    r = len(run.replicas) if run.arch == "mlp" else min(2, len(run.replicas))
+    small = dataclasses.replace(run, replicas=run.replicas[:r])
+    seconds = seconds_per_step(_model(small).to(device), INPUT_SHAPES[run.dataset], NUM_CLASSES[run.dataset],
+                               run.train, device)
+    return seconds * len(run.replicas) / r
