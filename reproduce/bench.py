@@ -1,7 +1,7 @@
 """`python -m reproduce bench`: how fast the engine is, as ratios measured in one run.
 
     python -m reproduce bench [--quick] [--device cpu|cuda] [--precision tf32|bf16] [--compile]
-                              [--results DIR] [--out DIR]
+                              [--results DIR] [--out DIR] [--only plain stacked steps tiers probes]
 
 Every line compares two throughputs taken in the same process, one after the other, and prints
 both with their ratio, so the ratio holds on a busy machine where absolute speeds do not:
@@ -11,8 +11,12 @@ both with their ratio, so the ratio holds on a busy machine where absolute speed
   MASC batch-32 MLP, all defined here so the bench needs no other paper's code;
 - R = 1, 2, 4, 8, 16 replicas stacked as one batched model against R = 1 (one after another trains
   R x the samples at R = 1's speed);
-- achieved FLOP/s of the double-descent paper's MLP7 (batch 512, CIFAR-10-sized random data)
-  against the device's dense peak (the table below; unknown for CPUs);
+- `steps`: seconds per training step of every medium/full model (the ddmlp MLP7/5/3 at the paper's
+  widths on CIFAR-10 and Fashion-MNIST shapes at batch 512, the smooth ConvNet at widths 4/16/64,
+  the MASC CNN) at R = 1, 2, 4, 8 stacked replicas, tf32 beside bf16, with achieved FLOP/s and the
+  share of the device's dense peak (devices.PEAK_FLOPS; unknown for CPUs);
+- `tiers`: every tier's GPU-hours (device-hours on a CPU) from step times measured here (skipped
+  with --quick);
 - the share of wall time spent in checkpoint probes, read from the stored quick results in --results
   (the engine records `train_seconds` and `probe_seconds` in every result's attrs).
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -33,7 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from reproduce.devices import NUMERICS, peak_flops, resolve_device
-from reproduce.engine import TrainSpec, seconds_per_step, train
+from reproduce.engine import TrainSpec, measure_step, train
 from reproduce.errors import UserError, _Parser
 from reproduce.models import StackedMLP
 
@@ -241,21 +246,89 @@ def stacked_replicas(b: Bench, device: torch.device, quick: bool) -> None:
         b.numbers.setdefault("stacked", {})[w.name] = {str(r): v for r, v in results.items()}
 
 
-def flops_vs_peak(b: Bench, device: torch.device, quick: bool) -> None:
-    """Achieved FLOP/s of MLP7 at batch 512 on CIFAR-10-sized random data (2 FLOPs per multiply-add,
-    backward = 2 x forward), against the device's dense peak at the precision in use."""
-    model = StackedMLP((3, 32, 32), MLP7, 10, seeds=[0]).to(device)
-    spec = TrainSpec("adam", 1e-5, 512, 1.0)
-    seconds = seconds_per_step(model, (3, 32, 32), 10, spec, device, repeats=1 if quick else 5,
-                               budget_s=0.0 if quick else 1.0)
-    achieved = 6.0 * model.multiply_adds() * spec.batch_size / seconds
+# The medium and full tiers' models (the papers' own widths), for step times at R = 1, 2, 4, 8.
+PAPER_MLPS = {"MLP7": MLP7, "MLP5": (2048, 1024, 512, 512), "MLP3": (1024, 512)}
+IMAGE_SHAPES = {"CIFAR-10": (3, 32, 32), "Fashion-MNIST": (1, 28, 28)}
+SMOOTH_WIDTHS = (4, 16, 64)  # the smooth ConvNet's base widths 1..64: small, middle, widest
+
+
+def step_workloads(quick: bool) -> list[tuple[str, Callable[[int], nn.Module], tuple[int, ...], TrainSpec]]:
+    """(name, model of R replicas, input shape, spec) of the medium/full tiers' models: the ddmlp MLPs
+    at batch 512 (Adam) on both input shapes, the smooth ConvNet at batch 128 (SGD), the MASC CNN at
+    batch 32 (Adam). `quick`: MLP3 on CIFAR-10 and the narrowest ConvNet only."""
+    from reproduce.experiments.masc import CNN_CONVS
+    from reproduce.models import StackedCNN, StackedConvNet
+
+    adam512, sgd128 = TrainSpec("adam", 1e-5, 512, 1.0), TrainSpec("sgd", 1e-3, 128, 1.0)
+    found = [(f"{depth} {data}", (lambda r, h=hidden, x=shape: StackedMLP(x, h, 10, seeds=range(r))), shape, adam512)
+             for data, shape in IMAGE_SHAPES.items() for depth, hidden in PAPER_MLPS.items()]
+    found += [(f"ConvNet w{w} CIFAR-10", (lambda r, w=w: StackedConvNet((3, 32, 32), w, 10, seeds=range(r))),
+               (3, 32, 32), sgd128) for w in SMOOTH_WIDTHS]
+    found.append(("MASC CNN CIFAR-10", lambda r: StackedCNN((3, 32, 32), CNN_CONVS, (64,), 10, seeds=range(r)),
+                  (3, 32, 32), TrainSpec("adam", 1e-5, 32, 1.0)))
+    if quick:
+        found = [w for w in found if w[0] in ("MLP3 CIFAR-10", f"ConvNet w{SMOOTH_WIDTHS[0]} CIFAR-10")]
+    return found
+
+
+def step_times(b: Bench, device: torch.device, quick: bool) -> None:
+    """Seconds per training step (engine.measure_step: the step `train` takes, a CUDA graph on the GPU)
+    of each medium/full model at R = 1, 2, 4, 8 stacked replicas, in tf32 and bf16, with the achieved
+    FLOP/s (6 per multiply-add and sample) and its share of the device's dense peak. On the CPU a step
+    longer than 0.25 s (0.02 s with --quick) is extrapolated from the largest batch timed, and says so."""
+    target = math.inf if device.type == "cuda" else (0.02 if quick else 0.25)
+    saved = NUMERICS.precision
+    try:
+        for name, build, shape, spec in step_workloads(quick):
+            for r in (1, 2) if quick else (1, 2, 4, 8):
+                parts, numbers = [], {}
+                for precision in ("tf32", "bf16"):
+                    NUMERICS.precision = precision
+                    model = build(r).to(device)
+                    seconds, timed = measure_step(model, shape, 10, spec, device, target_s=target)
+                    achieved = 6.0 * model.multiply_adds() * spec.batch_size * r / seconds
+                    peak = peak_flops(device, precision)[1]
+                    numbers[precision] = dict(seconds=seconds, achieved=achieved, peak=peak, timed_batch=timed)
+                    parts.append(f"{precision} {seconds * 1e3:,.2f} ms ({_rate(achieved)}"
+                                 + (f", {achieved / peak:.1%} of peak" if peak else "") + ")"
+                                 + ("" if timed == spec.batch_size else f" [extrapolated from batch {timed}]"))
+                b.numbers.setdefault("steps", {}).setdefault(name, {})[str(r)] = numbers
+                ratio = numbers["tf32"]["seconds"] / numbers["bf16"]["seconds"]
+                b.say(f"step time, {name}, batch {spec.batch_size}, R={r}: {parts[0]}, {parts[1]}: bf16 {ratio:.1f}x")
+    finally:
+        NUMERICS.precision = saved
     name, peak = peak_flops(device, NUMERICS.precision)
-    b.numbers["flops"] = dict(device=name, achieved=achieved, peak=peak, precision=NUMERICS.precision)
-    if peak:
-        b.say(f"MLP7 batch 512 on {name} ({NUMERICS.precision}): achieved {achieved / 1e12:.1f} TFLOP/s, "
-              f"dense peak {peak / 1e12:.0f} TFLOP/s: {achieved / peak:.1%} of peak")
-    else:
-        b.say(f"MLP7 batch 512 on {name} ({NUMERICS.precision}): achieved {achieved / 1e9:.1f} GFLOP/s, peak unknown")
+    if not peak:
+        b.say(f"peak of {name} unknown: the step times above give achieved FLOP/s only")
+
+
+def _rate(flops_per_s: float) -> str:
+    return f"{flops_per_s / 1e12:.2f} TFLOP/s" if flops_per_s >= 1e12 else f"{flops_per_s / 1e9:.1f} GFLOP/s"
+
+
+def tier_hours(b: Bench, device: torch.device, quick: bool) -> None:
+    """Every tier's device-hours (GPU-hours on a GPU) from step and probe times measured here, in tf32
+    and bf16: the dry run's estimate (runner.estimate), which times each run's own step on this device."""
+    from reproduce.experiments import PAPERS, TIERS
+    from reproduce.runner import estimate
+
+    if quick:
+        b.say("projected tiers: skipped with --quick (python -m reproduce --tier T --dry-run gives each)")
+        return
+    unit = "GPU-hours" if device.type == "cuda" else "device-hours"
+    saved = NUMERICS.precision
+    try:
+        for tier in TIERS:
+            hours = {}
+            for precision in ("tf32", "bf16"):
+                NUMERICS.precision = precision
+                rows = estimate(tier, PAPERS, device)
+                hours[precision] = sum(row[-1] for row in rows) / 3600
+            b.numbers.setdefault("tiers", {})[tier] = dict(hours, runs=len(rows), unit=unit)
+            b.say(f"projected {tier} tier ({len(rows)} runs) on {peak_flops(device)[0]}: tf32 {hours['tf32']:.3g} "
+                  f"{unit}, bf16 {hours['bf16']:.3g} {unit}, from step times measured here")
+    finally:
+        NUMERICS.precision = saved
 
 
 def probe_share(b: Bench, results: Path) -> None:
@@ -299,14 +372,19 @@ def figure(b: Bench):
         ax1.set(xscale="log", xlabel="replicas R", ylabel="throughput / one after another", title="stacked replicas")
         ax1.set_xticks(rs, [str(r) for r in rs])
         ax1.legend(fontsize=7)
-    flops = b.numbers.get("flops")
-    if flops:
-        bars = {"achieved": flops["achieved"] / 1e12}
-        if flops["peak"]:
-            bars["dense peak"] = flops["peak"] / 1e12
-        ax2.bar(list(bars), list(bars.values()), color=["C0", "C7"][: len(bars)])
-        ax2.set(ylabel="TFLOP/s", title=f"MLP7 batch 512, {flops['precision']}\n{flops['device']}"
-                + ("" if flops["peak"] else " (peak unknown)"))
+    peaks = set()
+    for i, (name, by_r) in enumerate(b.numbers.get("steps", {}).items()):
+        rs = sorted(int(r) for r in by_r)
+        for precision, style in (("tf32", "o-"), ("bf16", "s--")):
+            ax2.plot(rs, [by_r[str(r)][precision]["achieved"] / 1e12 for r in rs], style, color=f"C{i % 10}",
+                     label=f"{name} {precision}" if precision == "tf32" else None)
+            peaks.add(by_r[str(rs[0])][precision]["peak"])
+    for peak in peaks - {None}:
+        ax2.axhline(peak / 1e12, ls=":", color="grey")
+    if b.numbers.get("steps"):
+        ax2.set(xscale="log", yscale="log", xlabel="replicas R", ylabel="achieved TFLOP/s (dashed: bf16)",
+                title="medium/full models" + ("" if peaks - {None} else " (peak unknown)"))
+        ax2.legend(fontsize=6)
     fig.tight_layout()
     return fig
 
@@ -319,8 +397,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--compile", action="store_true", help="torch.compile the engine's training forward")
     p.add_argument("--results", type=Path, default=Path("results"), help="results store to read probe times from")
     p.add_argument("--out", type=Path, default=None, help="where bench.json and bench.png go (default RESULTS/bench)")
-    p.add_argument("--only", nargs="+", default=["plain", "stacked", "flops", "probes"],
-                   choices=["plain", "stacked", "flops", "probes"], help="benchmarks to run (default all)")
+    sections = ["plain", "stacked", "steps", "tiers", "probes"]
+    p.add_argument("--only", nargs="+", default=sections, choices=sections, help="benchmarks to run (default all)")
     args = p.parse_args(argv)
     device = resolve_device(args.device, args.precision, args.compile)
     out = args.out or args.results / "bench"
@@ -332,8 +410,10 @@ def main(argv: list[str]) -> int:
         engine_vs_plain(b, device, args.quick)
     if "stacked" in args.only:
         stacked_replicas(b, device, args.quick)
-    if "flops" in args.only:
-        flops_vs_peak(b, device, args.quick)
+    if "steps" in args.only:
+        step_times(b, device, args.quick)
+    if "tiers" in args.only:
+        tier_hours(b, device, args.quick)
     if "probes" in args.only:
         probe_share(b, args.results)
     try:

@@ -18,7 +18,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from reproduce.data import locate
-from reproduce.devices import PEAK_FLOPS, peak_flops, resolve_device
+from reproduce.devices import NUMERICS, PEAK_FLOPS, peak_flops, resolve_device
 from reproduce.errors import UserError
 from reproduce.experiments import check_tier, experiment
 from reproduce.store import ENGINE, Store, utc_now
@@ -202,10 +202,13 @@ def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 
              only: Sequence[str] | None = None, precision: str = "tf32") -> str:
     """The --dry-run table: runs, epochs, steps, FLOPs, and time on this device from a short calibration.
 
-    The estimate is training steps (`calibrate`: seconds per step) plus checkpoint probes (an
-    experiment's optional `calibrate_probe(run, device)`: seconds of one probe call on data of the
-    run's shape, times the run's number of checkpoints). A projection for an H100 from the FLOPs at
-    an assumed share of its TF32 peak follows, stated as an assumption.
+    The estimate is training steps (`calibrate`: seconds per step, measured on this device, see
+    engine.seconds_per_step) plus checkpoint probes (an experiment's optional
+    `calibrate_probe(run, device)`: seconds of one probe call on data of the run's shape, times the
+    run's number of checkpoints). Runs of one shape (the seeds of a run) share one calibration, so
+    the dry run of any tier takes seconds. On a GPU the total is that measurement; elsewhere a
+    projection for an H100 from the FLOPs at an assumed share of its TF32 peak follows, stated as
+    an assumption.
     """
     dev = resolve_device(device, precision)
     lines = [f"plan for tier {tier} on {dev}:",
@@ -213,14 +216,8 @@ def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 
              f"{'est. time':>10}"]
     total_flops = total_seconds = 0.0
     uncalibrated = set()
-    for paper, run in plan(tier, papers, seed, only):
-        exp = experiment(paper)
-        steps, flops = exp.steps_and_flops(run)
-        seconds = steps * exp.calibrate(run, dev)
-        checkpoints = len({0.0, *run.train.checkpoints, float(run.train.epochs)})
-        if hasattr(exp, "calibrate_probe"):
-            seconds += checkpoints * exp.calibrate_probe(run, dev)
-        else:
+    for paper, run, steps, flops, checkpoints, seconds in estimate(tier, papers, dev, seed, only):
+        if not hasattr(experiment(paper), "calibrate_probe"):
             uncalibrated.add(paper)
         total_flops += flops
         total_seconds += seconds
@@ -230,11 +227,36 @@ def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 
     lines.append(f"total: {total_flops:.2e} FLOPs, about {_duration(total_seconds)} on this device ({name}), "
                  f"= {total_seconds / 3600:.3g} device-hours; training steps and probes"
                  + (f" (probes not calibrated for {', '.join(sorted(uncalibrated))})" if uncalibrated else ""))
-    h100 = PEAK_FLOPS["H100"][precision == "bf16"] * H100_ASSUMED_FRACTION
-    lines.append(f"projection: {total_flops / h100 / 3600:.3g} GPU-hours on one H100 SXM, assuming "
-                 f"{H100_ASSUMED_FRACTION:.0%} of its {PEAK_FLOPS['H100'][precision == 'bf16'] / 1e12:.0f} TFLOP/s "
-                 f"dense {precision} peak (an assumption, not a measurement; training FLOPs only)")
+    if dev.type == "cuda":
+        lines.append(f"GPU-hours: {total_seconds / 3600:.3g} on this GPU, from step times measured on it "
+                     f"({'whole-step CUDA graphs' if NUMERICS.cuda_graphs and not NUMERICS.compile else 'eager steps'}"
+                     f", {precision})")
+    else:
+        h100 = PEAK_FLOPS["H100"][precision == "bf16"] * H100_ASSUMED_FRACTION
+        lines.append(f"projection: {total_flops / h100 / 3600:.3g} GPU-hours on one H100 SXM, ASSUMING "
+                     f"{H100_ASSUMED_FRACTION:.0%} of its {PEAK_FLOPS['H100'][precision == 'bf16'] / 1e12:.0f} TFLOP/s "
+                     f"dense {precision} peak (an assumption, not a measurement: no GPU here; training FLOPs only; "
+                     f"`--dry-run --device cuda` on a GPU measures it)")
     return "\n".join(lines)
+
+
+def estimate(tier: str, papers: Sequence[str], dev, seed: int = 0,
+             only: Sequence[str] | None = None) -> list[tuple[str, object, int, float, int, float]]:
+    """(paper, run, steps, FLOPs, checkpoints, estimated seconds) for every run of the plan, from
+    step and probe times measured on `dev` under the current numerics (see `describe`)."""
+    rows, calibrated = [], {}
+    for paper, run in plan(tier, papers, seed, only):
+        exp = experiment(paper)
+        steps, flops = exp.steps_and_flops(run)
+        checkpoints = len({0.0, *run.train.checkpoints, float(run.train.epochs)})
+        shape = (paper, steps, flops, checkpoints, len(run.replicas))  # the same for every seed of a run
+        if shape not in calibrated:
+            seconds = steps * exp.calibrate(run, dev)
+            if hasattr(exp, "calibrate_probe"):
+                seconds += checkpoints * exp.calibrate_probe(run, dev)
+            calibrated[shape] = seconds
+        rows.append((paper, run, steps, flops, checkpoints, calibrated[shape]))
+    return rows
 
 
 def _duration(seconds: float) -> str:

@@ -14,6 +14,8 @@ from reproduce.models import StackedMLP
 
 RATIO = re.compile(r"^(engine vs plain DataLoader loop|stacked replicas), .+: \S+ ([\d,]+) samples/s, "
                    r".+ ([\d,]+) samples/s: ([\d.]+)x$")
+STEP = re.compile(r"^step time, tiny MLP, batch 8, R=\d: tf32 ([\d,.]+) ms \([\d.]+ [GT]FLOP/s\), "
+                  r"bf16 ([\d,.]+) ms \([\d.]+ [GT]FLOP/s\): bf16 ([\d.]+)x$")
 
 
 def _tiny(quick):
@@ -27,7 +29,8 @@ def _tiny(quick):
 
 def test_smoke_bench_lines_parse(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "workloads", _tiny)
-    monkeypatch.setattr(bench, "MLP7", (16, 16))
+    monkeypatch.setattr(bench, "step_workloads", lambda quick: [
+        ("tiny MLP", lambda r: StackedMLP((1, 4, 4), (16, 16), 10, seeds=range(r)), (1, 4, 4), TrainSpec("adam", 1e-3, 8, 1.0))])
     results = tmp_path / "results"
     stored = results / "quick" / "ddmlp"
     stored.mkdir(parents=True)
@@ -39,7 +42,13 @@ def test_smoke_bench_lines_parse(tmp_path, monkeypatch, capsys):
     for m in ratios:
         a, b, ratio = (float(g.replace(",", "")) for g in m.groups()[1:])
         assert abs(ratio - a / b) <= 0.05 + 0.01 * a / b
-    assert any(re.search(r"achieved [\d.]+ GFLOP/s, peak unknown$", line) for line in lines)
+    steps = [STEP.match(line) for line in lines if line.startswith("step time")]
+    assert len(steps) == 2 and all(steps), lines  # R = 1, 2 with --quick
+    for m in steps:
+        tf32, bf16, ratio = (float(g.replace(",", "")) for g in m.groups())
+        assert abs(ratio - tf32 / bf16) <= 0.05 + 0.01 * tf32 / bf16
+    assert any(line.startswith("peak of CPU") for line in lines)
+    assert any(line.startswith("projected tiers: skipped with --quick") for line in lines)
     assert any(line.endswith("probes 2 s of 10 s wall: 25.0%") for line in lines), lines
     saved = json.loads((results / "bench" / "bench.json").read_text())
     assert saved["numbers"]["probe_share"]["ddmlp"]["probe_seconds"] == 2.5

@@ -301,7 +301,7 @@ def calibrate(run: Run, device: torch.device) -> float:
 
 
 
-def calibrate_probe(run: Run, device: torch.device, max_samples: int = 4096) -> float:
+def calibrate_probe(run: Run, device: torch.device, max_samples: int = 512) -> float:
     """Seconds of one probe call for --dry-run, timed on random data of the run's shape.
 
     The probe's cost is linear in the number of samples, so it is timed on at most `max_samples`

@@ -15,6 +15,7 @@ epoch whose eval accuracy is reported (Fig. 4).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field, replace
 
@@ -362,10 +363,15 @@ def _with_retraining(ds: xr.Dataset, run: Run, model, data: ImageData, labels: t
 def steps_and_flops(run: Run) -> tuple[int, float]:
     """Training steps and FLOPs of the run (2 FLOPs per multiply-add, backward = 2 x forward)."""
     epochs = run.train.epochs + (run.retrain.epochs if run.retrain else 0)
-    return training_cost(run.n_train or TRAIN_SIZES[run.dataset], run.train, _model(run).multiply_adds(),
+    one = dataclasses.replace(run, degrees=run.degrees[:1], seeds_per_degree=1)  # per replica: not all 18 built
+    return training_cost(run.n_train or TRAIN_SIZES[run.dataset], run.train, _model(one).multiply_adds(),
                          len(run.replicas), epochs)
 
 
 def calibrate(run: Run, device: torch.device) -> float:
-    """Seconds per training step of this run's stacked model on `device`."""
-    return seconds_per_step(_model(run).to(device), INPUT_SHAPES[run.dataset], NUM_CLASSES[run.dataset], run.train, device)
+    """Seconds per training step of this run's stacked model on `device`; the CNNs are timed on two
+    stacked replicas and scaled linearly (building the full tier's 18 AlexNets alone took minutes)."""
+    small = run if run.arch == "mlp" else dataclasses.replace(run, degrees=run.degrees[:2], seeds_per_degree=1)
+    seconds = seconds_per_step(_model(small).to(device), INPUT_SHAPES[run.dataset], NUM_CLASSES[run.dataset],
+                               run.train, device)
+    return seconds * len(run.replicas) / len(small.replicas)
