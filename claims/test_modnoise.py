@@ -17,7 +17,7 @@ from claims.conftest import Case, cases
 from reproduce.figures.modnoise import (final_accuracy, models, modnoise_heatmap, modnoise_learning_curves,
                                         modnoise_partition, modnoise_width, replicas)
 from reproduce.measures.activations import first_crossing
-from reproduce.experiments.modnoise import QUICK_WIDTH_NOISE as WIDTH_NOISE
+from reproduce.experiments.modnoise import WIDTH_NOISE
 from reproduce.report import Claim
 from reproduce.verdict import Condition, spearman_quantum
 

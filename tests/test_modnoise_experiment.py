@@ -100,6 +100,8 @@ def test_medium_path_end_to_end_shrunk(tmp_path, monkeypatch):
     text = junit.read_text()
     cases = text.count("<testcase ")
     assert cases == 15 and "<skipped" not in text.replace('type="pytest.xfail"', "") and "<error" not in text, text
+    figures = {f.stem for f in (tmp_path / "medium" / "figures").glob("*.png")}
+    assert len(figures) == 4, figures  # one per claim: the figure functions ran on the medium layout
     claims = json.loads((tmp_path / "medium" / "claims.json").read_text())
     entries = claims if isinstance(claims, list) else claims["claims"]
     assert all(j["n"] == 3 for c in entries for case in c["cases"] for j in case["conditions"]), entries

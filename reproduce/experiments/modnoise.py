@@ -74,7 +74,7 @@ class Run:
         return [(proto, rate, self.seed * 100 + k) for proto, rate in self.settings for k in range(self.seeds_per_setting)]
 
 
-QUICK_WIDTH_NOISE = 0.05  # the width claim's noise level: low enough that the models generalize
+WIDTH_NOISE = 0.05  # the width claim's noise level: low enough that the models generalize
 
 
 def runs(tier: str, seed: int = 0) -> list[Run]:
@@ -91,11 +91,11 @@ def runs(tier: str, seed: int = 0) -> list[Run]:
     if tier == "quick":
         spec = TrainSpec(optimizer="adamw", lr=3e-3, batch_size=0, epochs=100, weight_decay=1.0,
                          checkpoints=log_schedule(100, mantissas=(1, 2, 3, 5, 7)))
-        return _runs(spec, seed, p=59, widths=(33, 65, 129, 257, 513), rates=(QUICK_WIDTH_NOISE, 0.8, 1.0), seeds=5)
+        return _runs(spec, seed, p=59, widths=(33, 65, 129, 257, 513), rates=(WIDTH_NOISE, 0.8, 1.0), seeds=5)
     if tier == "medium":
         spec = TrainSpec(optimizer="adamw", lr=2e-3, batch_size=0, epochs=500, weight_decay=1.0,
                          checkpoints=log_schedule(500, mantissas=(1, 2, 3, 5, 7)))
-        rates = (0.0, QUICK_WIDTH_NOISE, 0.2, 0.4, 0.6, 0.8, 1.0)
+        rates = (0.0, WIDTH_NOISE, 0.2, 0.4, 0.6, 0.8, 1.0)
         out = _runs(spec, seed, p=97, widths=PAPER_WIDTHS, rates=rates, seeds=3)
         return [_shrunk(r) for r in out] if os.environ.get("REPRODUCE_SHRINK") == "1" else out
     if tier == "full":

@@ -123,7 +123,7 @@ def modnoise_heatmap(ds: xr.Dataset, model: str | None = None) -> Figure:
         order = np.lexsort((-one.concentration.values, one.dominant_frequency.values))
         ax.imshow(power[order], aspect="auto", interpolation="nearest", cmap="viridis",
                   extent=(0.5, power.shape[1] + 0.5, power.shape[0], 0))
-        ax.set_title(f"{model}, {setting} {rate:.0%}: mean concentration {one.concentration.mean().item():.2f}", fontsize=8)
+        ax.set_title(f"{model}, {setting} {rate:.0%}, first seed: mean concentration {one.concentration.mean().item():.2f}", fontsize=8)
         ax.set_xlabel("frequency k" + (" (discrete-log basis)" if str(one.op.values) == "mul" else ""))
     axes[0].set_ylabel("neuron (sorted by dominant frequency)")
     return fig
