@@ -202,6 +202,8 @@ def _verdict_cell(entry: dict) -> str:
     text = words(entry["verdict"])
     if entry.get("as_expected") is False:
         text += " (REGRESSION)"
+    elif entry.get("expected") == "not_reproduced":
+        text += " (expected at this tier)"
     return text
 
 
@@ -377,7 +379,7 @@ CONTRAST_COLUMNS = ["claim", "setting", "verdict", "ours"]
 def _details(e: dict) -> list[tuple[str, str]]:
     """(label, text) lines of a claim's section, the same in both files."""
     expected = "" if e.get("expected") is None else f" (expected at this tier: {words(e['expected'])})"
-    return [("verdict", _verdict_cell(e) + expected), ("note", e.get("note", "")),
+    return [("verdict", words(e["verdict"]) + (" (REGRESSION)" if e.get("as_expected") is False else "") + expected), ("note", e.get("note", "")),
             ("negative control", f"{e.get('control', 'none')}: {e.get('control_text', '')}"),
             ("paper", e.get("paper_value", "")), ("criterion", e.get("criterion", "")),
             ("rule", e.get("rule", "")), ("headline", f"{_key_number(headline(e))}; {_interval_text(headline(e))}"),
@@ -455,7 +457,8 @@ CSS = ("body{font-family:sans-serif;max-width:1400px;margin:auto;font-size:14px}
 
 
 def _html(tier, entries, summary, provenance, tables, figures, contrast_rows) -> str:
-    classes = ["regression" if e.get("as_expected") is False else e["verdict"] for e in entries]
+    classes = ["regression" if e.get("as_expected") is False else
+               "xfail" if e.get("expected") == "not_reproduced" else e["verdict"] for e in entries]
     sections = []
     for e, css in zip(entries, classes):
         details = "".join(f"<p class='{css if label == 'verdict' else ''}'><b>{html.escape(label)}:</b> "
