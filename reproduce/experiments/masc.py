@@ -101,7 +101,8 @@ def runs(tier: str, seed: int = 0) -> list[Run]:
         spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=32, epochs=40, checkpoints=log_schedule(40))
         retrain = TrainSpec(optimizer="adam", lr=1e-3, batch_size=32, epochs=30)
         return [Run("mlp-fashion_mnist", "mlp", (256, 256, 256), "fashion_mnist", spec, seed,
-                    seeds_per_degree=QUICK_SEEDS, extra_seeds=QUICK_EXTRA_SEEDS, n_train=1500, retrain=retrain)]
+                    seeds_per_degree=QUICK_SEEDS, extra_seeds=QUICK_EXTRA_SEEDS, n_train=1500, n_test=2000,
+                    retrain=retrain)]
     if tier == "medium":
         return _shrunk(medium_runs(seed)) if os.environ.get(SHRINK_ENV) == "1" else medium_runs(seed)
     if tier != "full":
