@@ -17,15 +17,15 @@ from reproduce.models import StackedCNN
 def tiny_run(fashion_mnist):
     spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=50, epochs=2)
     run = masc.Run("mlp-fashion_mnist", "mlp", (16, 8), "fashion_mnist", spec, seed=3, n_train=300, n_test=100,
-                   retrain=TrainSpec(optimizer="adam", lr=1e-3, batch_size=50, epochs=3))
+                   extra_seeds=((1.0, 2),), retrain=TrainSpec(optimizer="adam", lr=1e-3, batch_size=50, epochs=3))
     return masc.execute(run, torch.device("cpu")).expand_dims(run=["x"])
 
 
 def test_stored_results_have_every_layer_subspace_and_split(tiny_run):
     one = run_of(tiny_run, "mlp-fashion_mnist")
     assert list(one.layer_name.values) == ["Input", "FC1(16)", "FC2(8)"]
-    assert one.masc_accuracy.sizes == {"replica": 6, "subspace": 2, "layer": 3, "split": 4}
-    assert list(one.degree.values) == list(masc.DEGREES)
+    assert one.masc_accuracy.sizes == {"replica": 7, "subspace": 2, "layer": 3, "split": 4}
+    assert list(one.degree.values) == [*masc.DEGREES, 1.0]  # two seeds at p = 1.0 (extra_seeds), one elsewhere
     assert int(one.test_select.sum()) == 20  # the fixed 20% split
 
 
@@ -58,6 +58,7 @@ def test_summary_table_and_figure(tiny_run):
     assert len(rows) == 6 and len(columns) == len(rows[0])
     assert masc_by_layer(tiny_run).axes and masc_true_vs_corrupted(tiny_run).axes and masc_retraining(tiny_run).axes
     assert all(len(row["seeds"]["gain"]) == row["replicas"] for row in summary.values())
+    assert summary[1.0]["replicas"] == 2 and summary[0.0]["replicas"] == 1
 
 
 def test_early_stopping_keeps_the_best_epoch_before_patience_runs_out():

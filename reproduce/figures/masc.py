@@ -158,9 +158,10 @@ def masc_true_vs_corrupted(ds: xr.Dataset) -> Figure:
         degrees = sorted(summary)
         for key, color, label in (("masc_true", "C1", "true-label subspaces"), ("masc", "C0", "corrupted-label subspaces"),
                                   ("model", "k", "model")):
-            per_seed = np.stack([summary[p]["seeds"][key] for p in degrees])  # (degree, seed)
+            common = min(len(summary[p]["seeds"][key]) for p in degrees)  # seeds present at every degree
+            per_seed = np.stack([summary[p]["seeds"][key][:common] for p in degrees])  # (degree, seed)
             ax.plot(degrees, per_seed, color=color, lw=0.5, alpha=0.5)
-            ax.plot(degrees, per_seed.mean(1), "o-", color=color, label=label)
+            ax.plot(degrees, [summary[p][key] for p in degrees], "o-", color=color, label=label)
         ax.set_xlabel("corruption degree")
         ax.set_title(model, fontsize=8)
         ax.set_ylim(0, 1.0)
