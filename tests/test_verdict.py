@@ -96,3 +96,9 @@ def test_expected_failure_that_holds_is_reproduced_and_says_the_mark_is_stale():
     assert h["verdict"] == "reproduced" and "stale" in h["note"] and not h["as_expected"]
     assert claim_verdict(["inconclusive"], ["not_reproduced"], expected="not_reproduced")["as_expected"]
     assert not claim_verdict(["inconclusive"], ["not_reproduced"])["as_expected"]  # a regression where reproduced is expected
+
+
+def test_control_of_an_expected_failure_is_reported_not_enforced():
+    h = claim_verdict(["inconclusive"], ["inconclusive"], expected="not_reproduced")
+    assert h["control"] == "inconclusive" and h["as_expected"]
+    assert not claim_verdict(["reproduced"], ["inconclusive"])["as_expected"]
