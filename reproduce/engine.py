@@ -26,7 +26,7 @@ import xarray as xr
 from torch import nn
 
 from reproduce import faults
-from reproduce.devices import NUMERICS, Numerics, resolve_device  # noqa: F401 (engine.resolve_device stays importable)
+from reproduce.devices import NUMERICS
 
 Probe = Callable[[nn.Module], dict[str, xr.DataArray]]
 

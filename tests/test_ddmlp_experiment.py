@@ -12,6 +12,7 @@ import torch
 
 from reproduce.engine import TrainSpec, log_schedule
 from reproduce.experiments import ddmlp
+from reproduce.experiments.shrink import SHRINK_ENV
 from reproduce.report import catalogue
 from reproduce.runner import make_results
 
@@ -54,7 +55,7 @@ def test_probe_variables_have_named_dimensions(tiny_run):
 
 
 def test_medium_runs_are_the_paper_widths_on_full_fashion_mnist(monkeypatch):
-    monkeypatch.delenv(ddmlp.SHRINK_ENV, raising=False)
+    monkeypatch.delenv(SHRINK_ENV, raising=False)
     runs = {r.model: r for r in ddmlp.runs("medium")}
     assert set(runs) == {"mlp7", "mlp5", "mlp3"}
     for model, run in runs.items():
@@ -67,13 +68,13 @@ def test_medium_path_shrunk_runs_every_medium_claim_case(tmp_path, monkeypatch, 
     """The medium configuration, shrunk by REPRODUCE_SHRINK=1 to CPU size (same names, same code
     path), made and judged end to end: every medium case must run (not skip, not error) and
     claims.json must list every ddmlp claim with 3 seeds. The medium verdicts wait for a GPU."""
-    monkeypatch.setenv(ddmlp.SHRINK_ENV, "1")
+    monkeypatch.setenv(SHRINK_ENV, "1")
     make_results("medium", ["ddmlp"], tmp_path, device="cpu", seed=0, progress=False, log=lambda _: None)
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "claims/test_ddmlp.py", "-m", "medium", "--results", str(tmp_path),
          "--stored-only", "-q", "-p", "no:cacheprovider", "-rA"],
-        cwd=root, env={**os.environ, ddmlp.SHRINK_ENV: "1"}, capture_output=True, text=True, timeout=600)
+        cwd=root, env={**os.environ, SHRINK_ENV: "1"}, capture_output=True, text=True, timeout=600)
     entries = {e["id"]: e for e in json.loads((tmp_path / "medium" / "claims.json").read_text())}
     assert set(entries) >= set(catalogue("ddmlp")), proc.stdout[-3000:]
     for claim_id in catalogue("ddmlp"):

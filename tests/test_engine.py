@@ -158,7 +158,7 @@ def _old_loop(model, x, y, spec, order_seeds):
     reference the step-function path must match bit for bit."""
     from reproduce.engine import make_optimizer, stacked_cross_entropy
 
-    n, replicas, batch = x.shape[0], y.shape[0], spec.batch_size or x.shape[0]
+    n, batch = x.shape[0], spec.batch_size or x.shape[0]
     steps_per_epoch = -(-n // batch)
     total, warmup = round(spec.epochs * steps_per_epoch), round(spec.warmup_epochs * steps_per_epoch)
     orders = [torch.Generator().manual_seed(int(s)) for s in order_seeds]

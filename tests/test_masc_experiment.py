@@ -8,6 +8,7 @@ import torch
 
 from reproduce.engine import TrainSpec
 from reproduce.experiments import masc
+from reproduce.experiments.shrink import SHRINK_ENV
 from reproduce.figures.masc import (degree_summary, masc_by_layer, masc_retraining, masc_table1, masc_true_vs_corrupted,
                                    run_of)
 from reproduce.models import StackedCNN
@@ -89,9 +90,9 @@ def test_tier_configs(tier):
 
 
 def test_shrunk_medium_runs_keep_names_and_code_path(monkeypatch):
-    monkeypatch.setenv(masc.SHRINK_ENV, "1")
+    monkeypatch.setenv(SHRINK_ENV, "1")
     shrunk = masc.runs("medium")
-    monkeypatch.delenv(masc.SHRINK_ENV)
+    monkeypatch.delenv(SHRINK_ENV)
     medium = masc.runs("medium")
     assert [r.name for r in shrunk] == [r.name for r in medium]
     assert [r.arch for r in shrunk] == [r.arch for r in medium]
@@ -108,13 +109,13 @@ def test_medium_claims_run_end_to_end_on_the_shrunk_medium_runs(fashion_mnist, t
 
     from reproduce.runner import make_results
 
-    monkeypatch.setenv(masc.SHRINK_ENV, "1")
+    monkeypatch.setenv(SHRINK_ENV, "1")
     make_results("medium", ["masc"], tmp_path, progress=False, log=lambda _: None)
     junit = tmp_path / "junit.xml"
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-m", "pytest", "claims/test_masc.py", "-m", "medium", "--results", str(tmp_path),
                            "--stored-only", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"],
-                          cwd=root, capture_output=True, text=True, env={**__import__("os").environ, masc.SHRINK_ENV: "1"})
+                          cwd=root, capture_output=True, text=True, env={**__import__("os").environ, SHRINK_ENV: "1"})
     import xml.etree.ElementTree as ET
     cases = [c for c in ET.parse(junit).getroot().iter("testcase")]
     for case in cases:  # passed, failed or xfailed: never skipped, never an error

@@ -8,6 +8,7 @@ import torch
 
 from reproduce.engine import TrainSpec, log_schedule
 from reproduce.experiments import modnoise
+from reproduce.experiments.shrink import SHRINK_ENV
 from reproduce.store import Store
 
 SPEC = TrainSpec(optimizer="adamw", lr=3e-3, batch_size=0, epochs=3, weight_decay=1.0, checkpoints=log_schedule(3))
@@ -70,11 +71,11 @@ def test_quick_tier_plan():
 def test_medium_tier_plan(monkeypatch):
     """The paper's widths 2^k + 1 (k = 4..12) on P = 97, three operations, 3 seeds; the shrink hook
     keeps every name, width and setting and only makes the task small."""
-    monkeypatch.delenv("REPRODUCE_SHRINK", raising=False)
+    monkeypatch.delenv(SHRINK_ENV, raising=False)
     runs = modnoise.runs("medium")
     assert {r.width for r in runs if r.op == "add"} == set(modnoise.PAPER_WIDTHS)
     assert {r.op for r in runs} == {"add", "sub", "mul"} and all(r.p == 97 and r.seeds_per_setting == 3 for r in runs)
-    monkeypatch.setenv("REPRODUCE_SHRINK", "1")
+    monkeypatch.setenv(SHRINK_ENV, "1")
     shrunk = modnoise.runs("medium")
     assert [(r.name, r.settings) for r in shrunk] == [(r.name, r.settings) for r in runs]
     assert all(r.p == 11 and r.train.epochs == 3 for r in shrunk)
@@ -90,10 +91,10 @@ def test_medium_path_end_to_end_shrunk(tmp_path, monkeypatch):
 
     from reproduce.runner import make_results
 
-    monkeypatch.setenv("REPRODUCE_SHRINK", "1")
+    monkeypatch.setenv(SHRINK_ENV, "1")
     make_results("medium", ["modnoise"], tmp_path, progress=False, log=lambda _: None)
     junit = tmp_path / "junit.xml"
-    env = dict(os.environ, REPRODUCE_SHRINK="1")
+    env = dict(os.environ, **{SHRINK_ENV: "1"})
     subprocess.run([sys.executable, "-m", "pytest", "claims/test_modnoise.py", "-m", "medium", "--results", str(tmp_path),
                     "--stored-only", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"],
                    env=env, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)

@@ -4,7 +4,6 @@ and one evidence figure per claim (entries in the claims.json schema, written by
 import io
 import json
 
-import pytest
 from PIL import Image
 
 from reproduce.report import (all_claims, console_summary, headline, merge_entries, points, percent, regressions,

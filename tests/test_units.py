@@ -8,7 +8,7 @@ import xarray as xr
 from reproduce.engine import TrainSpec, log_schedule
 from reproduce.experiments import ddmlp, masc, modnoise, smooth
 from reproduce.measures.sharpness import VolumeSpec
-from reproduce.store import ENGINE, VARIABLES, Store, describe
+from reproduce.store import ENGINE, Store, describe
 
 CPU = torch.device("cpu")
 # The experiments' tiny configurations (as in tests/test_*_experiment.py).

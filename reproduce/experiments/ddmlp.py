@@ -15,7 +15,6 @@ neuron on noisy samples by true class and by noisy label (Fig. 8).
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field, replace
 
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 import xarray as xr
 
 from reproduce.data import INPUT_SHAPES, TEST_SIZES, TRAIN_SIZES, ImageData, load_dataset
+from reproduce.experiments.shrink import shrinking
 from reproduce.engine import TrainSpec, log_schedule, seconds_per_step, train, training_cost
 from reproduce.measures.activations import cosine_similarity, group_sums
 from reproduce.models import StackedMLP
@@ -80,7 +80,6 @@ QUICK_WIDTHS = {
 }
 QUICK_SEEDS = 5
 MEDIUM_SEEDS = 3
-SHRINK_ENV = "REPRODUCE_SHRINK"  # =1: medium runs shrunk to CPU size, same names (tests/test_ddmlp_experiment.py)
 
 
 def runs(tier: str, seed: int = 0) -> list[Run]:
@@ -98,7 +97,7 @@ def runs(tier: str, seed: int = 0) -> list[Run]:
         return [Run(m, w, "fashion_mnist", 0.3, spec, seed, seeds_per_setting=QUICK_SEEDS, n_train=QUICK_N,
                     n_test=QUICK_N_TEST) for m, w in QUICK_WIDTHS.items()]
     if tier == "medium":
-        return _shrunk(medium_runs(seed)) if os.environ.get(SHRINK_ENV) == "1" else medium_runs(seed)
+        return _shrunk(medium_runs(seed)) if shrinking() else medium_runs(seed)
     if tier == "full":
         runs_ = []
         for model, widths in PAPER_WIDTHS.items():

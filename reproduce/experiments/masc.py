@@ -16,7 +16,6 @@ epoch whose eval accuracy is reported (Fig. 4).
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -24,6 +23,7 @@ import torch
 import xarray as xr
 
 from reproduce.data import INPUT_SHAPES, NUM_CLASSES, TRAIN_SIZES, ImageData, load_dataset
+from reproduce.experiments.shrink import shrinking
 from reproduce.engine import TrainSpec, log_schedule, seconds_per_step, train, training_cost
 from reproduce.measures import masc
 from reproduce.models import StackedCNN, StackedMLP
@@ -86,7 +86,6 @@ QUICK_SEEDS = 5
 # control compares networks with each other; five seeds left both controls inconclusive (docs/masc.md).
 QUICK_EXTRA_SEEDS = ((0.0, 10), (1.0, 15))
 MEDIUM_SEEDS = 3
-SHRINK_ENV = "REPRODUCE_SHRINK"  # =1: medium runs shrunk to CPU size, same names (tests/test_masc_experiment.py)
 
 
 def runs(tier: str, seed: int = 0) -> list[Run]:
@@ -105,7 +104,7 @@ def runs(tier: str, seed: int = 0) -> list[Run]:
                     seeds_per_degree=QUICK_SEEDS, extra_seeds=QUICK_EXTRA_SEEDS, n_train=1500, n_test=2000,
                     retrain=retrain)]
     if tier == "medium":
-        return _shrunk(medium_runs(seed)) if os.environ.get(SHRINK_ENV) == "1" else medium_runs(seed)
+        return _shrunk(medium_runs(seed)) if shrinking() else medium_runs(seed)
     if tier != "full":
         raise ValueError(f"unknown tier {tier!r}")
     epochs = 500

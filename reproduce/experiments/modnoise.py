@@ -21,7 +21,6 @@ score. The epoch-0 checkpoint is the untrained control.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
+from reproduce.experiments.shrink import shrinking
 from reproduce.engine import TrainSpec, log_schedule, seconds_per_step, train, training_cost
 from reproduce.measures.fourier import (OPERATIONS, extract_global, extract_per_neuron, group_order, neuron_spectrum,
                                         primitive_root)
@@ -97,7 +97,7 @@ def runs(tier: str, seed: int = 0) -> list[Run]:
                          checkpoints=log_schedule(500, mantissas=(1, 2, 3, 5, 7)))
         rates = (0.0, WIDTH_NOISE, 0.2, 0.4, 0.6, 0.8, 1.0)
         out = _runs(spec, seed, p=97, widths=PAPER_WIDTHS, rates=rates, seeds=3)
-        return [_shrunk(r) for r in out] if os.environ.get("REPRODUCE_SHRINK") == "1" else out
+        return [_shrunk(r) for r in out] if shrinking() else out
     if tier == "full":
         spec = TrainSpec(optimizer="adamw", lr=1e-3, batch_size=0, epochs=10_000, weight_decay=1.0,
                          checkpoints=log_schedule(10_000, mantissas=range(1, 10)))
