@@ -35,10 +35,10 @@ HESSIAN = Claim.load("smooth.hessian_peaks_too", figure=smooth_hessian)
 ACCURACY = Claim.load("smooth.volume_accuracy_grows", figure=smooth_volume_accuracy)
 ASYMMETRIC = Claim.load("smooth.asymmetric_untouched_only", figure=smooth_test_error)
 
-# At the quick budget (600 SGD steps a width) most seeds fit their noisy labels only at the largest
-# width or not at all, so no argmax below it can sit within one grid step of the threshold.
-QUICK_UNDERTRAINED = {"quick": "the quick budget trains too few steps for the small widths to interpolate: the "
-                               "threshold lands at the largest width or beyond in most seeds; see docs/smooth.md"}
+# At the quick budget (400 Adam steps a width) no width of the grid fits its noisy labels, so there
+# is no interpolation threshold for an argmax to sit next to.
+QUICK_UNDERTRAINED = {"quick": "the quick budget trains too few steps for any width of the grid to fit its noisy "
+                               "labels, so there is no interpolation threshold to peak at; see docs/smooth.md"}
 GRID_STEP = 1  # grid steps from the argmax to the threshold are whole numbers: quantum 1
 
 

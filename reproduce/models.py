@@ -127,8 +127,11 @@ class StackedConvNet(nn.Module):
     Stage i is a 3x3 convolution (padding 1) of width w * 2^i followed by ReLU and a max-pool of
     1, 2, 2 and (global) sizes, then a linear read-out: widths [w, 2w, 4w, 8w], no batch norm. The
     replicas are stacked along channels and run as grouped convolutions (groups = R), so R seeds
-    cost one convolution call per stage. Initialization is PyTorch's `nn.Conv2d`/`nn.Linear`
-    default (uniform in ±1/sqrt(fan_in)), drawn per replica from its own seed.
+    cost one convolution call per stage. Weights are PyTorch's `nn.Conv2d`/`nn.Linear` default
+    (uniform in ±1/sqrt(fan_in)), drawn per replica from its own seed; convolution biases start at
+    0: with the default uniform biases a negative bias on the single channel of a width-1 stage
+    kills it for every (non-negative) input, a constant output from which no optimizer can move
+    (2 of the 5 quick w = 1 replicas at base seed 0; docs/smooth.md).
     """
 
     def __init__(self, input_shape: Sequence[int], width: int, num_classes: int, seeds: Sequence[int]):
@@ -143,7 +146,7 @@ class StackedConvNet(nn.Module):
         for c_in, c_out in zip(channels[:-1], channels[1:]):
             bound = 1.0 / math.sqrt(c_in * 9)
             self.weights.append(nn.Parameter(torch.cat([_uniform((c_out, c_in, 3, 3), bound, g) for g in generators])))
-            self.biases.append(nn.Parameter(torch.cat([_uniform((c_out,), bound, g) for g in generators])))
+            self.biases.append(nn.Parameter(torch.zeros(len(generators) * c_out)))
         bound = 1.0 / math.sqrt(channels[-1])
         self.head_weight = nn.Parameter(torch.stack([_uniform((channels[-1], num_classes), bound, g) for g in generators]))
         self.head_bias = nn.Parameter(torch.stack([_uniform((1, num_classes), bound, g) for g in generators]))

@@ -70,7 +70,7 @@ def test_quick_tier_is_the_stated_sweep(monkeypatch):
     monkeypatch.delenv(smooth.SHRINK_ENV, raising=False)
     quick = smooth.runs("quick")
     assert [r.width for r in quick] == list(smooth.QUICK_WIDTHS) and all(r.seeds == 5 for r in quick)
-    assert {r.train.optimizer for r in quick} == {"sgd"} and all(r.train.weight_decay == 0 for r in quick)
+    assert {r.train.optimizer for r in quick} == {"adam"} and all(r.train.weight_decay == 0 for r in quick)
     medium = smooth.runs("medium")
     assert [r.width for r in medium] == list(smooth.MEDIUM_WIDTHS) and all(r.seeds == 3 for r in medium)
     assert all(r.dataset == "fashion_mnist" and r.downsample == 1 and r.noise == "flip" for r in medium)
