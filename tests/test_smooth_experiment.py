@@ -14,6 +14,7 @@ import xarray as xr
 
 from reproduce.engine import TrainSpec
 from reproduce.experiments import smooth
+from reproduce.experiments.shrink import SHRINK_ENV
 from reproduce.figures.smooth import sweep, threshold_of, thresholds
 from reproduce.runner import make_results
 from reproduce.measures.sharpness import VolumeSpec, interpolation_threshold, peak_at_threshold
@@ -67,7 +68,7 @@ def test_threshold_and_peak_criterion_on_planted_sweeps():
 
 
 def test_quick_tier_is_the_stated_sweep(monkeypatch):
-    monkeypatch.delenv(smooth.SHRINK_ENV, raising=False)
+    monkeypatch.delenv(SHRINK_ENV, raising=False)
     quick = smooth.runs("quick")
     assert [r.width for r in quick] == list(smooth.QUICK_WIDTHS) and all(r.seeds == 5 for r in quick)
     assert {r.train.optimizer for r in quick} == {"adam"} and all(r.train.weight_decay == 0 for r in quick)
@@ -87,7 +88,7 @@ def test_medium_path_shrunk_runs_every_medium_claim_case(tmp_path, monkeypatch, 
     """The medium configuration, shrunk by REPRODUCE_SHRINK=1 to CPU size (same names, same code
     path), made and judged end to end: every medium case must run (not skip, not error) and
     claims.json must list every medium claim with 3 seeds. The medium verdicts wait for a GPU."""
-    monkeypatch.setenv(smooth.SHRINK_ENV, "1")
+    monkeypatch.setenv(SHRINK_ENV, "1")
     names = [r.name for r in smooth.runs("medium")]
     assert names == [f"fmnist-flip20-w{w}-s0" for w in smooth.MEDIUM_WIDTHS[:3]]
     make_results("medium", ["smooth"], tmp_path, device="cpu", seed=0, progress=False, log=lambda _: None)
@@ -95,7 +96,7 @@ def test_medium_path_shrunk_runs_every_medium_claim_case(tmp_path, monkeypatch, 
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "claims/test_smooth.py", "-m", "medium", "--results", str(tmp_path),
          "--stored-only", "-q", "-p", "no:cacheprovider", "-rA"],
-        cwd=root, env={**os.environ, smooth.SHRINK_ENV: "1"}, capture_output=True, text=True, timeout=600)
+        cwd=root, env={**os.environ, SHRINK_ENV: "1"}, capture_output=True, text=True, timeout=600)
     entries = {e["id"]: e for e in json.loads((tmp_path / "medium" / "claims.json").read_text())}
     assert set(entries) >= set(MEDIUM_CLAIMS), proc.stdout[-3000:]
     for claim_id in MEDIUM_CLAIMS:

@@ -17,7 +17,6 @@ augmentations (Eq. 6-7). The epoch-0 checkpoint is the control: the same widths 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 import xarray as xr
 
 from reproduce.data import INPUT_SHAPES, NUM_CLASSES, TRAIN_SIZES, ImageData, load_dataset
+from reproduce.experiments.shrink import shrinking
 from reproduce.engine import TrainSpec, log_schedule, seconds_per_step, train, training_cost
 from reproduce.measures.sharpness import VolumeSpec, sharpness_over_volumes
 from reproduce.models import StackedConvNet
@@ -42,7 +42,6 @@ QUICK_WIDTHS = (1, 2, 4, 8)  # doubling grid: one grid step spans the plateau be
 QUICK_SEEDS = 5
 MEDIUM_WIDTHS = (1, 2, 3, 4, 5, 6, 8, 12, 16, 32)
 MEDIUM_SEEDS = 3
-SHRINK_ENV = "REPRODUCE_SHRINK"  # =1: medium runs shrunk to CPU size, same names (tests/test_smooth_experiment.py)
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,7 @@ def runs(tier: str, seed: int = 0) -> list[Run]:
         return [Run("fmnist14-flip20", w, "fashion_mnist", "flip", 0.2, spec, volumes, seed, QUICK_SEEDS,
                     n_train=500, n_test=2000, downsample=2) for w in QUICK_WIDTHS]
     if tier == "medium":
-        return _shrunk(medium_runs(seed)) if os.environ.get(SHRINK_ENV) == "1" else medium_runs(seed)
+        return _shrunk(medium_runs(seed)) if shrinking() else medium_runs(seed)
     if tier != "full":
         raise ValueError(f"unknown tier {tier!r}")
     epochs = 4000
