@@ -124,7 +124,7 @@ def test_medium_claims_run_end_to_end_on_the_shrunk_medium_runs(fashion_mnist, t
         assert skipped is None or skipped.get("type") == "pytest.xfail", proc.stdout[-3000:]
     medium = [r.model for r in masc.runs("medium")]
     assert len(cases) == 3 * 2 * len(medium), proc.stdout[-3000:]  # 3 claims x (main + control) x models
-    claims = json.loads((tmp_path / "medium" / "claims.json").read_text())
+    claims = [c for c in json.loads((tmp_path / "medium" / "claims.json").read_text()) if c["paper"] == "masc"]
     assert {c["id"] for c in claims} == {"masc.beats_model", "masc.true_label_subspaces_better",
                                          "masc.relabel_retraining_improves"}
     for claim in claims:
