@@ -75,6 +75,15 @@ def test_slurm_array_gives_the_local_numbers(cluster, local, tmp_path):
     _assert_same_numbers(_result(tmp_path), local)
 
 
+def _total_steps() -> int:
+    """Training steps of the quick run, from the plan (the quick tier's size is a setting, not a constant)."""
+    from reproduce.experiments import experiment
+    from reproduce.runner import plan
+
+    (paper, run), = plan("quick", ["ddmlp"], 0, [RUN])
+    return experiment(paper).steps_and_flops(run)[0]
+
+
 def _saved_step(results: Path) -> int:
     state = results / "quick" / "ddmlp" / ".state" / f"{RUN}.pt"
     try:
@@ -100,7 +109,7 @@ def test_preempted_task_resumes_with_the_same_numbers(cluster, local, tmp_path):
     proc = _cli("--executor", "slurm", "--cpus", "1", "--results", str(tmp_path), wait=False)
     line = proc.stdout.readline()
     job = re.search(r"job array (\d+)", line).group(1)
-    total = 6400  # mlp3 quick: 64 steps x 100 epochs
+    total = _total_steps()  # checkpoints at epochs 10 and 20 are total // 10 and total // 5
     _wait(lambda: _saved_step(tmp_path) >= total // 10)  # checkpoint at epoch 10
     log = next((tmp_path / ".slurm" / "quick" / job).glob("*_log.out"))
 
