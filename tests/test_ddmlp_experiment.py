@@ -1,10 +1,5 @@
 """The ddmlp experiment end to end on a tiny setting: what a run stores, and that it is consistent."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +9,6 @@ from reproduce.engine import TrainSpec, log_schedule
 from reproduce.experiments import ddmlp
 from reproduce.experiments.shrink import SHRINK_ENV
 from reproduce.report import catalogue
-from reproduce.runner import make_results
 
 
 @pytest.fixture(scope="module")
@@ -64,19 +58,12 @@ def test_medium_runs_are_the_paper_widths_on_full_fashion_mnist(monkeypatch):
         assert [s for s, _ in run.replicas].count("noisy") == 3 == [s for s, _ in run.replicas].count("control")
 
 
-def test_medium_path_shrunk_runs_every_medium_claim_case(tmp_path, monkeypatch, fashion_mnist):
+def test_medium_path_shrunk_runs_every_medium_claim_case(shrunk_medium, fashion_mnist):
     """The medium configuration, shrunk by REPRODUCE_SHRINK=1 to CPU size (same names, same code
     path), made and judged end to end: every medium case must run (not skip, not error) and
     claims.json must list every ddmlp claim with 3 seeds. The medium verdicts wait for a GPU."""
-    monkeypatch.setenv(SHRINK_ENV, "1")
-    make_results("medium", ["ddmlp"], tmp_path, device="cpu", seed=0, progress=False, log=lambda _: None)
-    root = Path(__file__).resolve().parent.parent
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "claims/test_ddmlp.py", "-m", "medium", "--results", str(tmp_path),
-         "--stored-only", "-q", "-p", "no:cacheprovider", "-rA"],
-        cwd=root, env={**os.environ, SHRINK_ENV: "1"}, capture_output=True, text=True, timeout=600)
-    entries = {e["id"]: e for e in json.loads((tmp_path / "medium" / "claims.json").read_text())}
-    assert set(entries) >= set(catalogue("ddmlp")), proc.stdout[-3000:]
+    stdout, entries = shrunk_medium("ddmlp")
+    assert set(entries) >= set(catalogue("ddmlp")), stdout[-3000:]
     for claim_id in catalogue("ddmlp"):
         cases = entries[claim_id]["cases"]
         assert cases, f"{claim_id} has no medium case"

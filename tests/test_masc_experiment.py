@@ -99,32 +99,19 @@ def test_shrunk_medium_runs_keep_names_and_code_path(monkeypatch):
     assert all(r.n_train == 300 and r.train.epochs == 2 for r in shrunk)
 
 
-def test_medium_claims_run_end_to_end_on_the_shrunk_medium_runs(fashion_mnist, tmp_path, monkeypatch):
+def test_medium_claims_run_end_to_end_on_the_shrunk_medium_runs(fashion_mnist, shrunk_medium, tmp_path):
     """The medium path (runs, store, every medium claim case, claims.json) on CPU-sized copies of
     the medium runs (REPRODUCE_SHRINK=1). The verdicts themselves mean nothing at this size."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from reproduce.runner import make_results
-
-    monkeypatch.setenv(SHRINK_ENV, "1")
-    make_results("medium", ["masc"], tmp_path, progress=False, log=lambda _: None)
-    junit = tmp_path / "junit.xml"
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-m", "pytest", "claims/test_masc.py", "-m", "medium", "--results", str(tmp_path),
-                           "--stored-only", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"],
-                          cwd=root, capture_output=True, text=True, env={**__import__("os").environ, SHRINK_ENV: "1"})
+    stdout, entries = shrunk_medium("masc")
     import xml.etree.ElementTree as ET
-    cases = [c for c in ET.parse(junit).getroot().iter("testcase")]
+    cases = [c for c in ET.parse(tmp_path / "junit.xml").getroot().iter("testcase")]
     for case in cases:  # passed, failed or xfailed: never skipped, never an error
-        assert case.find("error") is None, proc.stdout[-3000:]
+        assert case.find("error") is None, stdout[-3000:]
         skipped = case.find("skipped")
-        assert skipped is None or skipped.get("type") == "pytest.xfail", proc.stdout[-3000:]
+        assert skipped is None or skipped.get("type") == "pytest.xfail", stdout[-3000:]
     medium = [r.model for r in masc.runs("medium")]
-    assert len(cases) == 3 * 2 * len(medium), proc.stdout[-3000:]  # 3 claims x (main + control) x models
-    claims = [c for c in json.loads((tmp_path / "medium" / "claims.json").read_text()) if c["paper"] == "masc"]
+    assert len(cases) == 3 * 2 * len(medium), stdout[-3000:]  # 3 claims x (main + control) x models
+    claims = list(entries.values())
     assert {c["id"] for c in claims} == {"masc.beats_model", "masc.true_label_subspaces_better",
                                          "masc.relabel_retraining_improves"}
     for claim in claims:

@@ -1,6 +1,5 @@
 """The modnoise experiment end to end on a tiny setting: what a run stores, and that it is consistent."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,30 +80,17 @@ def test_medium_tier_plan(monkeypatch):
     assert all(r.p == 11 and r.train.epochs == 3 for r in shrunk)
 
 
-def test_medium_path_end_to_end_shrunk(tmp_path, monkeypatch):
+def test_medium_path_end_to_end_shrunk(shrunk_medium, tmp_path):
     """The medium configuration, shrunk by REPRODUCE_SHRINK=1, through the store and every medium claim
     case: each case runs (its verdict on 3 epochs means nothing) and claims.json lists every claim."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    from reproduce.runner import make_results
-
-    monkeypatch.setenv(SHRINK_ENV, "1")
-    make_results("medium", ["modnoise"], tmp_path, progress=False, log=lambda _: None)
+    _, by_id = shrunk_medium("modnoise")
     junit = tmp_path / "junit.xml"
-    env = dict(os.environ, **{SHRINK_ENV: "1"})
-    subprocess.run([sys.executable, "-m", "pytest", "claims/test_modnoise.py", "-m", "medium", "--results", str(tmp_path),
-                    "--stored-only", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"],
-                   env=env, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
     text = junit.read_text()
     cases = text.count("<testcase ")
     assert cases == 15 and "<skipped" not in text.replace('type="pytest.xfail"', "") and "<error" not in text, text
     figures = {f.name for f in (tmp_path / "medium" / "figures").glob("*.paper.png")}
     assert len(figures) == 4, figures  # one paper figure per claim: the figure functions ran on the medium layout
-    claims = json.loads((tmp_path / "medium" / "claims.json").read_text())
-    entries = [c for c in claims if c["paper"] == "modnoise"]  # the report lists every paper's claims
+    entries = list(by_id.values())
     assert all(j["n"] == 3 for c in entries for case in c["cases"] for j in case["conditions"]), entries
     assert all(c["cases"] and all(case["conditions"] for case in c["cases"]) for c in entries)
     assert {c["id"] for c in entries} == {f"modnoise.{c}" for c in ("fourier_extraction_recovers", "larger_width_generalizes_better",

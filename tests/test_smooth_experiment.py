@@ -1,11 +1,6 @@
 """The smooth experiment end to end on a tiny setting: what a run stores, and the sweep helpers;
 the medium path shrunk to CPU size through the medium claim cases."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +11,6 @@ from reproduce.engine import TrainSpec
 from reproduce.experiments import smooth
 from reproduce.experiments.shrink import SHRINK_ENV
 from reproduce.figures.smooth import sweep, threshold_of, thresholds
-from reproduce.runner import make_results
 from reproduce.measures.sharpness import VolumeSpec, interpolation_threshold, peak_at_threshold
 
 
@@ -84,24 +78,18 @@ MEDIUM_CLAIMS = ("smooth.sharpness_peaks_at_threshold", "smooth.noisy_peak_highe
                  "smooth.volume_accuracy_grows")
 
 
-def test_medium_path_shrunk_runs_every_medium_claim_case(tmp_path, monkeypatch, fashion_mnist):
+def test_medium_path_shrunk_runs_every_medium_claim_case(shrunk_medium, monkeypatch, fashion_mnist):
     """The medium configuration, shrunk by REPRODUCE_SHRINK=1 to CPU size (same names, same code
     path), made and judged end to end: every medium case must run (not skip, not error) and
     claims.json must list every medium claim with 3 seeds. The medium verdicts wait for a GPU."""
     monkeypatch.setenv(SHRINK_ENV, "1")
     names = [r.name for r in smooth.runs("medium")]
     assert names == [f"fmnist-flip20-w{w}-s0" for w in smooth.MEDIUM_WIDTHS[:3]]
-    make_results("medium", ["smooth"], tmp_path, device="cpu", seed=0, progress=False, log=lambda _: None)
-    root = Path(__file__).resolve().parent.parent
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "claims/test_smooth.py", "-m", "medium", "--results", str(tmp_path),
-         "--stored-only", "-q", "-p", "no:cacheprovider", "-rA"],
-        cwd=root, env={**os.environ, SHRINK_ENV: "1"}, capture_output=True, text=True, timeout=600)
-    entries = {e["id"]: e for e in json.loads((tmp_path / "medium" / "claims.json").read_text())}
-    assert set(entries) >= set(MEDIUM_CLAIMS), proc.stdout[-3000:]
+    stdout, entries = shrunk_medium("smooth")
+    assert set(entries) >= set(MEDIUM_CLAIMS), stdout[-3000:]
     for claim_id in MEDIUM_CLAIMS:
         cases = entries[claim_id]["cases"]
-        assert len(cases) == 2, (claim_id, proc.stdout[-3000:])  # the main case and its control
+        assert len(cases) == 2, (claim_id, stdout[-3000:])  # the main case and its control
         for case in cases:
             assert case["outcome"] in ("passed", "failed", "xfailed", "xpassed"), (claim_id, case["case"], case["message"])
             assert {c["n"] for c in case["conditions"]} == {3}, (claim_id, case["case"])
