@@ -138,19 +138,6 @@ def judge(conditions: Sequence[Condition], rule: str = "t") -> tuple[str, list[d
     return combine([j["verdict"] for j in judged]), judged
 
 
-def closest_to_failing(conditions: Sequence[dict]) -> dict | None:
-    """The judged condition whose interval lies nearest its threshold, relative to the interval's
-    width: the one a headline's "n and interval" should show."""
-    def margin(c: dict) -> float:
-        lo, hi = c["interval"]
-        if c["rule"] == "binomial":
-            return min(abs(lo - 0.5), abs(hi - 0.5))
-        width = hi - lo if math.isfinite(hi - lo) and hi > lo else 1.0
-        return min(abs(lo - c["threshold"]), abs(hi - c["threshold"])) / (width or 1.0)
-
-    return min(conditions, key=margin) if conditions else None
-
-
 def claim_verdict(main: Sequence[str], controls: Sequence[str], expected: str = "reproduced") -> dict:
     """The headline of one claim at one tier from its cases' verdicts.
 
