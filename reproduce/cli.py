@@ -29,7 +29,6 @@ from reproduce.errors import UserError, _Parser
 from reproduce.experiments import PAPERS, TIERS, check_tier, experiment
 
 CLAIMS_DIR = Path(__file__).resolve().parent.parent / "claims"
-REFERENCE_DIR = Path(__file__).resolve().parent.parent / "data" / "claims"
 VERBS = {"run": "make the results, then the report (the default verb)",
          "report": "rebuild the report from stored results (trains nothing)",
          "bench": "speed ratios of the engine (its options: python -m reproduce bench --help)",
@@ -165,9 +164,9 @@ def _check_diverged(tier: str, papers: list[str], results: Path, seed: int, only
 
 def _papers_of_claims(claims: list[str], papers: list[str]) -> list[str]:
     """The papers of the claims asked for, checked against data/claims/*.json."""
-    known = {}
-    for path in sorted(REFERENCE_DIR.glob("*.json")):
-        known.update({claim: path.stem for claim in json.loads(path.read_text())})
+    from reproduce.report import all_claims
+
+    known = {claim: entry["paper"] for claim, entry in all_claims().items()}
     for claim in claims:
         if claim not in known:
             raise UserError(f"unknown claim {claim!r}: choose from {', '.join(sorted(known))}")
