@@ -55,7 +55,8 @@ def beats_model(summary: dict[float, dict], degrees: tuple[float, ...], quantum:
     conditions = [Condition(f"MASC minus model at {p:.0%}", seeds[p]["gain"], ">=", 0.02, quantum=quantum)
                   for p in degrees]
     for a, b in zip(degrees, degrees[1:]):
-        step = seeds[b]["relative_gain"] - seeds[a]["relative_gain"]
+        n = min(len(seeds[a]["relative_gain"]), len(seeds[b]["relative_gain"]))  # seed k pairs with seed k
+        step = seeds[b]["relative_gain"][:n] - seeds[a]["relative_gain"][:n]
         conditions.append(Condition(f"relative gain {b:.0%} minus {a:.0%}", step, ">", 0))
     return conditions
 

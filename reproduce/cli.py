@@ -26,7 +26,7 @@ from pathlib import Path
 
 from reproduce import __version__
 from reproduce.errors import UserError, _Parser
-from reproduce.experiments import PAPERS, TIERS, check_tier, experiment
+from reproduce.experiments import PAPERS, TIERS, check_paper, check_tier
 
 CLAIMS_DIR = Path(__file__).resolve().parent.parent / "claims"
 VERBS = {"run": "make the results, then the report (the default verb)",
@@ -111,11 +111,11 @@ def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "stability":
         for paper in args.paper:
-            experiment(paper)
+            check_paper(paper)
         return stability(args.tier, args.results, args.threads, args.seeds, args.paper)
     check_tier(args.tier)
     for paper in args.paper:
-        experiment(paper)
+        check_paper(paper)
     if args.claim:
         args.paper = _papers_of_claims(args.claim, args.paper)
     if args.command == "report":
@@ -125,10 +125,10 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.device not in ("cpu", "cuda"):  # before torch is imported: bad input answers at once
+        raise UserError(f"unknown device {args.device!r}: use cpu or cuda")
     from reproduce.executors import SlurmConfig, check_executor
 
-    if args.device not in ("cpu", "cuda"):
-        raise UserError(f"unknown device {args.device!r}: use cpu or cuda")
     check_executor(args.executor)
     slurm = SlurmConfig.load(args.slurm_config, partition=args.partition, time_min=args.time_min, gpus=args.gpus,
                              cpus=args.cpus, mem_gb=args.mem_gb)

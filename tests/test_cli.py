@@ -230,3 +230,13 @@ def test_nan_loss_is_recorded_as_diverged_and_its_claim_says_so(tmp_path):
     claims = {c["id"]: c for c in json.loads((tmp_path / "quick" / "claims.json").read_text())}
     claim = claims["ddmlp.noisy_learned_later"]
     assert claim["verdict"] != "reproduced" and "diverged (NaN loss)" in json.dumps(claim)
+
+
+def test_bad_names_are_answered_before_torch_is_imported():
+    """An unknown tier, paper or device costs the user no torch import (2 s on this machine)."""
+    code = ("import sys; from reproduce.cli import main\n"
+            "for args in (['--tier', 'huge'], ['--tier', 'quick', '--paper', 'nope'], ['--tier', 'quick', '--device', 'tpu']):\n"
+            "    assert main(args) == 2\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr

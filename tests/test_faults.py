@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = ROOT / "tests" / "_fault_child.py"
 EPOCH_STEPS = 16  # tests/_fault_child.py: 512 samples, batch 32
 EPOCHS = 20
+KILLS = 20  # the fault model asks for at least 20 kills; each costs a process start (about 2 s of imports)
 TIMING = {"started_at", "finished_at", "train_seconds", "probe_seconds", "git_commit", "host"}
 
 
@@ -81,12 +82,12 @@ def reference(tmp_path_factory) -> Path:
 
 
 def test_sigkill_at_random_points_loses_nothing(tmp_path, reference):
-    """At least 20 kills (random epochs and moments, and inside a state write and a results write)."""
+    """KILLS kills (random epochs and moments, and inside a state write and a results write)."""
     rng = random.Random(0)
     run = "tiny-s0"
     kills, lost_steps, rounds, attempts = [], 0, 0, 0
     deliberate = ["state:4", "result:1", "state:1", "result:1"]  # state:1: the first save of that attempt
-    while len(kills) < 24:
+    while len(kills) < KILLS:
         rounds += 1
         results = tmp_path / f"round{rounds}"
         progress = results / "progress"
@@ -104,7 +105,7 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path, reference):
                 proc.wait(timeout=600)
                 if proc.returncode == -signal.SIGKILL:
                     kills.append(dict(round=rounds, at=env["REPRODUCE_KILL_AT"], reached=resume + _steps(progress, run) - before))
-            elif len(kills) >= 24:
+            elif len(kills) >= KILLS:
                 _finish(proc)
             else:
                 target = rng.randint(0, 7)  # epochs of this attempt, then a random moment within the next

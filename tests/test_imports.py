@@ -108,3 +108,13 @@ def test_omp_wait_policy_is_set_before_torch_and_a_users_setting_wins():
             env["OMP_WAIT_POLICY"] = given
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         assert out.stdout.strip() == expected
+
+
+def test_paper_keys_name_their_modules():
+    """experiments.PAPERS is written out (so that the command line need not import torch to check a
+    name); each key must be its module's PAPER."""
+    from reproduce.experiments import PAPERS, experiment
+
+    assert [experiment(p).PAPER for p in PAPERS] == list(PAPERS)
+    assert sorted(PAPERS) == sorted(p.stem for p in (PACKAGE / "experiments").glob("*.py")
+                                    if p.stem not in ("__init__", "shrink"))

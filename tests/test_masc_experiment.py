@@ -96,7 +96,7 @@ def test_shrunk_medium_runs_keep_names_and_code_path(monkeypatch):
     medium = masc.runs("medium")
     assert [r.name for r in shrunk] == [r.name for r in medium]
     assert [r.arch for r in shrunk] == [r.arch for r in medium]
-    assert all(r.n_train == 300 and r.train.epochs == 2 for r in shrunk)
+    assert all(r.n_train == 160 and r.train.epochs == 2 and r.seeds_per_degree == 2 for r in shrunk)
 
 
 def test_medium_claims_run_end_to_end_on_the_shrunk_medium_runs(fashion_mnist, shrunk_medium, tmp_path):

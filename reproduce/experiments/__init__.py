@@ -9,20 +9,25 @@
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
 
 from reproduce.errors import UserError
-from reproduce.experiments import ddmlp, masc, modnoise, smooth
 
-EXPERIMENTS: dict[str, ModuleType] = {m.PAPER: m for m in (ddmlp, smooth, masc, modnoise)}
-PAPERS = tuple(EXPERIMENTS)
+# The paper keys, each the name of its module here. Modules are imported on first use, so that the
+# command line answers bad input (an unknown tier or paper) before torch is imported, in 0.1 s.
+PAPERS = ("ddmlp", "smooth", "masc", "modnoise")
 TIERS = ("quick", "medium", "full")
 
 
-def experiment(paper: str) -> ModuleType:
-    if paper not in EXPERIMENTS:
+def check_paper(paper: str) -> str:
+    if paper not in PAPERS:
         raise UserError(f"unknown paper {paper!r}: choose from {', '.join(PAPERS)}")
-    return EXPERIMENTS[paper]
+    return paper
+
+
+def experiment(paper: str) -> ModuleType:
+    return importlib.import_module(f"reproduce.experiments.{check_paper(paper)}")
 
 
 def check_tier(tier: str) -> str:
