@@ -222,7 +222,8 @@ def test_epochwise_double_descent(case: Case, paper_results, judge):
     ds = paper_results(PAPER, case.tier)
     seeds = [double_descent(r) for r in replicas(ds, case.model, _setting(case))]
     quantum = 1 / int(ds.attrs["n_test"])  # test accuracies move in steps of 1 / n_test
-    judge(Condition("test accuracy fall from its peak", [s["fall"] for s in seeds], ">=", 0.05, quantum=quantum),
+    judge(Condition("test accuracy fall from its peak", [s["fall"] for s in seeds], ">=", 0.05, quantum=quantum,
+                    unit="points"),
           Condition("recovery minus a quarter of the fall", [s["recovery_minus_quarter_fall"] for s in seeds], ">=", 0,
                     quantum=quantum),
           summary=f"{'clean-label twins: ' if case.control else ''}test accuracy falls "

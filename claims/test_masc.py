@@ -52,7 +52,7 @@ def _degrees(degrees) -> str:
 def beats_model(summary: dict[float, dict], degrees: tuple[float, ...], quantum: float) -> list[Condition]:
     """MASC minus model (points) at each degree, and each step up of the relative gain (Table 1), per seed."""
     seeds = {p: summary[p]["seeds"] for p in degrees}
-    conditions = [Condition(f"MASC minus model at {p:.0%}", seeds[p]["gain"], ">=", 0.02, quantum=quantum)
+    conditions = [Condition(f"MASC minus model at {p:.0%}", seeds[p]["gain"], ">=", 0.02, quantum=quantum, unit="points")
                   for p in degrees]
     for a, b in zip(degrees, degrees[1:]):
         n = min(len(seeds[a]["relative_gain"]), len(seeds[b]["relative_gain"]))  # seed k pairs with seed k
@@ -86,7 +86,8 @@ def test_beats_model(case: Case, paper_results, judge):
 def true_better(summary: dict[float, dict], degrees: tuple[float, ...], quantum: float) -> list[Condition]:
     """True-label minus corrupted-label MASC (best hidden layer each) at each degree, per seed."""
     return [Condition(f"true minus corrupted subspaces at {p:.0%}",
-                      summary[p]["seeds"]["masc_true"] - summary[p]["seeds"]["masc"], ">=", 0.01, quantum=quantum)
+                      summary[p]["seeds"]["masc_true"] - summary[p]["seeds"]["masc"], ">=", 0.01, quantum=quantum,
+                      unit="points")
             for p in degrees]
 
 
@@ -96,7 +97,8 @@ def other_network(summary: dict[float, dict], quantum: float) -> list[Condition]
     order, so a 1-point margin could appear by chance but must not show over the seeds."""
     seeds = summary[0.0]["seeds"]
     return [Condition("true minus another network's subspaces at 0%",
-                      seeds["masc_true"] - np.roll(seeds["masc"], -1), ">=", 0.01, quantum=quantum)]
+                      seeds["masc_true"] - np.roll(seeds["masc"], -1), ">=", 0.01, quantum=quantum,
+                      unit="points")]
 
 
 @pytest.mark.claim(TRUE_BETTER)
@@ -124,7 +126,8 @@ def relabel_improves(summary: dict[float, dict], degrees: tuple[float, ...], qua
     if any("retrained" not in summary[p]["seeds"] for p in degrees):
         pytest.fail("these results have no relabel-retraining (run.retrain was None)")
     return [Condition(f"after minus before retraining at {p:.0%}",
-                      summary[p]["seeds"]["retrained"] - summary[p]["seeds"]["model"], ">=", 0.02, quantum=quantum)
+                      summary[p]["seeds"]["retrained"] - summary[p]["seeds"]["model"], ">=", 0.02, quantum=quantum,
+                      unit="points")
             for p in degrees]
 
 

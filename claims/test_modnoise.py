@@ -83,8 +83,8 @@ def test_fourier_extraction_recovers(case: Case, paper_results, judge):
     quantum = 1 / n_test(runs[0])
     extracted, own = [s["extracted"] for s in seeds], [s["model"] for s in seeds]
     label = {"untrained": "untrained (epoch 0), 80% flip replicas", "noise100": "100% flip"}.get(control, "80% flip")
-    judge(Condition("extracted test accuracy", extracted, ">=", 0.95, quantum=quantum),
-          Condition("extracted minus model", [e - m for e, m in zip(extracted, own)], ">=", 0.5, quantum=quantum),
+    judge(Condition("extracted test accuracy", extracted, ">=", 0.95, quantum=quantum, unit="accuracy"),
+          Condition("extracted minus model", [e - m for e, m in zip(extracted, own)], ">=", 0.5, quantum=quantum, unit="points"),
           summary=f"{label}: extracted {np.mean(extracted):.1%}, model {np.mean(own):.1%} (mean of {len(seeds)} seeds)",
           seeds=seeds)
 
@@ -117,7 +117,7 @@ def test_larger_width_generalizes_better(case: Case, paper_results, judge):
     mean_acc = np.mean([s["accuracy"] for s in seeds], 0)
     judge(Condition("Spearman(width, accuracy)", [s["spearman"] for s in seeds], ">=", 0.8,
                     quantum=spearman_quantum(len(widths))),
-          Condition("largest minus smallest width", [s["gain"] for s in seeds], ">=", 0.1, quantum=quantum),
+          Condition("largest minus smallest width", [s["gain"] for s in seeds], ">=", 0.1, quantum=quantum, unit="points"),
           summary=f"{rate:.0%} flip: test accuracy " + ", ".join(f"{a:.1%}" for a in mean_acc)
                   + f" at widths {widths} (mean of {len(seeds)} seeds)", seeds=seeds)
 
@@ -140,9 +140,10 @@ def test_partition_weaker_than_fourier(case: Case, paper_results, judge):
     seeds = [partition_between(r) for r in runs]
     quantum = 1 / n_test(runs[0])
     mean = {k: np.mean([s[k] for s in seeds]) for k in seeds[0]}
-    judge(Condition("partition minus model", [s["partition"] - s["model"] for s in seeds], ">=", 0.05, quantum=quantum),
+    judge(Condition("partition minus model", [s["partition"] - s["model"] for s in seeds], ">=", 0.05, quantum=quantum,
+                    unit="points"),
           Condition("Fourier minus partition", [s["fourier"] - s["partition"] for s in seeds], ">=", 0.05,
-                    quantum=quantum),
+                    quantum=quantum, unit="points"),
           summary=f"{rate:.0%} flip: model {mean['model']:.1%}, partition {mean['partition']:.1%}, "
                   f"Fourier {mean['fourier']:.1%} (mean of {len(seeds)} seeds)", seeds=seeds)
 

@@ -120,8 +120,8 @@ def test_volume_accuracy_grows(case: Case, paper_results, judge):
     drops = [float(max(0.0, -np.diff(a, axis=-1).min())) for a in accuracy]  # worst volume, worst step
     rises = [float((a[:, -1] - a[:, 0]).min()) for a in accuracy]  # worst volume
     quantum = 1 / ds.sizes["sample"]  # accuracy on the n training samples
-    judge(Condition("largest drop from one width to the next", drops, "<=", 0.02, quantum=quantum),
-          Condition("rise from smallest to largest width", rises, ">=", 0.1, quantum=quantum),
+    judge(Condition("largest drop from one width to the next", drops, "<=", 0.02, quantum=quantum, unit="points"),
+          Condition("rise from smallest to largest width", rises, ">=", 0.1, quantum=quantum, unit="points"),
           summary=f"largest drop between widths {100 * max(drops):.1f} points (worst seed), rise "
                   f"{100 * np.median(rises):+.1f} points (median seed, worst volume)",
           threshold_widths=thresholds(ds, case.model, _tolerance(ds)))
