@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ TIER_ORDER = ("quick", "medium", "full")
 OUTCOMES = pytest.StashKey[list]()
 DATASETS = pytest.StashKey[dict]()
 CLAIMS = pytest.StashKey[dict]()
+BACKGROUND = pytest.StashKey[subprocess.Popen]()
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,41 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[OUTCOMES] = []
     config.stash[DATASETS] = {}
     config.stash[CLAIMS] = {}
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start making the missing quick results in the background when other tests run first.
+
+    `pytest` runs tests/ before claims/, and the unit tests keep about one of two cores busy; a
+    background `python -m reproduce --tier quick --no-report` (the same code path, seed, device and
+    default thread count, so the same numbers) makes the quick results meanwhile. The claim tests'
+    make_results then reuses each finished run, waits for the one being made (the store's per-run
+    lock) and makes the rest beside it. Its output goes to DIR/quick/background.log.
+    """
+    config = session.config
+    if config.getoption("--stored-only") or hasattr(config, "workerinput"):
+        return
+    quick = [i for i in session.items if i.get_closest_marker("claim") and i.get_closest_marker("quick")]
+    if not quick or len(quick) == len(session.items):
+        return  # nothing to make, or nothing else to run meanwhile
+    papers = list(dict.fromkeys(i.get_closest_marker("claim").args[0].paper for i in quick))
+    root, seed, device = Path(config.getoption("--results")), config.getoption("--seed"), config.getoption("--device")
+    store = Store(root)
+    if all(store.path("quick", paper, run.name).exists() for paper, run in plan("quick", papers, seed)):
+        return
+    (root / "quick").mkdir(parents=True, exist_ok=True)
+    with open(root / "quick" / "background.log", "w") as log:
+        config.stash[BACKGROUND] = subprocess.Popen(
+            [sys.executable, "-m", "reproduce", "run", "--tier", "quick", "--paper", *papers, "--results", str(root),
+             "--seed", str(seed), "--device", device, "--no-report"], stdout=log, stderr=subprocess.STDOUT)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A session that ends early (-x, Ctrl-C) stops the background maker; its runs resume next time."""
+    background = config.stash.get(BACKGROUND, None)
+    if background is not None and background.poll() is None:
+        background.terminate()
+        background.wait()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
