@@ -127,17 +127,13 @@ PARTITION_XFAIL = {"quick": "at 80% flip noise the partition's subnetwork barely
                             "the neurons' spectra are diffuse, no neuron is purely generalizing; see docs/modnoise.md"}
 
 
-def partition_between(run) -> dict:
-    return final_accuracy(run)
-
-
 @pytest.mark.claim(PARTITION)
 @pytest.mark.parametrize("case", cases(ADD, xfail=PARTITION_XFAIL))
 def test_partition_weaker_than_fourier(case: Case, paper_results, judge):
     """Main: 80% flip noise; control: 100% flip noise, where the partition has nothing to keep."""
     rate = 1.0 if case.control else 0.8
     runs = replicas(paper_results(PAPER, case.tier), case.model, "flip", rate)
-    seeds = [partition_between(r) for r in runs]
+    seeds = [final_accuracy(r) for r in runs]
     quantum = 1 / n_test(runs[0])
     mean = {k: np.mean([s[k] for s in seeds]) for k in seeds[0]}
     judge(Condition("partition minus model", [s["partition"] - s["model"] for s in seeds], ">=", 0.05, quantum=quantum,

@@ -19,7 +19,7 @@ import pytest
 
 from claims.conftest import Case, cases
 from reproduce.figures.smooth import (smooth_hessian, smooth_measures, smooth_subsets, smooth_test_error,
-                                      smooth_volume_accuracy, sweep, thresholds)
+                                      smooth_volume_accuracy, sweep, thresholds, tolerance)
 from reproduce.measures.sharpness import peak_at_threshold
 from reproduce.report import Claim
 from reproduce.verdict import Condition
@@ -42,14 +42,10 @@ QUICK_UNDERTRAINED = {"quick": "the quick budget trains too few steps for any wi
 GRID_STEP = 1  # grid steps from the argmax to the threshold are whole numbers: quantum 1
 
 
-def _tolerance(ds) -> float:
-    return float(ds.attrs.get("interpolation_tolerance", 0.01))
-
-
 def peaks(ds, case: Case, measure: str, subset: str = "all") -> list[dict]:
     """The peak criterion per seed on one measure at the training points (volume 0), each seed
     judged against its own interpolation threshold; the control reads the same seeds at epoch 0."""
-    seed_thresholds = thresholds(ds, case.model, _tolerance(ds))
+    seed_thresholds = thresholds(ds, case.model, tolerance(ds))
     sw = sweep(ds, case.model, at="init" if case.control else "end", seeds=True)
     widths = [int(w) for w in sw.width.values]
     values = sw.volume_measure.sel(measure=measure, subset=subset).transpose("replica", "volume", "width")
@@ -124,7 +120,7 @@ def test_volume_accuracy_grows(case: Case, paper_results, judge):
           Condition("rise from smallest to largest width", rises, ">=", 0.1, quantum=quantum, unit="points"),
           summary=f"largest drop between widths {100 * max(drops):.1f} points (worst seed), rise "
                   f"{100 * np.median(rises):+.1f} points (median seed, worst volume)",
-          threshold_widths=thresholds(ds, case.model, _tolerance(ds)))
+          threshold_widths=thresholds(ds, case.model, tolerance(ds)))
 
 
 @pytest.mark.claim(ASYMMETRIC)
@@ -136,7 +132,7 @@ def test_asymmetric_untouched_only(case: Case, paper_results, judge):
     widths = [int(w) for w in sw.width.values]
     error = 1 - sw.accuracy.sel(split=split).transpose("replica", "width").values
     bumps = []
-    for e, threshold in zip(error, thresholds(ds, case.model, _tolerance(ds))):
+    for e, threshold in zip(error, thresholds(ds, case.model, tolerance(ds))):
         near = [i for i in range(len(widths)) if threshold in widths and abs(i - widths.index(threshold)) <= 1]
         bumps.append(float(max(e[i] for i in near) - e[-1]) if near else -math.inf)  # -inf: no width fits
     judge(Condition(f"{split} error near the threshold minus largest width", bumps, ">=", 0.02),

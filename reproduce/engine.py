@@ -458,10 +458,17 @@ def _from_family(points: list[tuple[float, float]], flops: float) -> float | Non
         (f1, t1), (f2, t2) = below[-1], above[0]
         return t1 if f2 == f1 else t1 + (t2 - t1) * (flops - f1) / (f2 - f1)
     if len(points) >= 2 and not above and flops <= 2 * points[-1][0]:
-        (f1, t1), (f2, t2) = points[-2:]
-        slope = min(max((t2 - t1) / (f2 - f1), 0.0), t2 / f2)  # between flat and proportional
-        return t2 + slope * (flops - f2)
+        return _extrapolate(*points[-2:], flops)
     return None
+
+
+def _extrapolate(first: tuple[float, float], last: tuple[float, float], x: float) -> float:
+    """Time at `x` on the line through two timed points (size, seconds) beyond the last one; the slope
+    is kept between flat and proportional (a fixed cost plus a per-unit cost), which timing noise
+    could otherwise push below zero or above the last point's own rate."""
+    (x1, t1), (x2, t2) = first, last
+    slope = min(max((t2 - t1) / (x2 - x1), 0.0), t2 / x2)
+    return t2 + slope * (x - x2)
 
 
 def measure_step(model: nn.Module, input_shape: tuple[int, ...], num_classes: int, spec: TrainSpec,
@@ -487,9 +494,7 @@ def measure_step(model: nn.Module, input_shape: tuple[int, ...], num_classes: in
         b = min(batch, b * 4)
     if points[-1][0] == batch:
         return points[-1][1], batch
-    (b1, t1), (b2, t2) = points[-2:]
-    per_sample = min(max((t2 - t1) / (b2 - b1), 0.0), t2 / b2)  # timing noise: between flat and proportional
-    return t2 + per_sample * (batch - b2), b2
+    return _extrapolate(*points[-2:], batch), points[-1][0]
 
 
 def _time_step(model, spec, data, y, batch, device, repeats) -> float:

@@ -118,6 +118,8 @@ def describe(ds: xr.Dataset) -> xr.Dataset:
         long_name, units = VARIABLES[str(name)]
         ds[name].attrs.update(long_name=long_name, **({} if units is None else {"units": units}))
     return ds
+
+
 ENGINE = "netcdf4"
 
 

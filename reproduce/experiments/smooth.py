@@ -110,9 +110,10 @@ def runs(tier: str, seed: int = 0) -> list[Run]:
 def medium_runs(seed: int = 0) -> list[Run]:
     """One GPU, about two minutes: 28x28 Fashion-MNIST, a 1000-image training subset with exactly
     20% flipped, 3 seeds stacked, widths dense around the threshold the quick tier saw (w = 2-4 at
-    500 images; more images move it up) and doubling past it to 32. SGD as in the quick tier, 500
-    epochs so that every width past the threshold fits its noisy labels; probes at epoch 0 (the
-    control) and at the end; the authors' six augmentation strengths on three paths."""
+    500 images; more images move it up) and doubling past it to 32. SGD with momentum 0.9 (the
+    quick tier moved to Adam; docs/smooth.md), 500 epochs so that every width past the threshold
+    fits its noisy labels; probes at epoch 0 (the control) and at the end; the authors' six
+    augmentation strengths on three paths."""
     spec = TrainSpec(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=128, epochs=500, warmup_epochs=5)
     volumes = VolumeSpec(paths=3, strengths=6, hessian_directions=2, delta=1.0, chunk=250)
     return [Run("fmnist-flip20", w, "fashion_mnist", "flip", 0.2, spec, volumes, seed, MEDIUM_SEEDS,

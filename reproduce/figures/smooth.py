@@ -62,7 +62,8 @@ def _mark_threshold(ax, threshold: int | None) -> None:
         ax.axvline(threshold, color="k", ls=":", lw=1, label=f"interpolation threshold (w={threshold})")
 
 
-def _tolerance(ds: xr.Dataset) -> float:
+def tolerance(ds: xr.Dataset) -> float:
+    """The training-error tolerance that defines the interpolation threshold, as the run stored it."""
     return float(ds.attrs.get("interpolation_tolerance", 0.01))
 
 
@@ -71,7 +72,7 @@ def smooth_measures(ds: xr.Dataset, subsets: tuple[str, ...] = ("all",)) -> Figu
     line per volume size (augmentations per path; seed mean, the band spans the seeds), dotted line
     at the seed-mean interpolation threshold."""
     setting = settings(ds)[0]
-    trained, threshold = sweep(ds, setting), threshold_of(ds, setting, _tolerance(ds))
+    trained, threshold = sweep(ds, setting), threshold_of(ds, setting, tolerance(ds))
     per_seed = sweep(ds, setting, seeds=True)
     measures = list(MEASURE_LABELS)
     fig = Figure(figsize=(3.3 * len(measures), 2.8 * len(subsets)))
@@ -112,7 +113,7 @@ def smooth_test_error(ds: xr.Dataset) -> Figure:
         ax.plot(trained.width, 1 - trained.accuracy.sel(split="test"), "o-", label=f"{setting}: test")
         ax.plot(trained.width, 1 - trained.accuracy.sel(split="train"), "s--", label=f"{setting}: train (noisy labels)")
         ax.plot(start.width, 1 - start.accuracy.sel(split="test"), "k:", lw=1, label="test at initialization")
-        _mark_threshold(ax, threshold_of(ds, setting, _tolerance(ds)))
+        _mark_threshold(ax, threshold_of(ds, setting, tolerance(ds)))
     ax.set_xscale("log", base=2)
     ax.set_xlabel("base width w")
     ax.set_ylabel("error")
@@ -126,7 +127,7 @@ def _every_seed(ds: xr.Dataset, measure: str, log: bool) -> Figure:
     seed's own interpolation threshold a tick of its colour, trained (left) and at initialization (right)."""
     setting = settings(ds)[0]
     fig = Figure(figsize=(7.5, 3.0))
-    seed_thresholds = thresholds(ds, setting, _tolerance(ds))
+    seed_thresholds = thresholds(ds, setting, tolerance(ds))
     for ax, at in zip(fig.subplots(1, 2), ("end", "init")):
         values = sweep(ds, setting, at=at, seeds=True).volume_measure.sel(measure=measure, subset="all", volume=0)
         for r, threshold in enumerate(seed_thresholds):
