@@ -74,8 +74,10 @@ def _peak_conditions(seeds: list[dict], what: str) -> list[Condition]:
 
 def _peak_summary(seeds: list[dict], what: str) -> str:
     peak_widths = Counter(s["peak_width"] for s in seeds)
+    at_threshold = [s["at_threshold"] for s in seeds if not math.isnan(s["at_threshold"])]
+    at = f"{np.median(at_threshold):.3g}" if at_threshold else "nothing (no width fits)"
     return (f"{what}: threshold {_spread(seeds)}; argmax " + ", ".join(f"w={w} in {k}" for w, k in sorted(peak_widths.items()))
-            + f"; at the threshold {np.nanmedian([s['at_threshold'] for s in seeds]):.3g} against the peak "
+            + f"; at the threshold {at} against the peak "
             f"{np.median([s['peak'] for s in seeds]):.3g} (medians); largest width at "
             f"{np.median([s['ratio'] for s in seeds]):.2g} x peak")
 

@@ -92,17 +92,47 @@ def _saved_step(results: Path) -> int:
         return 0
 
 
-def _wait(condition, timeout: float = 600) -> None:
+def _wait(condition, explain=lambda: "", timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, "timed out"
+        assert time.monotonic() < deadline, "timed out\n" + explain()
         time.sleep(0.5)
 
 
-def _release(job: str) -> None:
-    """A requeued job waits ~2 min (Slurm's requeue delay); on a test cluster start it now."""
-    _wait(lambda: "PENDING" in subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout)
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, capture_output=True)
+def _scontrol(*args: str) -> str:
+    out = subprocess.run(["scontrol", *args], capture_output=True, text=True, timeout=60)
+    return out.stdout + out.stderr
+
+
+def _cluster_state(job: str, log: Path, proc: subprocess.Popen) -> str:
+    """What to read when a wait times out: the job, the node, Slurm's own logs and the task's log."""
+    tails = [f"== {path} ==\n" + "\n".join(path.read_text(errors="replace").splitlines()[-25:])
+             for path in (Path("/var/log/slurm/slurmctld.log"), Path("/var/log/slurm/slurmd.log"), log)
+             if path.exists()]
+    command = "running" if proc.poll() is None else f"exited {proc.returncode}"
+    return "\n".join([f"== scontrol show job {job} ==", _scontrol("show", "job", job),
+                      "== sinfo -R ==", subprocess.run(["sinfo", "-R"], capture_output=True, text=True).stdout,
+                      f"== the submitting command: {command} ==", *tails])
+
+
+def _restarted(job: str, log: Path, proc: subprocess.Popen, starts: int) -> None:
+    """Wait until the task has started `starts` times, starting it whenever it waits in the queue.
+
+    A requeued job waits about 2 minutes before it may start (Slurm's requeue delay), and a job whose
+    relaunch failed is held. On this test cluster both are started at once; the update is repeated
+    while the job is pending because Slurm sets the delay when the old run has finished completing,
+    which may come after an earlier update.
+    """
+    def started() -> bool:
+        if log.read_text(errors="replace").count("Starting with JobEnvironment") >= starts:
+            return True
+        assert proc.poll() is None, "the submitting command ended before the restart\n" + _cluster_state(job, log, proc)
+        if "JobState=PENDING" in _scontrol("show", "job", job):
+            _scontrol("release", job)
+            _scontrol("update", f"JobId={job}", "StartTime=now")
+        return False
+
+    _wait(started, lambda: _cluster_state(job, log, proc))
 
 
 def test_preempted_task_resumes_with_the_same_numbers(cluster, local, tmp_path):
@@ -115,17 +145,17 @@ def test_preempted_task_resumes_with_the_same_numbers(cluster, local, tmp_path):
 
     # 1. graceful preemption: USR2 -> checkpoint() saves the state at the next step -> requeued
     subprocess.run(["scancel", "--signal=USR2", job], check=True)
-    _wait(lambda: "state saved on preemption" in log.read_text())
+    explain = lambda: _cluster_state(job, log, proc)  # noqa: E731
+    _wait(lambda: "state saved on preemption" in log.read_text(), explain)
     saved = _saved_step(tmp_path)
     assert total // 10 <= saved < total
-    _release(job)
-    _wait(lambda: log.read_text().count("Starting with JobEnvironment") >= 2)
+    _restarted(job, log, proc, starts=2)
 
     # 2. hard requeue: the task is killed and resumes from its last saved state
-    _wait(lambda: _saved_step(tmp_path) >= total // 5)  # checkpoint at epoch 20
+    _wait(lambda: _saved_step(tmp_path) >= total // 5, explain)  # checkpoint at epoch 20
     hard = _saved_step(tmp_path)
     subprocess.run(["scontrol", "requeue", job], check=True)
-    _release(job)
+    _restarted(job, log, proc, starts=3)
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out
     assert log.read_text().count("Starting with JobEnvironment") >= 3
