@@ -22,6 +22,7 @@ import xarray as xr
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = "mlp3-s0"
+REQUEUE_GAP_S = 2.0  # after a requeue, wait this long before starting the job (see _restarted)
 ARGS = ["--tier", "quick", "--paper", "ddmlp", "--run", RUN, "--no-report"]
 
 
@@ -116,19 +117,25 @@ def _cluster_state(job: str, log: Path, proc: subprocess.Popen) -> str:
 
 
 def _restarted(job: str, log: Path, proc: subprocess.Popen, starts: int) -> None:
-    """Wait until the task has started `starts` times, starting it whenever it waits in the queue.
+    """Wait until the task has started `starts` times, starting the requeued job early.
 
-    A requeued job waits about 2 minutes before it may start (Slurm's requeue delay), and a job whose
-    relaunch failed is held. On this test cluster both are started at once; the update is repeated
-    while the job is pending because Slurm sets the delay when the old run has finished completing,
-    which may come after an earlier update.
+    Slurm holds a requeued job back about 2 minutes (its requeue delay). The delay exists because
+    slurmd refuses to launch a job whose credential is not newer, in whole seconds, than the kill of
+    its previous run ("Job N already killed, do not launch batch job"), and the job then ends as
+    failed. So the test starts it 2 s after it was seen pending, never at once (a restart within the
+    same second as the requeue made CI time out).
     """
+    pending_since: list[float] = []
+
     def started() -> bool:
         if log.read_text(errors="replace").count("Starting with JobEnvironment") >= starts:
             return True
         assert proc.poll() is None, "the submitting command ended before the restart\n" + _cluster_state(job, log, proc)
-        if "JobState=PENDING" in _scontrol("show", "job", job):
-            _scontrol("release", job)
+        if "JobState=PENDING" not in _scontrol("show", "job", job):
+            pending_since.clear()
+        elif not pending_since:
+            pending_since.append(time.monotonic())
+        elif time.monotonic() - pending_since[0] > REQUEUE_GAP_S:
             _scontrol("update", f"JobId={job}", "StartTime=now")
         return False
 
