@@ -1,6 +1,5 @@
 """The modnoise experiment end to end on a tiny setting: what a run stores, and that it is consistent."""
 
-
 import numpy as np
 import pytest
 import torch

@@ -126,11 +126,12 @@ def _restarted(job: str, log: Path, proc: subprocess.Popen, starts: int) -> None
     same second as the requeue made CI time out).
     """
     pending_since: list[float] = []
+    explain = lambda: _cluster_state(job, log, proc)  # noqa: E731
 
     def started() -> bool:
         if log.read_text(errors="replace").count("Starting with JobEnvironment") >= starts:
             return True
-        assert proc.poll() is None, "the submitting command ended before the restart\n" + _cluster_state(job, log, proc)
+        assert proc.poll() is None, "the submitting command ended before the restart\n" + explain()
         if "JobState=PENDING" not in _scontrol("show", "job", job):
             pending_since.clear()
         elif not pending_since:
@@ -139,7 +140,7 @@ def _restarted(job: str, log: Path, proc: subprocess.Popen, starts: int) -> None
             _scontrol("update", f"JobId={job}", "StartTime=now")
         return False
 
-    _wait(started, lambda: _cluster_state(job, log, proc))
+    _wait(started, explain)
 
 
 def test_preempted_task_resumes_with_the_same_numbers(cluster, local, tmp_path):

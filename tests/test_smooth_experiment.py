@@ -1,7 +1,6 @@
 """The smooth experiment end to end on a tiny setting: what a run stores, and the sweep helpers;
 the medium path shrunk to CPU size through the medium claim cases."""
 
-
 import numpy as np
 import pytest
 import torch
