@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ from reproduce import __version__
 from reproduce.errors import UserError, _Parser
 from reproduce.experiments import PAPERS, TIERS, check_paper, check_tier
 
-CLAIMS_DIR = Path(__file__).resolve().parent.parent / "claims"
+CLAIMS_DIR = Path(__file__).resolve().parent.parent / "claims"  # beside the package: in a checkout and installed
 VERBS = {"run": "make the results, then the report (the default verb)",
          "report": "rebuild the report from stored results (trains nothing)",
          "bench": "speed ratios of the engine (its options: python -m reproduce bench --help)",
@@ -203,7 +204,7 @@ def report(tier: str, results: Path, papers: list[str], seed: int = 0, device: s
     from reproduce.runner import check_stored
 
     if not CLAIMS_DIR.is_dir():
-        raise UserError(f"claim tests not found in {CLAIMS_DIR}: run from a checkout of the project")
+        raise UserError(f"claim tests not found in {CLAIMS_DIR}: reinstall the package (pip install .)")
     check_stored(tier, papers, results, seed)
     files = [str(CLAIMS_DIR / f"test_{p}.py") for p in papers]
     out = results / tier
@@ -211,7 +212,7 @@ def report(tier: str, results: Path, papers: list[str], seed: int = 0, device: s
     log = out / "pytest.log"
     with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
         code = pytest.main([*files, "-m", tier, "--results", str(results), "--seed", str(seed), "--stored-only",
-                            "--device", device, "-p", "no:cacheprovider", "-c", str(CLAIMS_DIR.parent / "pyproject.toml"),
+                            "--device", device, "-p", "no:cacheprovider", *_pytest_config(),
                             "--rootdir", str(CLAIMS_DIR.parent), *[f"--claim={c}" for c in claims or []]])
     if code not in (0, 1, 5):  # 1: claims failed (verdicts); 5: no case at this tier (the report says so)
         raise UserError(f"the claim tests stopped (pytest exit code {int(code)}): see {log}")
@@ -223,6 +224,15 @@ def report(tier: str, results: Path, papers: list[str], seed: int = 0, device: s
     if regressed:
         print(f"regressed (verdict not the tier's expected one): {', '.join(regressed)}")
     return 1 if regressed else 0
+
+
+def _pytest_config() -> list[str]:
+    """pytest's configuration for the claim tests: the checkout's pyproject.toml, or where the package is
+    installed (no pyproject.toml beside it) the same markers given on the command line."""
+    config = CLAIMS_DIR.parent / "pyproject.toml"
+    if config.is_file():
+        return ["-c", str(config)]
+    return ["-c", os.devnull, "--strict-markers", "-o", "markers=" + "\n".join([*TIERS, "claim(claim)"])]
 
 
 def stability_settings(threads: list[int], seeds: list[int]) -> list[tuple[int, int]]:

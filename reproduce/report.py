@@ -22,7 +22,10 @@ from matplotlib.figure import Figure
 
 from reproduce.verdict import RULES, claim_verdict
 
-REFERENCE = Path(__file__).resolve().parent.parent / "data" / "claims"  # one <paper>.json per paper
+# One <paper>.json per paper: data/claims/ in a checkout, the package reproduce.catalogue once installed
+# (pyproject.toml maps the one folder onto the other, so a wheel carries the same files).
+_INSTALLED = Path(__file__).resolve().parent / "catalogue"
+REFERENCE = _INSTALLED if _INSTALLED.is_dir() else Path(__file__).resolve().parent.parent / "data" / "claims"
 Table = tuple[list[str], list[list]]  # (column names, rows): a paper-table analogue such as MASC's Table 1
 
 
