@@ -41,7 +41,7 @@ def test_spearman_quantum_of_four_points_is_a_fifth():
 
 def test_one_seed_decides_nothing():
     j = Condition("x", [10.0], ">=", 3).judge()
-    assert j["verdict"] == "inconclusive" and j["interval"] == [-math.inf, math.inf]
+    assert j["verdict"] == "inconclusive" and j["interval"] is None  # no interval, never [-inf, inf]
 
 
 def test_nan_statistic_is_an_error_not_a_verdict():
@@ -49,9 +49,10 @@ def test_nan_statistic_is_an_error_not_a_verdict():
         Condition("x", [1.0, float("nan")], ">=", 0)
 
 
-def test_never_crossed_is_an_infinite_value_not_an_error():
-    j = Condition("factor", [math.inf, math.inf, 5.0], ">=", 3).judge()
-    assert j["verdict"] == "reproduced"
+def test_infinite_value_under_the_t_rule_is_refused_naming_condition_and_seed():
+    """Two "never crossed" seeds made the mean infinite and the verdict theirs alone: refused now."""
+    with pytest.raises(StatisticError, match=r"'factor': seed 1 is inf \(never crossed\).*binomial"):
+        Condition("factor", [5.0, math.inf, math.inf], ">=", 3, never="never crossed").judge()
 
 
 def test_binomial_rule_at_five_seeds_needs_all_five():
