@@ -14,6 +14,7 @@ from reproduce.models import StackedMLP
 
 RATIO = re.compile(r"^(engine vs plain DataLoader loop|stacked replicas), .+: \S+ ([\d,]+) samples/s, "
                    r".+ ([\d,]+) samples/s: ([\d.]+)x$")
+ONCE = re.compile(r"^engine one-time cost per train\(\) call, tiny \w+: [\d.]+ s \(.+; not in the rate above\)$")
 STEP = re.compile(r"^step time, tiny MLP, batch 8, R=\d: tf32 ([\d,.]+) ms \([\d.]+ [GT]FLOP/s\), "
                   r"bf16 ([\d,.]+) ms \([\d.]+ [GT]FLOP/s\): bf16 ([\d.]+)x$")
 
@@ -42,6 +43,8 @@ def test_smoke_bench_lines_parse(tmp_path, monkeypatch, capsys):
     for m in ratios:
         a, b, ratio = (float(g.replace(",", "")) for g in m.groups()[1:])
         assert abs(ratio - a / b) <= 0.05 + 0.01 * a / b
+    once = [ONCE.match(line) for line in lines if line.startswith("engine one-time")]
+    assert len(once) == 2 and all(once), lines  # the capture and warm-up are not in the engine's rate
     steps = [STEP.match(line) for line in lines if line.startswith("step time")]
     assert len(steps) == 2 and all(steps), lines  # R = 1, 2 with --quick
     for m in steps:
@@ -53,6 +56,25 @@ def test_smoke_bench_lines_parse(tmp_path, monkeypatch, capsys):
     saved = json.loads((results / "bench" / "bench.json").read_text())
     assert saved["numbers"]["probe_share"]["ddmlp"]["probe_seconds"] == 2.5
     assert (results / "bench" / "bench.png").stat().st_size > 0
+
+
+def test_the_engine_rate_leaves_out_one_time_costs(monkeypatch):
+    """time_engine subtracts a short train() call from the whole one: a fixed cost added to every
+    call (a stand-in for warm-up and graph capture) moves the one-time line, not the rate."""
+    w = _tiny(True)[0]
+    real = bench.train
+
+    def train_with_a_fixed_cost(model, x, y, spec, *args, **kwargs):
+        result = real(model, x, y, spec, *args, **kwargs)
+        ticks[0] += 100.0 + result.steps  # 100 s once per call, then 1 s per step
+        return result
+
+    ticks = [0.0]
+    monkeypatch.setattr(bench, "train", train_with_a_fixed_cost)
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: ticks[0])
+    rate, once = bench.time_engine(w, torch.device("cpu"))
+    assert rate == w.replicas * w.spec.batch_size / 1.0  # samples of one step per second of one step
+    assert once == 100.0
 
 
 def test_stacked_quadratic_replica_equals_plain_net():
