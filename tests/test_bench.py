@@ -100,3 +100,58 @@ def test_engine_records_probe_and_train_seconds():
     attrs = result.dataset.attrs
     assert 0 < attrs["probe_seconds"] == result.probe_seconds <= attrs["train_seconds"] == result.seconds
     assert attrs["precision"] == "tf32" and attrs["steps"] == 8
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def _claims(path, verdicts):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([{"id": cid, "verdict": v, "expected": "reproduced", "cases": [
+        {"control": False, "conditions": [{"name": "gap", "n": 5, "aggregate": 0.3, "interval": [0.2, 0.4],
+                                           "threshold": 0.1, "op": ">="}]}]} for cid, v in verdicts.items()]))
+
+
+def test_gpu_summary_compares_the_quick_verdicts_with_the_cpus(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_summary", ROOT / "ci" / "gpu_summary.py")
+    gpu_summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_summary)
+    out = tmp_path / "check"
+    (out / "bench").mkdir(parents=True)
+    (out / "parts.txt").write_text("gpu-tests 0 12\nbench 0 80\nquick 0 140\nmedium 124 210\n")
+    (out / "bench" / "bench.json").write_text(json.dumps({"lines": ["engine vs plain DataLoader loop, x: 5.0x"]}))
+    _claims(out / "results" / "quick" / "claims.json", {"ddmlp.a": "reproduced", "ddmlp.b": "not_reproduced"})
+    _claims(out / "results" / "medium" / "claims.json", {"ddmlp.a": "reproduced"})
+    _claims(tmp_path / "cpu.json", {"ddmlp.a": "reproduced", "ddmlp.b": "not_reproduced"})
+    lines, ok = gpu_summary.summary(out, tmp_path / "cpu.json")
+    text = "\n".join(lines)
+    assert "| medium | 124 (timed out) | 210 |" in text and not ok  # a part cut off fails the check
+    assert "2 of 2 verdicts equal the CPU's" in text and "n=5, [0.2, 0.4]" in text
+    assert "- engine vs plain DataLoader loop, x: 5.0x" in text
+    (out / "parts.txt").write_text("gpu-tests 0 12\n")
+    assert gpu_summary.summary(out, tmp_path / "cpu.json")[1]
+    _claims(tmp_path / "cpu.json", {"ddmlp.a": "reproduced", "ddmlp.b": "reproduced"})
+    lines, ok = gpu_summary.summary(out, tmp_path / "cpu.json")
+    assert not ok and "- ddmlp.b: cpu reproduced -> gpu not_reproduced" in lines
+
+
+def test_the_gpu_checks_cpu_side_runs(tmp_path):
+    """ci/gpu-check.sh --dry-run: everything but the GPU steps, at test size (one paper), ends with
+    a summary and an archive; without a CPU claims.json to compare with it says so and exits 1."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "check"
+    done = subprocess.run(["bash", str(ROOT / "ci" / "gpu-check.sh"), "--dry-run", "--paper", "ddmlp", "--out", str(out),
+                           "--cpu-claims", str(tmp_path / "none.json")], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}, timeout=900)
+    summary = (out / "summary.md").read_text()
+    parts = dict(line.split()[:2] for line in (out / "parts.txt").read_text().splitlines())
+    assert parts == {"gpu-tests": "0", "bench": "0", "quick": "0", "medium": "0"}, done.stdout + summary
+    assert "no CUDA GPU visible" in (out / "gpu-tests.log").read_text()
+    assert "## medium verdicts" in summary and "| ddmlp." in summary.split("## medium verdicts")[1]
+    assert "no CPU claims.json to compare with" in summary and done.returncode == 1
+    assert (tmp_path / "check.tar.gz").stat().st_size > 0
