@@ -40,8 +40,8 @@ from torch.utils.data import DataLoader, Dataset
 from reproduce.devices import NUMERICS, peak_flops, resolve_device
 from reproduce.engine import TrainSpec, train
 from reproduce.step import GraphedStep
-from reproduce.timing import sync, measure_step
-from reproduce.errors import UserError, _Parser
+from reproduce.timing import measure_step, sync
+from reproduce.errors import UserError, _Parser, check_writable
 from reproduce.models import StackedMLP
 
 MLP7 = (2048, 2048, 1024, 1024, 512, 512)  # the double-descent paper's MLP7: 14.4 M multiply-adds on CIFAR-10
@@ -417,6 +417,7 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     device = resolve_device(args.device, args.precision, args.compile)
     out = args.out or args.results / "bench"
+    check_writable(out, "--out DIR")  # before minutes of measuring, not after
     b = Bench(str(device), args.precision, args.compile)
     b.say(f"bench on {peak_flops(device)[0]}, precision {args.precision}, compile {args.compile}, "
           f"torch {torch.__version__}{', quick sizes' if args.quick else ''}")
@@ -435,8 +436,11 @@ def main(argv: list[str]) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "bench.json").write_text(json.dumps(dict(lines=b.lines, numbers=b.numbers, device=b.device,
                                                         precision=b.precision, compiled=b.compiled), indent=1))
-        figure(b).savefig(out / "bench.png", dpi=120)
+        drawn = bool(b.numbers.get("stacked") or b.numbers.get("steps"))  # what the figure shows; else no figure
+        if drawn:
+            figure(b).savefig(out / "bench.png", dpi=120)
     except OSError as error:
         raise UserError(f"cannot write the bench output to {out} ({error.strerror}): pass --out DIR") from None
-    print(f"bench: {out / 'bench.json'} and {out / 'bench.png'}")
+    print(f"bench: {out / 'bench.json'}" + (f" and {out / 'bench.png'}" if drawn else " (no figure: neither "
+                                            "stacked nor steps was measured)"))
     return 0
