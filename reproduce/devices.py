@@ -75,16 +75,21 @@ def _restore_tf32(saved: tuple[bool, bool]) -> None:
 
 @contextmanager
 def step_numerics(device: torch.device) -> Iterator[None]:
-    """Inside a training step on CUDA: TF32 matmuls and convolutions exactly when --precision tf32
-    (the papers' scale needs them); under bf16 the autocast of the forward (step.py) does the rest
-    and what stays float32 is full float32. The flags are restored after the step, so that probes
-    and measures never see them. No effect on the CPU (TF32 is a CUDA tensor-core format)."""
+    """Inside a training step: on CUDA, TF32 matmuls and convolutions exactly when --precision tf32
+    (the papers' scale needs them), restored after the step so that probes and measures never see
+    them; on every device no autocast but the step's own (the bf16 forward, step.py), whatever
+    the caller has switched on. TF32 is a CUDA tensor-core format: the CPU computes float32."""
     if device.type != "cuda":
-        yield
+        if torch.is_autocast_enabled("cpu"):  # checked, not entered, per step: the CPU's steps are short
+            with torch.autocast("cpu", enabled=False):
+                yield
+        else:
+            yield
         return
     saved = _set_tf32(NUMERICS.precision == "tf32")
     try:
-        yield
+        with torch.autocast("cuda", enabled=False):
+            yield
     finally:
         _restore_tf32(saved)
 

@@ -307,7 +307,8 @@ def test_saved_records_round_trip_through_plain_values(tmp_path):
 def test_probes_run_in_full_float32_whatever_the_training_precision(precision, monkeypatch):
     """TF32 and autocast belong to the training step: a probe sees TF32 off (matmul precision
     "highest", cuDNN TF32 off) and no autocast, even where the caller left TF32 or autocast on;
-    the step turns TF32 on for CUDA only with --precision tf32, and puts the flags back."""
+    the step uses its own autocast only (bf16) and turns TF32 on for CUDA only with --precision
+    tf32, and puts the flags back."""
     from reproduce.devices import NUMERICS, step_numerics
 
     monkeypatch.setattr(NUMERICS, "precision", precision)
@@ -321,11 +322,14 @@ def test_probes_run_in_full_float32_whatever_the_training_precision(precision, m
         return {}
 
     x, y = _problem()
+    spec = TrainSpec(batch_size=24, epochs=2, checkpoints=(1.0,))
+    inside, alone = (StackedMLP((1, 4, 4), [8], 3, seeds=[0, 1]) for _ in range(2))
     try:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            train(StackedMLP((1, 4, 4), [8], 3, seeds=[0, 1]), x, y, TrainSpec(batch_size=24, epochs=2,
-                  checkpoints=(1.0,)), probe, order_seeds=[0, 1])
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # a caller's autocast reaches neither probes nor steps
+            train(inside, x, y, spec, probe, order_seeds=[0, 1])
         assert seen == [(False, False, "highest", False)] * 3
+        train(alone, x, y, spec, lambda m: {}, order_seeds=[0, 1])
+        assert all(torch.equal(a, b) for a, b in zip(inside.parameters(), alone.parameters()))
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32  # put back after each probe
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         with step_numerics(torch.device("cuda")):  # sets flags only: no GPU needed to check them
