@@ -10,3 +10,21 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
+
+
+def open_results(results, tier: str, paper: str | None = None):
+    """The stored results of a tier as an xarray.DataTree: one node per paper, under it one per run,
+    each the run's Dataset as stored, with `replica` labelled by its settings (init_seed, noise rate,
+    ...), never by position. `paper` None: every paper with results.
+
+        tree = reproduce.open_results("results", "quick", "modnoise")
+        tree["modnoise/add-m33-s0"].to_dataset().accuracy.sel(split="test")
+    """
+    from pathlib import Path
+
+    from reproduce.experiments import PAPERS, check_paper, check_tier
+    from reproduce.store import Store
+
+    check_tier(tier)
+    papers = [check_paper(paper)] if paper else [p for p in PAPERS if (Path(results) / tier / p).is_dir()]
+    return Store(Path(results)).tree(tier, papers)
