@@ -38,7 +38,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from reproduce.devices import NUMERICS, peak_flops, resolve_device
-from reproduce.engine import TrainSpec, measure_step, train
+from reproduce.engine import TrainSpec, train
+from reproduce.timing import measure_step
 from reproduce.errors import UserError, _Parser, check_writable
 from reproduce.models import StackedMLP
 
@@ -272,7 +273,7 @@ def step_workloads(quick: bool) -> list[tuple[str, Callable[[int], nn.Module], t
 
 
 def step_times(b: Bench, device: torch.device, quick: bool) -> None:
-    """Seconds per training step (engine.measure_step: the step `train` takes, a CUDA graph on the GPU)
+    """Seconds per training step (timing.measure_step: the step `train` takes, a CUDA graph on the GPU)
     of each medium/full model at R = 1, 2, 4, 8 stacked replicas, in tf32 and bf16, with the achieved
     FLOP/s (6 per multiply-add and sample) and its share of the device's dense peak. On the CPU a step
     longer than 0.5 s (0.1 s with --quick) is extrapolated from the largest batch timed, and says so."""
