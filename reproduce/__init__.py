@@ -12,19 +12,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 __version__ = "0.1.0"
 
 
-def open_results(results, tier: str, paper: str | None = None):
-    """The stored results of a tier as an xarray.DataTree: one node per paper, under it one per run,
-    each the run's Dataset as stored, with `replica` labelled by its settings (init_seed, noise rate,
-    ...), never by position. `paper` None: every paper with results.
 
-        tree = reproduce.open_results("results", "quick", "modnoise")
-        tree["modnoise/add-m33-s0"].to_dataset().accuracy.sel(split="test")
-    """
-    from pathlib import Path
-
-    from reproduce.experiments import PAPERS, check_paper, check_tier
-    from reproduce.store import Store
-
-    check_tier(tier)
-    papers = [check_paper(paper)] if paper else [p for p in PAPERS if (Path(results) / tier / p).is_dir()]
-    return Store(Path(results)).tree(tier, papers)
+def __getattr__(name: str):
+    """`reproduce.open_results` (reproduce/store.py), imported on first use: importing the package
+    must not import torch before OMP_WAIT_POLICY is set above (tests/test_imports.py)."""
+    if name == "open_results":
+        return __import__("reproduce.store", fromlist=["open_results"]).open_results
+    raise AttributeError(f"module 'reproduce' has no attribute {name!r}")

@@ -474,7 +474,7 @@ def evidence_pngs(entries: list[dict]) -> dict[str, bytes]:
 
     out = {}
     for e in entries:
-        fig = evidence_figure(e)
+        fig = evidence_figure(e, number)
         if fig is not None:
             out[e["id"]] = figure_png(fig)
     return out

@@ -311,3 +311,18 @@ def label_replicas(ds: xr.Dataset) -> xr.Dataset:
     keys = [str(k) for k, c in ds.coords.items() if c.dims == ("replica",)]
     labels = [" ".join(f"{k}={ds[k].values[i]}" for k in keys) or str(i) for i in range(ds.sizes["replica"])]
     return ds.assign_coords(replica=labels)
+
+
+def open_results(results: str | Path, tier: str, paper: str | None = None) -> xr.DataTree:
+    """The stored results of a tier as an xarray.DataTree: one node per paper, under it one per run,
+    each the run's Dataset as stored, with `replica` labelled by its settings (init_seed, noise rate,
+    ...), never by position. `paper` None: every paper with results. `reproduce.open_results` is this.
+
+        tree = reproduce.open_results("results", "quick", "modnoise")
+        tree["modnoise/add-m33-s0"].to_dataset()
+    """
+    from reproduce.experiments import PAPERS, check_paper, check_tier
+
+    check_tier(tier)
+    papers = [check_paper(paper)] if paper else [p for p in PAPERS if (Path(results) / tier / p).is_dir()]
+    return Store(Path(results)).tree(tier, papers)

@@ -12,6 +12,8 @@ per-paper code; the papers' own figure analogues (Claim.figure) are shown beside
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -31,8 +33,9 @@ def conditions(entry: dict) -> dict[str, list[tuple[dict, dict]]]:
     return panels
 
 
-def evidence_figure(entry: dict) -> Figure | None:
-    """The claim's conditions, per seed and aggregated, against their thresholds; None without any."""
+def evidence_figure(entry: dict, number: Callable[[float, str], str] = lambda v, unit: f"{v:g}") -> Figure | None:
+    """The claim's conditions, per seed and aggregated, against their thresholds; None without any.
+    `number(value, unit)` writes a threshold as the report's text does (reproduce.report.number)."""
     panels = conditions(entry)
     if not panels:
         return None
@@ -41,7 +44,7 @@ def evidence_figure(entry: dict) -> Figure | None:
     fig = Figure(figsize=(PANEL_IN[0] * columns, PANEL_IN[1] * rows + 0.5), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax, (name, cases) in zip(axes, panels.items()):
-        _panel(ax, name, cases)
+        _panel(ax, name, cases, number)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     fig.suptitle(f"{entry['id']} ({entry.get('tier', '')}): blue main cases, orange controls; "
@@ -49,9 +52,7 @@ def evidence_figure(entry: dict) -> Figure | None:
     return fig
 
 
-def _panel(ax, name: str, cases: list[tuple[dict, dict]]) -> None:
-    from reproduce.report import number
-
+def _panel(ax, name: str, cases: list[tuple[dict, dict]], number: Callable[[float, str], str]) -> None:
     first = cases[0][1]
     unit = first.get("unit", "")
     scale, label = SCALE.get(unit, (1.0, unit))
