@@ -306,11 +306,11 @@ class Store:
 def label_replicas(ds: xr.Dataset) -> xr.Dataset:
     """`replica` as an index of labels built from the per-replica coordinates ('init_seed=3 noise_rate=0.8'),
     so selecting or aligning replicas goes by what they are."""
-    if "replica" not in ds.dims or "replica" in ds.indexes:
+    if "replica" not in ds.dims:
         return ds
-    keys = [str(k) for k, c in ds.coords.items() if c.dims == ("replica",)]
+    keys = [str(k) for k, c in ds.coords.items() if c.dims == ("replica",) and k != "replica"]
     labels = [" ".join(f"{k}={ds[k].values[i]}" for k in keys) or str(i) for i in range(ds.sizes["replica"])]
-    return ds.assign_coords(replica=labels)
+    return ds.drop_vars("replica", errors="ignore").assign_coords(replica=labels)  # a position index goes
 
 
 def open_results(results: str | Path, tier: str, paper: str | None = None) -> xr.DataTree:
