@@ -108,7 +108,8 @@ def test_combine_carries_each_runs_status(tmp_path):
 def _noise_run(rates):
     """Replicas that differ by noise rate, in another order per run (as two widths' runs may stack them)."""
     return xr.Dataset({"accuracy": (("epoch", "replica"), np.array([rates, rates]) * 0.5)},
-                      coords={"epoch": [0.0, 1.0], "noise_rate": ("replica", rates), "init_seed": ("replica", [0] * len(rates))})
+                      coords={"epoch": [0.0, 1.0], "replica": np.arange(len(rates)), "noise_rate": ("replica", rates),
+                              "init_seed": ("replica", [0] * len(rates))})
 
 
 def test_combine_keeps_each_runs_replica_settings_and_config(tmp_path):
