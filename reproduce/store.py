@@ -278,13 +278,51 @@ class Store:
     def combine(self, tier: str, paper: str, runs: list[str]) -> xr.Dataset:
         """All runs of a paper and tier as one Dataset with a `run` dimension (padding with NaN).
 
-        Each run's `status` attribute (complete | diverged) becomes a coordinate along `run`, so a
-        claim can tell that a run diverged instead of judging its cut-short curves.
+        Dimensions line up by their coordinates (an outer join on each index). `replica` has no
+        index: its position means another setting in another run, so every per-replica coordinate
+        (init_seed, setting, noise_rate, ...) that differs between runs is kept per run, along
+        (run, replica), and is how a replica is picked (never by position). Each run's `status`
+        attribute (complete | diverged) and its `config` (JSON) become coordinates along `run`.
         """
         pieces = []
         for run in runs:
             with xr.open_dataset(self.path(tier, paper, run), engine=ENGINE) as ds:
-                status = [ds.attrs.get("status", "complete")]
-                pieces.append(ds.load().expand_dims(run=[run]).assign_coords(status=("run", status)))
+                extra = {key: ("run", [ds.attrs.get(key, default)]) for key, default in (("status", "complete"), ("config", ""))}
+                pieces.append(ds.load().expand_dims(run=[run]).assign_coords(extra))
         return xr.concat(pieces, dim="run", data_vars="all", coords="different", compat="equals",
                          join="outer", combine_attrs="drop_conflicts")
+
+    def tree(self, tier: str, papers: list[str]) -> xr.DataTree:
+        """Every stored run of the papers at this tier as a DataTree /<paper>/<run>: each run's Dataset
+        as stored (coordinates and attrs intact), `replica` labelled by its settings."""
+        nodes = {}
+        for paper in papers:
+            for path in sorted((Path(self.root) / tier / paper).glob("*.nc")):
+                with xr.open_dataset(path, engine=ENGINE) as ds:
+                    nodes[f"{paper}/{path.stem}"] = label_replicas(ds.load())
+        return xr.DataTree.from_dict(nodes, name=tier)
+
+
+def label_replicas(ds: xr.Dataset) -> xr.Dataset:
+    """`replica` as an index of labels built from the per-replica coordinates ('init_seed=3 noise_rate=0.8'),
+    so selecting or aligning replicas goes by what they are."""
+    if "replica" not in ds.dims:
+        return ds
+    keys = [str(k) for k, c in ds.coords.items() if c.dims == ("replica",) and k != "replica"]
+    labels = [" ".join(f"{k}={ds[k].values[i]}" for k in keys) or str(i) for i in range(ds.sizes["replica"])]
+    return ds.drop_vars("replica", errors="ignore").assign_coords(replica=labels)  # a position index goes
+
+
+def open_results(results: str | Path, tier: str, paper: str | None = None) -> xr.DataTree:
+    """The stored results of a tier as an xarray.DataTree: one node per paper, under it one per run,
+    each the run's Dataset as stored, with `replica` labelled by its settings (init_seed, noise rate,
+    ...), never by position. `paper` None: every paper with results. `reproduce.open_results` is this.
+
+        tree = reproduce.open_results("results", "quick", "modnoise")
+        tree["modnoise/add-m33-s0"].to_dataset()
+    """
+    from reproduce.experiments import PAPERS, check_paper, check_tier
+
+    check_tier(tier)
+    papers = [check_paper(paper)] if paper else [p for p in PAPERS if (Path(results) / tier / p).is_dir()]
+    return Store(Path(results)).tree(tier, papers)

@@ -1,4 +1,4 @@
-"""Input-space sharpness of the loss over data-driven volumes (papers/smooth-interpolation-sharpness.txt).
+"""Input-space sharpness of the loss over data-driven volumes ("Deep Double Descent via Smooth Interpolation").
 
 - Jacobian norm (Eq. 1-2): the Frobenius norm of d loss / d x at a training point. Samples are
   independent in eval mode, so one backward pass of the *summed* loss gives every sample's own
@@ -209,7 +209,7 @@ def interpolation_threshold(widths, train_error, tolerance: float) -> int | None
 
 
 def peak_at_threshold(widths, values, threshold: int | None) -> dict:
-    """The paper's model-wise peak (CLAIMS.md): the argmax width is within one grid step of the
+    """The paper's model-wise peak (criterion in data/claims/smooth.json): the argmax width is within one grid step of the
     threshold width, and the largest width's value is below half the peak."""
     widths, values = np.asarray(widths), np.asarray(values, dtype=float)
     order = np.argsort(widths)
