@@ -16,7 +16,7 @@ from scipy.stats import spearmanr
 from claims.conftest import Case, cases
 from reproduce.figures.ddmlp import (ddmlp_learning_curves, ddmlp_outlier, ddmlp_outlier_by_class, ddmlp_outlier_layers,
                                      ddmlp_separation, ddmlp_test_accuracy, ddmlp_test_loss, replicas)
-from reproduce.measures.activations import (fall_after_peak, first_crossing, largest_drop, runner_up_ratio,
+from reproduce.measures.activations import (fall_from_first_peak, first_crossing, largest_drop, runner_up_ratio,
                                            tracked_outlier_ratio)
 from reproduce.report import Claim
 from reproduce.verdict import Condition, judge as judge_conditions, spearman_quantum
@@ -208,11 +208,13 @@ def test_single_outlier_neuron_twin(case: Case, paper_results, judge):
 # --- ddmlp.epochwise_double_descent -------------------------------------------------------
 
 def double_descent(run) -> dict:
-    """Fig. 1: the fall of test accuracy from its peak to its later minimum, and the recovery after."""
+    """Fig. 1: the fall of test accuracy from its first peak (the highest before the noisy subset is
+    half fitted to its noisy labels) to its later minimum, and the recovery from there to the end."""
     acc = run.accuracy.sel(split="test").values
-    fall, at = fall_after_peak(acc)
-    recovery = float(acc[-1] - acc[at])
-    return dict(fall=fall, recovery=recovery, minimum_epoch=float(run.epoch.values[at]),
+    peak, at = fall_from_first_peak(acc, run.accuracy.sel(split="noisy").values)
+    fall, recovery = float(acc[peak] - acc[at]), float(acc[-1] - acc[at])
+    epochs = run.epoch.values
+    return dict(fall=fall, recovery=recovery, peak_epoch=float(epochs[peak]), minimum_epoch=float(epochs[at]),
                 recovery_minus_quarter_fall=recovery - fall / 4)
 
 

@@ -103,12 +103,16 @@ def largest_drop(values: np.ndarray) -> tuple[float, int]:
     return float(drop[at]), at
 
 
-def fall_after_peak(accuracy: np.ndarray, near: float = 0.9) -> tuple[float, int]:
-    """Fig. 1's fall of test accuracy: the largest drop (`largest_drop`) counted from the first
-    checkpoint where accuracy reaches `near` x its highest value, so that the wiggles of the first
-    epochs of learning (e.g. 0.42 -> 0.31 at epoch 0.2 on the way to 0.70) are not taken for the
-    fall while the noisy labels are fitted. Returns (fall, index of the minimum after the peak)."""
+def fall_from_first_peak(accuracy: np.ndarray, fitted: np.ndarray, half: float = 0.5) -> tuple[int, int]:
+    """Fig. 1's first descent: the first peak is the highest test accuracy before the noisy subset is
+    half fitted to its noisy labels (`fitted`, their accuracy on the noisy labels, first reaches `half`),
+    and the fall runs from there to the lowest test accuracy at or after it. Returns the indices
+    (peak, minimum); the fall is accuracy[peak] - accuracy[minimum], the recovery accuracy[-1] -
+    accuracy[minimum]. If the subset is never half fitted, every checkpoint may hold the peak.
+    Learning's early wiggles (0.42 -> 0.31 at epoch 0.2 on the way to 0.70) cannot be taken for the
+    fall: the peak is the highest value of the whole clean-learning phase, not a running maximum."""
     accuracy = np.asarray(accuracy, dtype=np.float64)
-    start = int(np.nonzero(accuracy >= near * accuracy.max())[0][0])
-    fall, at = largest_drop(accuracy[start:])
-    return fall, start + at
+    reached = np.nonzero(np.asarray(fitted, dtype=np.float64) >= half)[0]
+    end = max(int(reached[0]), 1) if reached.size else accuracy.size
+    peak = int(np.argmax(accuracy[:end]))
+    return peak, peak + int(np.argmin(accuracy[peak:]))
