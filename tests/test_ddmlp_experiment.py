@@ -9,6 +9,8 @@ from reproduce.experiments import ddmlp
 from reproduce.experiments.shrink import SHRINK_ENV
 from reproduce.report import catalogue
 
+OUTLIER_SEEDS_ONLY = ("ddmlp.outlier_in_shallow_layers", "ddmlp.outlier_tracks_input_class")
+
 
 @pytest.fixture(scope="module")
 def tiny_run(fashion_mnist):
@@ -67,5 +69,10 @@ def test_medium_path_shrunk_runs_every_medium_claim_case(shrunk_medium, fashion_
         cases = entries[claim_id]["cases"]
         assert cases, f"{claim_id} has no medium case"
         for case in cases:
+            if case["outcome"] == "skipped":  # the outlier's layer and class tracking need an outlier to exist
+                assert "no outlier to locate" in case["message"], (claim_id, case["case"], case["message"])
+                continue
             assert case["outcome"] in ("passed", "failed", "xfailed", "xpassed"), (claim_id, case["case"], case["message"])
-            assert {c["n"] for c in case["conditions"]} == {3}, (claim_id, case["case"])
+            judged_on = {c["n"] for c in case["conditions"]}
+            # only the seeds with an outlier, for the outlier's own claims
+            assert judged_on == {3} or (claim_id in OUTLIER_SEEDS_ONLY and max(judged_on) <= 3), (claim_id, case["case"])

@@ -84,7 +84,7 @@ MEDIUM_SEEDS = 3
 def runs(tier: str, seed: int = 0) -> list[Run]:
     """The runs of a tier; every run stacks each seed's noisy replica with its clean-label twin.
 
-    quick: Fashion-MNIST on two CPU cores, widths half the paper's in every layer, depths 7/5/3,
+    quick: Fashion-MNIST on two CPU cores, widths a quarter of the paper's in every layer, depths 7/5/3,
     5 seeds (docs/quick-settings.md has the search). medium: one GPU, the paper's widths on the
     full Fashion-MNIST, 3 seeds (docs/ddmlp-medium.md). full: the paper's CIFAR-10 setting.
     With REPRODUCE_SHRINK=1 the medium runs shrink to a CPU-sized copy (same names, same code path)
