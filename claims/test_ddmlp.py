@@ -1,7 +1,7 @@
-"""Claims of the epoch-wise double-descent paper (papers/epochwise-double-descent-mlp.txt).
+"""Claims of Kubo et al., "Deep Exploration of Epoch-wise Double Descent in Noisy Data" (2025).
 
 Each statistic is computed here per seed from the stored results and judged by the `judge`
-fixture (reproduce/verdict.py) under the claim's rule; the criteria are CLAIMS.md's, in
+fixture (reproduce/verdict.py) under the claim's rule; the criteria are the catalogue's, in
 data/claims/ddmlp.json. The `control` cases apply the criterion where it can hold in principle but
 the phenomenon is absent (the clean-label twins; the network at initialization), and the judge
 expects it to fail there.

@@ -11,11 +11,12 @@ test-loss rise and fall. Run from the repository root, inside a CPU slot:
 from __future__ import annotations
 
 import argparse
+import pickle
 import time
 
 import torch
 
-from claims.test_ddmlp import double_descent, loss_rise_and_fall
+from claims.test_ddmlp import double_descent, loss_rise_and_fall, outlier
 from reproduce.engine import TrainSpec, log_schedule
 from reproduce.experiments.ddmlp import QUICK_WIDTHS, Run, execute
 from reproduce.figures.ddmlp import replicas
@@ -34,6 +35,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--width-div", type=int, default=1, help="divide the quick widths by this")
     p.add_argument("--noise", type=float, default=0.3)
+    p.add_argument("--save", default="", help="pickle the results here before reading them")
     a = p.parse_args()
     torch.set_num_threads(1)
     widths = tuple(w // a.width_div for w in QUICK_WIDTHS[a.model])
@@ -45,7 +47,11 @@ def main() -> None:
     start = time.perf_counter()
     ds = execute(run, torch.device("cpu")).expand_dims(run=[0]).assign_coords(model=("run", [a.model]))
     seconds = time.perf_counter() - start
-    print(f"{vars(a)} widths {widths}: {seconds:.0f} s ({ds.attrs['steps']} steps)")
+    if a.save:
+        with open(a.save, "wb") as f:
+            pickle.dump(ds, f)
+    print(f"{vars(a)} widths {widths}: {seconds:.0f} s ({ds.attrs['steps']} steps, lr x steps "
+          f"{a.lr * ds.attrs['steps']:.1f}, probes {ds.attrs['probe_seconds']:.0f} s)")
     for setting in ("noisy", "control"):
         for k, r in enumerate(replicas(ds, a.model, setting)):
             dd, loss = double_descent(r), loss_rise_and_fall(r)
@@ -54,6 +60,9 @@ def main() -> None:
                   f"(peak->min at epoch {dd['minimum_epoch']:g}), test acc final {acc[-1]:.3f}, "
                   f"noisy fitted {float(r.accuracy.sel(split='noisy')[-1]):.3f}, "
                   f"loss rise {loss['rise']:.2f} fall {loss['fall']:.2f}")
+            o = outlier(r)
+            print(f"    outlier: r {o['r']:.1f} (layer {o['layer']}), runner-up / r {o['runner_up_share']:.2f}, "
+                  f"growth {o['growth']:.1f}")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ def test_probe_variables_have_named_dimensions(tiny_run):
     assert tiny_run.accuracy.dims == ("epoch", "replica", "split")
     assert tiny_run.cs.dims == ("epoch", "replica", "layer", "class")
     assert tiny_run.magnitude.dims == ("epoch", "replica", "layer", "neuron")
+    assert tiny_run.outlier_by_cell.dims == ("epoch", "replica", "layer", "true_class", "noisy_label")
     assert list(tiny_run.epoch.values) == [0.0, 0.5, 1.0, 2.0]
     assert list(tiny_run.layer_width.values) == [16, 8]
     assert str(tiny_run.model.values) == "mlp3"

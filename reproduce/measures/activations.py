@@ -2,7 +2,7 @@
 
 A measure knows nothing about training: it takes activations, labels and masks (or the stored
 per-neuron magnitudes) and returns numbers. Equation numbers refer to
-papers/epochwise-double-descent-mlp.txt.
+Kubo et al., "Deep Exploration of Epoch-wise Double Descent in Noisy Data" (2025).
 """
 
 from __future__ import annotations
