@@ -79,4 +79,4 @@ def test_shrunk_path_runs_every_claim_case_of_the_tier(tier, shrunk_medium, fash
             assert case["outcome"] in ("passed", "failed", "xfailed", "xpassed"), (claim_id, case["case"], case["message"])
             judged_on = {c["n"] for c in case["conditions"]}
             # only the seeds with an outlier, for the outlier's own claims
-            assert judged_on == {3} or (claim_id in OUTLIER_SEEDS_ONLY and max(judged_on) <= 3), (claim_id, case["case"])
+            assert judged_on == {3} or (tier == "small" and judged_on == {5}) or (claim_id in OUTLIER_SEEDS_ONLY and max(judged_on) <= 3), (claim_id, case["case"])

@@ -81,7 +81,7 @@ QUICK_SEEDS = 3
 # small: one CPU machine, what the quick budget cannot hold: the double descent needs the noisy subset
 # fully fitted, cheap with full-batch Adam steps on a few hundred images (docs/ddmlp.md has the search).
 # MLP7 shows it, MLP3 is the contrast of double_descent_only_largest; widths an eighth of the paper's.
-SMALL_MODELS, SMALL_N, SMALL_EPOCHS, SMALL_LR, SMALL_SEEDS = ("mlp7", "mlp3"), 256, 2000, 1e-3, 3
+SMALL_MODELS, SMALL_N, SMALL_EPOCHS, SMALL_LR, SMALL_SEEDS = ("mlp7", "mlp3"), 256, 2000, 5e-3, 5
 MEDIUM_SEEDS = 3
 
 
