@@ -138,8 +138,8 @@ def test_mlp3_separates_least(case: Case, paper_results, judge):
 OUTLIER_XFAIL = {
     "quick": "no single outlier neuron within the quick budget: the largest first-layer neurons grow together; "
              "see docs/quick-settings.md",
-    "small": "no lone outlier at the small setting: its largest neurons grow with close runner-ups, in the twins "
-             "too; see docs/ddmlp.md",
+    "small": "no lone outlier at the small setting (lr x steps = 10): one noisy MLP7 seed of five grows one, the "
+             "others' largest neurons have close runner-ups; see docs/ddmlp.md",
     "medium": "the medium budget is a few hundred epochs against the paper's 1e5-1e6; the GPU probes found no "
               "lone outlier in the noisy replicas; see docs/ddmlp-medium.md",
 }
@@ -231,8 +231,14 @@ def double_descent(run) -> dict:
                 recovery_minus_quarter_fall=recovery - fall / 4)
 
 
+# At the small setting the noisy subset is fully fitted and test accuracy falls, but it does not rise
+# again within 2000 full-batch steps, and the test loss keeps rising (docs/ddmlp.md has the search).
+DOUBLE_DESCENT_XFAIL = {"small": "test accuracy falls while the noisy labels are fitted but does not recover within the "
+                                 "small budget, though the noisy subset is fully fitted; see docs/ddmlp.md"}
+
+
 @pytest.mark.claim(DOUBLE_DESCENT)
-@pytest.mark.parametrize("case", cases(LARGEST))
+@pytest.mark.parametrize("case", cases(LARGEST, xfail=DOUBLE_DESCENT_XFAIL))
 def test_epochwise_double_descent(case: Case, paper_results, judge):
     ds = paper_results(PAPER, case.tier)
     seeds = [double_descent(r) for r in replicas(ds, case.model, _setting(case))]
@@ -257,7 +263,7 @@ def loss_rise_and_fall(run) -> dict:
 
 
 @pytest.mark.claim(ONLY_LARGEST)
-@pytest.mark.parametrize("case", cases(BOTH_ENDS, controls={}))
+@pytest.mark.parametrize("case", cases(BOTH_ENDS, controls={}, xfail=DOUBLE_DESCENT_XFAIL))
 def test_double_descent_only_largest(case: Case, paper_results, judge):
     ds = paper_results(PAPER, case.tier)
     mlp7 = [loss_rise_and_fall(r) for r in replicas(ds, "mlp7", "noisy")]
