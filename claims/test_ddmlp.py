@@ -243,10 +243,10 @@ def test_epochwise_double_descent(case: Case, paper_results, judge):
     ds = paper_results(PAPER, case.tier)
     seeds = [double_descent(r) for r in replicas(ds, case.model, _setting(case))]
     quantum = 1 / int(ds.attrs["n_test"])  # test accuracies move in steps of 1 / n_test
-    judge(Condition("test accuracy fall from its peak", [s["fall"] for s in seeds], ">=", 0.05, quantum=quantum,
-                    unit="points"),
+    judge(Condition("test accuracy fall from its first peak", [s["fall"] for s in seeds], ">=", 0.05, quantum=quantum,
+                    unit="points", bounds=(0, 1)),
           Condition("recovery minus a quarter of the fall", [s["recovery_minus_quarter_fall"] for s in seeds], ">=", 0,
-                    quantum=quantum),
+                    quantum=quantum, unit="points", bounds=(-0.25, 1)),
           summary=f"{'clean-label twins: ' if case.control else ''}test accuracy falls "
                   f"{100 * np.mean([s['fall'] for s in seeds]):.1f} points, recovers "
                   f"{100 * np.mean([s['recovery'] for s in seeds]):+.1f} points (seed means)", seeds=seeds)
