@@ -69,8 +69,9 @@ VARIABLES: dict[str, tuple[str, str | None]] = {
     "cs_test": ("cosine similarity of test and training mean activations", "1"),
     "pair": ("test subset against training subset", None),
     "magnitude": ("mean absolute activation of the neuron", "1"),
-    "outlier_by_class": ("mean absolute activation of the layer's largest neuron on noisy samples, by group", "1"),
-    "grouping": ("how the noisy samples are grouped (true class or noisy label)", None),
+    "outlier_by_cell": ("mean absolute activation of the layer's largest neuron on noisy samples, per (true class, noisy label) cell", "1"),
+    "true_class": ("true class of the noisy samples in the cell", "1"),
+    "noisy_label": ("noisy label of the noisy samples in the cell", "1"),
     # smooth
     "volume_measure": ("accuracy, loss or sharpness norm over an augmentation volume (see measure)", "1"),
     "measure": ("measure over the volume", None),
