@@ -11,8 +11,8 @@ one setting:
 The probe records, at every checkpoint, accuracy and loss on the training labels (all, clean,
 noisy subsets; the noisy subset also against its original labels), on the test set, and over
 volumes of increasing size around the clean and the noisy training points: accuracy, loss,
-Jacobian norm (Eq. 2) and tangent Hessian norm (Eq. 5), integrated along geodesic paths of SVD
-augmentations (Eq. 6-7). The epoch-0 checkpoint is the control: the same widths at initialization.
+Jacobian norm (Eq. 2) and tangent Hessian norm (Eq. 5, along weak colour transformations),
+integrated along geodesic paths of SVD augmentations (Eq. 6-7). The epoch-0 checkpoint is the control: the same widths at initialization.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def runs(tier: str, seed: int = 0) -> list[Run]:
         # Adam leaves the plateau in every replica by epoch 50 and trains smoothly. 200 epochs of
         # batch 250 (400 steps) keep the tier within its CPU budget (docs/smooth.md)
         spec = TrainSpec(optimizer="adam", lr=0.002, batch_size=250, epochs=200, warmup_epochs=5)
-        volumes = VolumeSpec(paths=2, strengths=3, hessian_directions=2, delta=1.0, chunk=125)
+        volumes = VolumeSpec(paths=2, strengths=3, chunk=125)
         return [Run("fmnist14-flip20", w, "fashion_mnist", "flip", 0.2, spec, volumes, seed, QUICK_SEEDS,
                     n_train=500, n_test=2000, downsample=2) for w in QUICK_WIDTHS]
     if tier == "medium":
@@ -99,7 +99,7 @@ def runs(tier: str, seed: int = 0) -> list[Run]:
     epochs = 4000
     spec = TrainSpec(optimizer="sgd", lr=0.01, momentum=0.9, batch_size=128, epochs=epochs, warmup_epochs=5,
                      checkpoints=log_schedule(epochs, first=1))
-    volumes = VolumeSpec(paths=3, strengths=6, hessian_directions=2, delta=1.0, chunk=32)  # 63 x 32 images per pass
+    volumes = VolumeSpec(paths=3, strengths=6, chunk=32)  # (1 + 4 directions) x 3 paths x 7 points x 32 images per pass
     settings = [("cifar10-flip20", "cifar10", "flip", 0.2, ()),
                 ("cifar100", "cifar100", "none", 0.0, ()),
                 ("cifar100-asym", "cifar100", "asymmetric", 0.8, tuple(range(20)))]
@@ -115,7 +115,7 @@ def medium_runs(seed: int = 0) -> list[Run]:
     fits its noisy labels; probes at epoch 0 (the control) and at the end; the authors' six
     augmentation strengths on three paths."""
     spec = TrainSpec(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=128, epochs=500, warmup_epochs=5)
-    volumes = VolumeSpec(paths=3, strengths=6, hessian_directions=2, delta=1.0, chunk=250)
+    volumes = VolumeSpec(paths=3, strengths=6, chunk=250)
     return [Run("fmnist-flip20", w, "fashion_mnist", "flip", 0.2, spec, volumes, seed, MEDIUM_SEEDS,
                 n_train=1000, n_test=10_000) for w in MEDIUM_WIDTHS]
 
