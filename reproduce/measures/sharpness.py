@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from reproduce.errors import UserError
+from reproduce.verdict import StatisticError
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 
@@ -236,23 +237,33 @@ def sharpness_over_volumes(model: Model, x: torch.Tensor, y: torch.Tensor, spec:
     return {name: torch.cat(parts, dim=-2) for name, parts in outs.items()}
 
 
+def _no_nan(widths: np.ndarray, values: np.ndarray, what: str) -> None:
+    """A width whose statistic is NaN (a diverged run, an empty subset) would silently drop out of
+    the argmax or the threshold and move them: an error of the statistic instead."""
+    bad = [int(w) for w, v in zip(widths, values) if np.isnan(v)]
+    if bad:
+        raise StatisticError(f"{what} is NaN at width(s) {bad}: the sweep cannot be judged without them")
+
+
 def interpolation_threshold(widths, train_error, tolerance: float) -> int | None:
     """The smallest width whose training error (on the labels it trained on, noisy ones included)
     is below `tolerance` (Belkin et al.'s interpolation threshold); None if no width gets there."""
-    order = np.argsort(np.asarray(widths))
-    for i in order:
-        if float(np.asarray(train_error)[i]) < tolerance:
-            return int(np.asarray(widths)[i])
+    widths, train_error = np.asarray(widths), np.asarray(train_error, dtype=float)
+    _no_nan(widths, train_error, "the training error")
+    for i in np.argsort(widths):
+        if train_error[i] < tolerance:
+            return int(widths[i])
     return None
 
 
 def peak_at_threshold(widths, values, threshold: int | None) -> dict:
-    """The paper's model-wise peak (CLAIMS.md): the argmax width is within one grid step of the
+    """The paper's model-wise peak (Fig. 2): the argmax width is within one grid step of the
     threshold width, and the largest width's value is below half the peak."""
     widths, values = np.asarray(widths), np.asarray(values, dtype=float)
     order = np.argsort(widths)
     widths, values = widths[order], values[order]
-    peak = int(np.nanargmax(values))
+    _no_nan(widths, values, "the measure")
+    peak = int(np.argmax(values))
     ratio = float(values[-1] / values[peak]) if values[peak] > 0 else float("nan")
     steps = abs(peak - int(np.nonzero(widths == threshold)[0][0])) if threshold in widths else None
     holds = bool(steps is not None and steps <= 1 and ratio < 0.5)
