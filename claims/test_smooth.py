@@ -1,4 +1,4 @@
-"""Claims of the smooth-interpolation paper (papers/smooth-interpolation-sharpness.txt).
+"""Claims of the smooth-interpolation paper (Gamba et al., "Deep double descent via smooth interpolation", 2023).
 
 Each statistic is computed here from the stored sweep (one run per base width, the seeds stacked
 as replicas), per seed, and judged over the seeds by the `judge` fixture under the claim's rule

@@ -1,4 +1,4 @@
-"""Input-space sharpness of the loss over data-driven volumes (papers/smooth-interpolation-sharpness.txt).
+"""Input-space sharpness of the loss over data-driven volumes (Gamba et al., "Deep double descent via smooth interpolation", 2023).
 
 - Jacobian norm (Eq. 1-2): the Frobenius norm of d loss / d x at a training point. Samples are
   independent in eval mode, so one backward pass of the *summed* loss gives every sample's own
