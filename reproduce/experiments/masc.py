@@ -31,7 +31,12 @@ from reproduce.noise import corrupt_labels
 
 PAPER = "masc"
 DEGREES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-SUBSPACES = ("corrupted", "true")
+# Subspaces from the labels the model trained on, from the true labels, and from the true labels
+# corrupted again, independently, at the same degree: labels with no more information than the
+# trained ones, the control of `true_label_subspaces_better` (at p = 0 all three are the clean labels).
+SUBSPACES = ("corrupted", "true", "independent")
+RELABELS = ("masc", "own")  # retraining on MASC's relabeling, and on the model's own training labels (the baseline)
+MEMORIZE_DEGREES = 0.8  # the stop rule waits for every replica up to this degree (p = 1.0 is the control)
 SPLITS = ("train_corrupted", "train_true", "test_select", "test_eval")
 SELECT_FRACTION = 0.2  # the paper's 20% split of the test set (Sec. 6)
 SPLIT_SEED = 7_777  # the split is fixed: the same for every run, seed and tier
@@ -64,6 +69,10 @@ class Run:
     variance: float = 0.99  # of each class subspace (Sec. 3)
     retrain: TrainSpec | None = None  # relabel-retraining (Sec. 6); None skips it
     patience: int = 3
+    # The paper's stop rule: train until ~100% training accuracy or train.epochs. With a target, the
+    # stacked training ends at the first checkpoint where every replica of degree <= MEMORIZE_DEGREES
+    # fits its corrupted labels to at least `memorize`; each replica's first such epoch is stored.
+    memorize: float | None = None
     paper: str = field(default=PAPER, init=False)
 
     @property
@@ -157,8 +166,8 @@ def _retrain(spec: TrainSpec) -> TrainSpec:
     return TrainSpec(optimizer=spec.optimizer, lr=spec.lr, momentum=spec.momentum, batch_size=spec.batch_size, epochs=30)
 
 
-def _model(run: Run) -> torch.nn.Module:
-    seeds = [s for _, s in run.replicas]
+def _model(run: Run, copies: int = 1) -> torch.nn.Module:
+    seeds = [s for _, s in run.replicas] * copies
     shape, k = INPUT_SHAPES[run.dataset], NUM_CLASSES[run.dataset]
     if run.arch == "mlp":
         return StackedMLP(shape, run.hidden, k, seeds=seeds)
@@ -231,9 +240,10 @@ def layer_outputs(model: torch.nn.Module, x: torch.Tensor, layer: int, chunk: in
     return torch.cat(pieces, 1)
 
 
-def masc_probe(model: torch.nn.Module, data: ImageData, labels: torch.Tensor, variance: float,
-               num_layers: int) -> dict[str, torch.Tensor]:
-    """MASC on every layer and replica, with corrupted- and true-label subspaces (Sec. 4-5).
+def masc_probe(model: torch.nn.Module, data: ImageData, labels: torch.Tensor, independent: torch.Tensor,
+               variance: float, num_layers: int) -> dict[str, torch.Tensor]:
+    """MASC on every layer and replica, with the SUBSPACES of the corrupted, true and independently
+    corrupted labels (Sec. 4-5).
 
     Returns per-sample predictions: train (R, S, L, N) and test (R, S, L, n_test), int16 on the CPU,
     and the number of principal components (R, S, L, K).
@@ -247,13 +257,42 @@ def masc_probe(model: torch.nn.Module, data: ImageData, labels: torch.Tensor, va
         train_out = layer_outputs(model, data.train_x, layer)
         test_out = layer_outputs(model, data.test_x, layer)
         for i in range(r):
-            for s, fit_labels in enumerate((labels[i], data.train_y)):
+            for s, fit_labels in enumerate((labels[i], data.train_y, independent[i])):
                 sub = masc.fit_subspaces(train_out[i], fit_labels, k, variance)
                 components[i, s, layer] = sub.ranks.to(torch.int32)
                 train_pred[i, s, layer] = masc.predict(sub, train_out[i]).cpu().to(torch.int16)
                 test_pred[i, s, layer] = masc.predict(sub, test_out[i]).cpu().to(torch.int16)
         del train_out, test_out
     return {"train": train_pred, "test": test_pred, "components": components}
+
+
+def independent_labels(run: Run, data: ImageData) -> torch.Tensor:
+    """The true training labels corrupted again at each replica's degree, with a seed of their own (R, N)."""
+    return torch.stack([corrupt_labels(data.train_y.cpu(), data.num_classes, "resample", degree, seed=40_000 + seed).labels
+                        for degree, seed in run.replicas])
+
+
+def memorized(run: Run):
+    """The stop rule: True once every replica of degree <= MEMORIZE_DEGREES fits its corrupted labels to `run.memorize`."""
+    judged = np.array([p <= MEMORIZE_DEGREES + 1e-9 for p, _ in run.replicas])
+
+    def stop(records) -> bool:
+        fit = records[-1][1]["model_accuracy"].sel(split="train_corrupted").values
+        return bool((fit[judged] >= run.memorize).all())
+
+    return stop
+
+
+def first_memorized(train_accuracy: xr.DataArray, target: float) -> np.ndarray:
+    """Per replica, the first checkpoint epoch whose training accuracy (epoch, replica) reaches `target`; inf if none."""
+    reached = (train_accuracy >= target).values
+    epochs = train_accuracy.epoch.values
+    return np.array([epochs[np.argmax(col)] if col.any() else np.inf for col in reached.T], dtype=float)
+
+
+def memorize_checkpoints(epochs: int, every: int) -> tuple[float, ...]:
+    """Log-spaced checkpoints plus one every `every` epochs: where the stop rule looks."""
+    return tuple(sorted(set(log_schedule(epochs)) | {float(e) for e in range(every, epochs + 1, every)}))
 
 
 def masc_accuracy(train_pred: np.ndarray, test_pred: np.ndarray, labels: np.ndarray, true: np.ndarray,
@@ -292,8 +331,8 @@ def early_stopped(select: np.ndarray, patience: int) -> tuple[int, bool]:
 
 
 def relabel_retrain(run: Run, model: torch.nn.Module, data: ImageData, relabels: torch.Tensor,
-                    select: torch.Tensor) -> dict[str, np.ndarray]:
-    """Sec. 6: train the memorized model on MASC's relabeling for up to `run.retrain.epochs` epochs.
+                    select: torch.Tensor, order_seeds: list[int]) -> dict[str, np.ndarray]:
+    """Sec. 6: train the memorized model on `relabels` (R, N) for up to `run.retrain.epochs` epochs.
 
     The probe records every epoch; early stopping with patience `run.patience` on the select split
     is applied per replica, and the stacked training ends once every replica has stopped: the same
@@ -310,8 +349,7 @@ def relabel_retrain(run: Run, model: torch.nn.Module, data: ImageData, relabels:
         curves = select_curves(records)
         return all(early_stopped(curves[:, i], run.patience)[1] for i in range(curves.shape[1]))
 
-    result = train(model, data.train_x, relabels, spec, probe, order_seeds=[30_000 + s for _, s in run.replicas],
-                   stop_when=all_stopped)
+    result = train(model, data.train_x, relabels, spec, probe, order_seeds=order_seeds, stop_when=all_stopped)
     acc = result.dataset.model_accuracy  # (epoch, replica, split)
     chosen = np.array([early_stopped(acc.sel(split="test_select").values[:, i], run.patience)[0]
                        for i in range(acc.sizes["replica"])])
@@ -322,17 +360,21 @@ def execute(run: Run, device: torch.device, state_path=None, progress=None) -> x
     """Train the run, then MASC on every layer and the relabel-retraining; one Dataset (dims epoch, replica, ...)."""
     data, labels, noisy, select = prepare(run, device)
     model = _model(run).to(device)
+    stop = memorized(run) if run.memorize is not None else None
     result = train(model, data.train_x, labels, run.train, make_probe(data, labels, select),
-                   order_seeds=[20_000 + s for _, s in run.replicas], state_path=state_path, progress=progress)
+                   order_seeds=[20_000 + s for _, s in run.replicas], state_path=state_path, progress=progress,
+                   stop_when=stop)
     ds = result.dataset
     names = layer_names(run, model)
     model.eval()
     with torch.no_grad():
-        preds = masc_probe(model, data, labels, run.variance, len(names))
+        preds = masc_probe(model, data, labels, independent_labels(run, data).to(device), run.variance, len(names))
     labels_np, true_np = labels.cpu().numpy(), data.train_y.cpu().numpy()
     test_y, select_np = data.test_y.cpu().numpy(), select.cpu().numpy()
     train_pred, test_pred = preds["train"].numpy(), preds["test"].numpy()
     acc = masc_accuracy(train_pred, test_pred, labels_np[:, None, None, :], true_np, test_y, select_np)
+    if run.memorize is not None:
+        ds["memorized_epoch"] = ("replica", first_memorized(ds.model_accuracy.sel(split="train_corrupted"), run.memorize))
     layer = np.arange(len(names))
     ds = ds.assign_coords(model=run.model, arch=run.arch, dataset=run.dataset,
                           degree=("replica", [p for p, _ in run.replicas]),
@@ -351,7 +393,9 @@ def execute(run: Run, device: torch.device, state_path=None, progress=None) -> x
     ds["model_test_prediction"] = (("replica", "test_sample"), _predictions(model, data.test_x).cpu().numpy().astype(np.int16))
     ds.attrs.update(diverged=int(result.diverged), train_seconds=result.seconds, steps=result.steps,
                     diverged_epoch=float(result.diverged_epoch) if result.diverged else float("nan"),
-                    variance_kept=run.variance, select_fraction=SELECT_FRACTION, split_seed=SPLIT_SEED)
+                    variance_kept=run.variance, select_fraction=SELECT_FRACTION, split_seed=SPLIT_SEED,
+                    probe_seconds=result.probe_seconds, epochs_trained=float(ds.epoch.values[-1]),
+                    memorize_target=float("nan") if run.memorize is None else run.memorize)
     if run.retrain is not None and not result.diverged:
         ds = _with_retraining(ds, run, model, data, labels, select, train_pred)
     return ds
@@ -359,19 +403,31 @@ def execute(run: Run, device: torch.device, state_path=None, progress=None) -> x
 
 def _with_retraining(ds: xr.Dataset, run: Run, model, data: ImageData, labels: torch.Tensor, select: torch.Tensor,
                      train_pred: np.ndarray) -> xr.Dataset:
-    """Relabel with the best hidden layer's corrupted-subspace MASC (chosen on the select split) and retrain."""
+    """Relabel with the best hidden layer's corrupted-subspace MASC (chosen on the select split) and
+    retrain; beside it, the same model retrained on its own training labels under the same early
+    stopping and data order (RELABELS), so that what early stopping's selection adds cancels."""
     chosen_layer = best_layer(ds.masc_accuracy.sel(subspace="corrupted", split="test_select").values)
     relabels = torch.from_numpy(train_pred[np.arange(len(chosen_layer)), 0, chosen_layer].astype(np.int64)).to(labels.device)
     relabels = torch.where(relabels == masc.NO_PREDICTION, labels, relabels)  # no prediction: keep the trained label
-    model.train()
-    out = relabel_retrain(run, model, data, relabels, select)
-    ds = ds.assign_coords(retrain_epoch=out["epochs"])
-    ds["retrain_accuracy"] = (("retrain_epoch", "replica", "split"), out["curve"])
-    ds["retrain_chosen_epoch"] = ("replica", out["epochs"][out["chosen"]])
+    order = [30_000 + s for _, s in run.replicas]
+    out = relabel_retrain(run, _doubled(run, model), data, torch.cat([relabels, labels]), select, order + order)
+    r = len(run.replicas)
+    curve = out["curve"].reshape(out["curve"].shape[0], len(RELABELS), r, -1)
+    ds = ds.assign_coords(retrain_epoch=out["epochs"], relabel_kind=list(RELABELS))
+    ds["retrain_accuracy"] = (("retrain_epoch", "relabel_kind", "replica", "split"), curve)
+    ds["retrain_chosen_epoch"] = (("relabel_kind", "replica"), out["epochs"][out["chosen"]].reshape(len(RELABELS), r))
     ds["relabel_layer"] = ("replica", chosen_layer)
     ds["relabel"] = (("replica", "sample"), relabels.cpu().numpy().astype(np.int16))
     ds.attrs["retrain_seconds"] = out["seconds"]
     return ds
+
+
+def _doubled(run: Run, model: torch.nn.Module) -> torch.nn.Module:
+    """The stacked model twice over (2R replicas, the first R and the last R identical), in train mode.
+    Every parameter of a stacked model leads with its replicas (FC: (R, ...); grouped convs: (R x out, ...))."""
+    copy = _model(run, copies=2).to(next(model.parameters()).device)
+    copy.load_state_dict({k: torch.cat([v, v]) for k, v in model.state_dict().items()})
+    return copy.train()
 
 
 def steps_and_flops(run: Run) -> tuple[int, float]:
