@@ -1,6 +1,6 @@
 """Command line: `python -m reproduce [run] --tier T` makes a tier's results and its claim report.
 
-    python -m reproduce [run] --tier {quick,medium,full} [--paper KEY ...] [--run NAME ...] [--claim ID ...]
+    python -m reproduce [run] --tier {quick,small,medium,full} [--paper KEY ...] [--run NAME ...] [--claim ID ...]
                         [--results DIR] [--seed N] [--device cpu|cuda] [--threads N] [--dry-run] [--fresh]
                         [--executor local|slurm] [--slurm-config FILE] [--partition P] [--time-min M]
                         [--gpus G] [--cpus C] [--mem-gb M] [--precision tf32|bf16] [--compile]

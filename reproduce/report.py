@@ -41,6 +41,7 @@ class Claim:
     criterion: str
     control: str
     rule: str = "t"
+    tiers: dict[str, str] = field(default_factory=dict, compare=False)  # tier -> expected verdict, or not_at_tier
     seeds: str = ""  # how many seeds each tier judges, and why where fewer than the standard
     setting: str = ""  # the setting the claim is judged in (shown in the Contrasts section)
     contradicts: str = ""  # id of a claim of another paper that says the opposite

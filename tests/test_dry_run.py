@@ -8,7 +8,7 @@ import pytest
 from reproduce.cli import main
 
 
-@pytest.mark.parametrize("tier", ["quick", "medium", "full"])
+@pytest.mark.parametrize("tier", ["quick", "small", "medium", "full"])
 def test_each_tiers_dry_run_finishes(tier, capsys):
     assert main(["--tier", tier, "--dry-run", "--threads", "1"]) == 0
     out = capsys.readouterr().out
