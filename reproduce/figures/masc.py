@@ -158,7 +158,8 @@ def masc_by_layer(ds: xr.Dataset) -> Figure:
 
 def masc_true_vs_corrupted(ds: xr.Dataset) -> Figure:
     """Fig. 3 analogue: best-hidden-layer MASC test accuracy with true-label against corrupted-label
-    subspaces over the corruption degree, each seed a thin line, seed means thick; one panel per run."""
+    subspaces (and the control's independently corrupted labels) over the corruption degree, each
+    seed a thin line, seed means thick; one panel per run."""
     models = [str(m) for m in np.atleast_1d(ds["model"].values)]
     fig = Figure(figsize=(3.6 * len(models), 3.0))
     axes = fig.subplots(1, len(models), squeeze=False)[0]
@@ -166,7 +167,10 @@ def masc_true_vs_corrupted(ds: xr.Dataset) -> Figure:
         summary = degree_summary(run_of(ds, model))
         degrees = sorted(summary)
         for key, color, label in (("masc_true", "C1", "true-label subspaces"), ("masc", "C0", "corrupted-label subspaces"),
+                                  ("masc_independent", "C2", "independently corrupted labels (control)"),
                                   ("model", "k", "model")):
+            if key not in summary[degrees[0]]:
+                continue
             common = min(len(summary[p]["seeds"][key]) for p in degrees)  # seeds present at every degree
             per_seed = np.stack([summary[p]["seeds"][key][:common] for p in degrees])  # (degree, seed)
             ax.plot(degrees, per_seed, color=color, lw=0.5, alpha=0.5)
