@@ -87,9 +87,11 @@ VARIABLES: dict[str, tuple[str, str | None]] = {
     "model_accuracy": ("model accuracy", "1"),
     "model_test_prediction": ("model class prediction on the test sample", "1"),
     "test_select": ("test sample in the layer-selection split (1) or the scoring split (0)", "1"),
-    "retrain_accuracy": ("accuracy of the network retrained on MASC labels", "1"),
+    "retrain_accuracy": ("accuracy of the network retrained on MASC labels or on its own (relabel_kind)", "1"),
     "retrain_epoch": ("retraining epoch", "epoch"),
     "retrain_chosen_epoch": ("retraining epoch kept (best on the selection split)", "epoch"),
+    "relabel_kind": ("labels retrained on: MASC's relabeling or the model's own training labels", None),
+    "memorized_epoch": ("first checkpoint with training accuracy on the corrupted labels at the target (inf: never)", "epoch"),
     "relabel_layer": ("layer whose MASC labels were used for retraining", "1"),
     "relabel": ("MASC label used for retraining", "1"),
     # modnoise
