@@ -290,7 +290,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     for tier in sorted(tiers):
         out = root / tier
         judged_now = [e for e in claim_entries(claims, outcomes, tier) if e["cases"]]  # merge_entries places the rest
-        entries = merge_entries(read_json(out / "claims.json", []), judged_now, tier, _collected_papers(config), wanted)
+        entries = merge_entries(read_json(out / "claims.json", []), judged_now, tier, _collected_papers(config), wanted,
+                                seed)
         judged = {o.claim for o in outcomes if o.tier == tier}
         figures, tables, provenance = {}, read_json(out / "tables.json", {}), read_json(out / "provenance.json", {})
         used = set()  # a paper figure shown once: under the first claim (catalogue order) that names it

@@ -38,8 +38,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from reproduce.devices import NUMERICS, peak_flops, resolve_device
-from reproduce.engine import TrainSpec, measure_step, train
-from reproduce.errors import UserError, _Parser
+from reproduce.engine import TrainSpec, train
+from reproduce.timing import measure_step
+from reproduce.errors import UserError, _Parser, check_writable
 from reproduce.models import StackedMLP
 
 MLP7 = (2048, 2048, 1024, 1024, 512, 512)  # the double-descent paper's MLP7: 14.4 M multiply-adds on CIFAR-10
@@ -272,7 +273,7 @@ def step_workloads(quick: bool) -> list[tuple[str, Callable[[int], nn.Module], t
 
 
 def step_times(b: Bench, device: torch.device, quick: bool) -> None:
-    """Seconds per training step (engine.measure_step: the step `train` takes, a CUDA graph on the GPU)
+    """Seconds per training step (timing.measure_step: the step `train` takes, a CUDA graph on the GPU)
     of each medium/full model at R = 1, 2, 4, 8 stacked replicas, in tf32 and bf16, with the achieved
     FLOP/s (6 per multiply-add and sample) and its share of the device's dense peak. On the CPU a step
     longer than 0.5 s (0.1 s with --quick) is extrapolated from the largest batch timed, and says so."""
@@ -402,6 +403,7 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     device = resolve_device(args.device, args.precision, args.compile)
     out = args.out or args.results / "bench"
+    check_writable(out, "--out DIR")  # before minutes of measuring, not after
     b = Bench(str(device), args.precision, args.compile)
     b.say(f"bench on {peak_flops(device)[0]}, precision {args.precision}, compile {args.compile}, "
           f"torch {torch.__version__}{', quick sizes' if args.quick else ''}")
@@ -420,8 +422,11 @@ def main(argv: list[str]) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "bench.json").write_text(json.dumps(dict(lines=b.lines, numbers=b.numbers, device=b.device,
                                                         precision=b.precision, compiled=b.compiled), indent=1))
-        figure(b).savefig(out / "bench.png", dpi=120)
+        drawn = bool(b.numbers.get("stacked") or b.numbers.get("steps"))  # what the figure shows; else no figure
+        if drawn:
+            figure(b).savefig(out / "bench.png", dpi=120)
     except OSError as error:
         raise UserError(f"cannot write the bench output to {out} ({error.strerror}): pass --out DIR") from None
-    print(f"bench: {out / 'bench.json'} and {out / 'bench.png'}")
+    print(f"bench: {out / 'bench.json'}" + (f" and {out / 'bench.png'}" if drawn else " (no figure: neither "
+                                            "stacked nor steps was measured)"))
     return 0

@@ -34,14 +34,14 @@ class Numerics:
     (autocast of the forward pass to bfloat16, float32 weights and optimizer). `compile`: wrap the
     training forward in torch.compile (mode reduce-overhead, i.e. its own CUDA graphs, on the GPU).
     `cuda_graphs`: on CUDA without `compile`, capture each whole training step (forward, backward,
-    fused optimizer) in one CUDA graph by hand (engine.GraphedStep). Which of the two is faster
+    fused optimizer) in one CUDA graph by hand (step.GraphedStep). Which of the two is faster
     waits for a GPU measurement (`bench --device cuda` with and without --compile). All three are
     recorded in every result's attrs.
     """
 
     precision: str = "tf32"
     compile: bool = False
-    cuda_graphs: bool = True  # whole-step CUDA graphs on CUDA (engine.make_step); no effect on the CPU
+    cuda_graphs: bool = True  # whole-step CUDA graphs on CUDA (step.make_step); no effect on the CPU
 
 
 NUMERICS = Numerics()

@@ -20,9 +20,13 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from reproduce.errors import UserError
 from reproduce.verdict import RULES, claim_verdict
 
-REFERENCE = Path(__file__).resolve().parent.parent / "data" / "claims"  # one <paper>.json per paper
+# One <paper>.json per paper: data/claims/ in a checkout, the package reproduce.catalogue once installed
+# (pyproject.toml maps the one folder onto the other, so a wheel carries the same files).
+_INSTALLED = Path(__file__).resolve().parent / "catalogue"
+REFERENCE = _INSTALLED if _INSTALLED.is_dir() else Path(__file__).resolve().parent.parent / "data" / "claims"
 Table = tuple[list[str], list[list]]  # (column names, rows): a paper-table analogue such as MASC's Table 1
 
 
@@ -253,16 +257,18 @@ def stub_entry(claim_id: str, tier: str, verdict: str) -> dict:
 
 
 def merge_entries(previous: list[dict], judged: list[dict], tier: str, collected_papers: set[str],
-                  wanted: set[str] | None = None) -> list[dict]:
+                  wanted: set[str] | None = None, seed: int = 0) -> list[dict]:
     """Every catalogue claim once, in catalogue order.
 
     A claim judged now replaces the earlier entry, unless it only reads not_run and the earlier one
     had a verdict; a claim of a paper whose tests were collected, that was asked for (`wanted`,
     None = all) but had no case, is not_at_tier; any other keeps the earlier entry or is not_run.
     So `report --claim ID` or `--paper KEY` merge into the tier's report instead of replacing it.
+    Every entry judged now carries its base `seed`; earlier entries of another seed stop it (check_seed).
     """
+    check_seed(previous, seed, Path("claims.json"))
     before = {e["id"]: e for e in previous}
-    now = {e["id"]: e for e in judged}
+    now = {e["id"]: {**e, "seed": seed} for e in judged}
     entries = []
     for claim_id, claim in all_claims().items():
         old = before.get(claim_id)
@@ -276,11 +282,32 @@ def merge_entries(previous: list[dict], judged: list[dict], tier: str, collected
 
 
 def read_json(path: Path, default):
-    """A report file written earlier, or `default` where there is none (or it is not JSON)."""
+    """A report file written earlier, or `default` where there is none.
+
+    A file that is there but is not what the report writes (not JSON, another shape) stops with one
+    line: merging into it would replace the whole report with one that knows nothing.
+    """
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
         return default
+    except (OSError, ValueError) as error:
+        value = error
+    shaped = isinstance(value, type(default)) and (
+        not isinstance(value, list) or all(isinstance(e, dict) and "id" in e for e in value))
+    if not shaped:
+        raise UserError(f"{path} is damaged (not the {type(default).__name__} the report writes): move it aside "
+                        f"to start this tier's report afresh; nothing was changed")
+    return value
+
+
+def check_seed(entries: list[dict], seed: int, path: Path) -> None:
+    """A report holds the verdicts of one base seed: an entry is only ever replaced by a newer verdict
+    of its own seed, so a report of another seed in the same store stops before anything is judged."""
+    seeds = sorted({e.get("seed", 0) for e in entries if e.get("cases")} - {seed})
+    if seeds:
+        raise UserError(f"{path} holds verdicts of base seed {', '.join(map(str, seeds))}, not {seed}: a report "
+                        f"of seed {seed} would mix them; pass --results with another folder for seed {seed}")
 
 
 def run_provenance(attrs: list[dict]) -> dict:

@@ -3,8 +3,10 @@
 Layout: `<root>/<tier>/<paper>/<run>.nc`, training state for resuming in
 `<root>/<tier>/<paper>/.state/<run>.pt` (one file per run, overwritten), the run's lock in
 `.state/<run>.lock`, and the report files in `<root>/<tier>/`.
-A file is reused only if it opens, carries this schema version, and was made for exactly the
-config asked for (its hash); anything else is moved aside as `<run>.nc.rejected` and recomputed.
+A file is reused only if all its data reads back under its checksums (HDF5's Fletcher-32 filter on
+every numeric variable, checked by the library on every read), it carries this schema version, and
+it was made for exactly the config asked for (its hash); anything else is moved aside as
+`<run>.nc.rejected` and recomputed.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import xarray as xr
 from reproduce import __version__, faults
 from reproduce.devices import device_name
 
-SCHEMA_VERSION = 3  # 2: `model` coordinate, per-sample labels and noise mask; 3: long_name and units on every variable
+SCHEMA_VERSION = 4  # 2: `model` coordinate, per-sample labels and noise mask; 3: long_name and units on every
+# variable; 4: a Fletcher-32 checksum on every numeric variable
 
 # CF-style description of every variable a run may store: name -> (long_name, units). Units "1"
 # for ratios, accuracies, fractions, counts and indices (dimensionless); string coordinates get a
@@ -147,6 +150,42 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _attrs_problem(attrs: dict, paper: str, tier: str, config: dict) -> str | None:
+    """Why a file with these attrs was not made for this run of this schema, or None."""
+    if attrs.get("schema") != "reproduce-results":
+        return "not a results file of this package"
+    if attrs.get("schema_version") != SCHEMA_VERSION:
+        return f"schema version {attrs.get('schema_version')}, expected {SCHEMA_VERSION}"
+    if attrs.get("paper") != paper or attrs.get("tier") != tier:
+        return f"made for {attrs.get('paper')}/{attrs.get('tier')}, not {paper}/{tier}"
+    if attrs.get("config_hash") != config_hash(config):
+        return "made for another config"
+    return None
+
+
+def _read(path: Path, paper: str, tier: str, config: dict) -> tuple[xr.Dataset | None, str | None]:
+    """(the file's Dataset, None), or (None, why it cannot be used). Loading reads every chunk, and HDF5
+    checks each chunk's Fletcher-32 checksum as it reads it: a changed byte in the data fails here
+    like a truncated file."""
+    try:
+        with xr.open_dataset(path, engine=ENGINE) as ds:
+            ds = ds.load()
+    except Exception as error:  # truncated, not netCDF, a checksum that does not match
+        return None, f"unreadable ({type(error).__name__}: {str(error)[:80]})"
+    reason = _attrs_problem(dict(ds.attrs), paper, tier, config)
+    return (None, reason) if reason else (ds, None)
+
+
+def checksummed(ds: xr.Dataset) -> dict:
+    """netCDF4 encoding: a Fletcher-32 checksum on every numeric variable (strings cannot carry one),
+    no fill value on coordinates."""
+    encoding = {name: {"_FillValue": None} for name in ds.coords}
+    for name, var in ds.variables.items():
+        if var.dtype.kind in "biuf" and var.ndim:
+            encoding.setdefault(name, {})["fletcher32"] = True
+    return encoding
+
+
 @dataclass(frozen=True)
 class Store:
     root: Path
@@ -187,20 +226,7 @@ class Store:
 
     def problem(self, path: Path, paper: str, tier: str, config: dict) -> str | None:
         """Why the file at `path` cannot be used for this run, or None if it can."""
-        try:
-            with xr.open_dataset(path, engine=ENGINE) as ds:
-                attrs = dict(ds.attrs)
-        except Exception as error:  # truncated, not netCDF, unreadable
-            return f"unreadable ({type(error).__name__})"
-        if attrs.get("schema") != "reproduce-results":
-            return "not a results file of this package"
-        if attrs.get("schema_version") != SCHEMA_VERSION:
-            return f"schema version {attrs.get('schema_version')}, expected {SCHEMA_VERSION}"
-        if attrs.get("paper") != paper or attrs.get("tier") != tier:
-            return f"made for {attrs.get('paper')}/{attrs.get('tier')}, not {paper}/{tier}"
-        if attrs.get("config_hash") != config_hash(config):
-            return "made for another config"
-        return None
+        return _read(path, paper, tier, config)[1]
 
     def load(self, tier: str, paper: str, run: str, config: dict, warn=print) -> xr.Dataset | None:
         """The stored result of this run, or None when it must be (re)computed.
@@ -211,13 +237,12 @@ class Store:
         path = self.path(tier, paper, run)
         if not path.exists():
             return None
-        reason = self.problem(path, paper, tier, config)
+        ds, reason = _read(path, paper, tier, config)
         if reason is not None:
             os.replace(path, path.with_name(path.name + ".rejected"))
             warn(f"{path}: {reason}; moved aside to {path.name}.rejected and recomputing")
             return None
-        with xr.open_dataset(path, engine=ENGINE) as ds:
-            return ds.load()
+        return ds
 
     def write(self, ds: xr.Dataset, tier: str, paper: str, run: str, config: dict, provenance: dict) -> Path:
         """Write atomically: a temporary file in the same folder, fsync, then rename over the target."""
@@ -238,7 +263,7 @@ class Store:
             **({"device_name": device_name(str(provenance["device"]))} if "device" in provenance else {}),
             **provenance,
         )
-        encoding = {name: {"_FillValue": None} for name in ds.coords}
+        encoding = checksummed(ds)
         tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
         try:
             ds.to_netcdf(tmp, engine=ENGINE, encoding=encoding)

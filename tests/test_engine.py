@@ -156,7 +156,7 @@ def _old_loop(model, x, y, spec, order_seeds):
     """The training loop as the engine wrote it inline before the step function (data order,
     gather, forward, loss, backward, fused optimizer, learning-rate warm-up), kept here as the
     reference the step-function path must match bit for bit."""
-    from reproduce.engine import make_optimizer, stacked_cross_entropy
+    from reproduce.step import make_optimizer, stacked_cross_entropy
 
     n, batch = x.shape[0], spec.batch_size or x.shape[0]
     steps_per_epoch = -(-n // batch)
@@ -182,26 +182,26 @@ def _old_loop(model, x, y, spec, order_seeds):
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
 def test_the_step_function_gives_the_numbers_of_the_old_loop(optimizer):
-    """train() now runs engine.Step (the step the CUDA graph captures on a GPU) eagerly on the CPU:
+    """train() now runs step.Step (the step the CUDA graph captures on a GPU) eagerly on the CPU:
     with a partial last batch and learning-rate warm-up, its weights equal the old loop's exactly."""
-    from reproduce import engine
+    from reproduce import step
 
     x, y = _problem(n=100)  # batch 16: six full batches and a partial one of 4 per epoch
     spec = TrainSpec(optimizer=optimizer, lr=1e-2, batch_size=16, epochs=3, warmup_epochs=1.0, weight_decay=1e-3)
     new, old = (StackedMLP((1, 4, 4), [8, 8], 3, seeds=[1, 2]) for _ in range(2))
     losses = []
-    step_class = engine.Step
+    step_class = step.Step
 
     class Recording(step_class):
         def eager(self, index):
             losses.append(super().eager(index))
             return losses[-1]
 
-    engine.Step = Recording
+    step.Step = Recording
     try:
         result = train(new, x, y, spec, lambda m: {}, order_seeds=[5, 6])
     finally:
-        engine.Step = step_class
+        step.Step = step_class
     reference = _old_loop(old, x, y, spec, order_seeds=[5, 6])
     assert result.steps == len(reference) == 21
     assert torch.equal(torch.stack(losses), reference)

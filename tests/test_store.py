@@ -38,13 +38,25 @@ def test_config_hash_ignores_key_order():
     assert config_hash({"a": 1}) != config_hash({"a": 2})
 
 
-@pytest.mark.parametrize("damage", ["truncated", "foreign", "other_config", "other_schema"])
+def _flip_inside_variable(path):
+    """Change one byte inside the stored values of `accuracy` (its raw bytes, found in the file)."""
+    data = bytearray(path.read_bytes())
+    values = _ds()["accuracy"].values
+    start = max(data.find(values.astype(order).tobytes()) for order in ("<f8", ">f8"))
+    assert start > 0, "the variable's bytes are not stored raw in the file"
+    data[start + 8 * 3 + 2] ^= 0xFF  # inside the fourth value
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "foreign", "other_config", "other_schema"])
 def test_unusable_file_is_detected_and_moved_aside(tmp_path, damage):
     store = Store(tmp_path)
     path = store.write(_ds(), "quick", "ddmlp", "mlp3-s0", CONFIG, {})
     if damage == "truncated":
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2])
+    elif damage == "flipped":  # opens, attrs intact: only the checksum tells
+        _flip_inside_variable(path)
     elif damage == "foreign":
         _ds().to_netcdf(path, engine="netcdf4")
     elif damage == "other_schema":

@@ -1,0 +1,21 @@
+"""Checkpoint probes: functions of (model) that return xarray pieces with a leading `replica`
+dimension, run by `engine.train` at the checkpoint epochs outside the training step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import xarray as xr
+from torch import nn
+
+Probe = Callable[[nn.Module], dict[str, xr.DataArray]]
+
+
+def _run_probe(model: nn.Module, probe: Probe) -> dict[str, xr.DataArray]:
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        pieces = probe(model)
+    model.train(was_training)
+    return pieces
