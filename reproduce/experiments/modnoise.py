@@ -12,10 +12,11 @@ One run trains one operation at one width M; its replicas (stacked) are noise se
 `flip` / `resample` at a rate, and `tag` (labels unchanged, a random subset tagged noisy: the
 control of the clean-versus-noisy learning order, as in ddmlp). Every checkpoint records
 accuracy and loss on the clean and noisy training subsets (noisy against noisy and original
-labels), the hold-out and the test set, and the test accuracy of the model, of its Fourier
-extraction (per neuron and global top-k) and of the partition's generalizing subnetwork. The
-final checkpoint adds each neuron's spectrum, dominant frequency, concentration and partition
-score. The epoch-0 checkpoint is the untrained control.
+labels), the hold-out and the test set, and the model's test accuracy; the log-spaced ones (the
+spec's checkpoints) add the test accuracy of its Fourier extraction (per neuron and global top-k);
+the per-step ones up to `Run.order_until` resolve the learning order. The final checkpoint adds
+the partition's generalizing subnetwork, each neuron's spectrum, dominant frequency,
+concentration and partition score. The epoch-0 checkpoint is the untrained control.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def runs(tier: str, seed: int = 0) -> list[Run]:
         spec = TrainSpec(optimizer="adamw", lr=2e-3, batch_size=0, epochs=500, weight_decay=1.0,
                          checkpoints=log_schedule(500, mantissas=(1, 2, 3, 5, 7)))
         width_spec = dataclasses.replace(WIDTH_SPEC, epochs=500, checkpoints=log_schedule(500, mantissas=(1, 3)))
-        out = (_largest(spec, seed, p=97, width=PAPER_WIDTHS[-1], seeds=3, rates=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), order_until=200)
+        out = (_largest(spec, seed, p=97, width=PAPER_WIDTHS[-1], seeds=3, rates=(0.0, 0.4, 0.6, 0.8, 1.0), order_until=200)
                + _width_sweep(width_spec, seed, p=97, widths=PAPER_WIDTHS[:-1], seeds=3))
         return [_shrunk(r) for r in out] if shrinking() else out
     if tier == "full":
