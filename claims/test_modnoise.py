@@ -182,7 +182,7 @@ def test_noisy_memorized_faster_early(case: Case, paper_results, judge):
     runs = replicas(paper_results(PAPER, case.tier), case.model, "tag" if case.control else "flip", 0.8)
     seeds = [memorized_early(r) for r in runs]
     judge(Condition("clean/noisy half-way epoch", [s["factor"] for s in seeds], ">=", 1.4, scale="log", bounds=(0.0, np.inf)),
-          Condition("noisy minus clean lead", [s["lead"] for s in seeds], ">=", 0.1, bounds=POINTS),
+          Condition("noisy minus clean lead", [s["lead"] for s in seeds], ">=", 0.1),  # relative accuracies: unbounded above
           summary=f"{'tagged' if case.control else 'noisy'} subset half-way x{np.median([s['factor'] for s in seeds]):.1f} "
                   f"earlier than clean (median of {len(seeds)} seeds); mean noisy-minus-clean accuracy before: "
                   f"{np.mean([s['early_gap'] for s in seeds]):+.1%}", seeds=seeds)

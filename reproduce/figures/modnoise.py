@@ -40,7 +40,9 @@ def replicas(ds: xr.Dataset, model: str, setting: str = "flip", rate: float = 0.
 
 def models(ds: xr.Dataset, op: str) -> list[tuple[int, str]]:
     """(width, model) of every run of operation `op`, by width."""
-    return sorted((int(w), str(m)) for m, o, w in zip(ds["model"].values, ds["op"].values, ds["width"].values) if o == op)
+    # a coordinate that is the same in every run (one width, one operation) stays scalar when runs combine
+    model, o, w = (np.broadcast_to(ds[k].values, (ds.sizes["run"],)) for k in ("model", "op", "width"))
+    return sorted((int(wi), str(m)) for m, oi, wi in zip(model, o, w) if oi == op)
 
 
 def final_accuracy(run: xr.Dataset) -> dict[str, float]:
@@ -87,7 +89,7 @@ def modnoise_width(ds: xr.Dataset) -> Figure:
 def modnoise_partition(ds: xr.Dataset) -> Figure:
     """Test accuracy of model, partition subnetwork and Fourier extraction against the flip-noise
     level, largest width of each operation; thin lines are seeds."""
-    ops = [op for op in ("add", "sub", "mul") if op in set(ds["op"].values)]
+    ops = [op for op in ("add", "sub", "mul") if op in set(np.atleast_1d(ds["op"].values))]
     fig = Figure(figsize=(4 * len(ops), 3.2))
     axes = fig.subplots(1, len(ops), squeeze=False, sharey=True)[0]
     for ax, op in zip(axes, ops):
@@ -137,7 +139,7 @@ def modnoise_learning_curves(ds: xr.Dataset, model: str | None = None) -> Figure
     checkpoint at half its final accuracy, the learning-order statistic) marked; 80% flip noise
     beside its tagged 0%-noise control. Only the per-step part of the schedule is drawn densely."""
     model = model or models(ds, "add")[-1][1]
-    fig = Figure(figsize=(9, 3.4))
+    fig = Figure(figsize=(9, 3.4), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     subsets = (("clean", "clean subset", "C0"), ("noisy", "noisy subset (noisy labels)", "C3"),
                ("noisy_original", "noisy subset (true labels)", "C2"), ("test", "test", "0.5"))
