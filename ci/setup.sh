@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Set up everything the project needs on a fresh Debian machine with Python 3.11:
-# Debian's Fashion-MNIST package, a single-node Slurm cluster (as root), a virtualenv in .venv, torch from the wheels on local disk, the package.
+# Set up what running the project needs on a fresh Debian machine with Python 3.11: Debian's
+# Fashion-MNIST package (as root), a virtualenv in .venv, torch from the wheels on local disk, the
+# package (editable). `--test` adds the test extras (hypothesis) for `pytest`. It starts nothing: the
+# Slurm test cluster is started by .ci/run (bash ci/slurm.sh), or by tests/test_slurm.py when it runs.
 set -euo pipefail
+extras=""
+[ "${1:-}" = --test ] && extras="[test]"
 cd "$(dirname "$0")/.."
 
 if ! ls /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte* >/dev/null 2>&1; then
@@ -13,11 +17,6 @@ if ! ls /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte* >/dev/null 2>
   fi
 fi
 
-# a single-node Slurm cluster for tests/test_slurm.py (root only; the tests skip saying why otherwise)
-if [ "$(id -u)" = 0 ]; then
-  bash ci/slurm.sh || echo "setup: the Slurm cluster did not start; tests/test_slurm.py will say why" >&2
-fi
-
 python="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 case "$(uname -m)" in
@@ -25,5 +24,5 @@ case "$(uname -m)" in
   *) torch="torch==2.9.1 torchvision==0.24.1" ;;
 esac
 .venv/bin/python -m pip install -q --disable-pip-version-check $torch
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras"
 echo "setup done: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)')"

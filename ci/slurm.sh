@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
 # Start a single-node Slurm cluster on this machine (Debian 12, Slurm 22.05, as root), idempotently.
-# Used by CI (ci/setup.sh) and by the Slurm tests' fixture. Exit 0 when `sinfo` shows the node idle;
+# Used by CI (.ci/run) and by the Slurm tests' fixture. Exit 0 when `sinfo` shows the node idle;
 # exit 3 with one line on stderr when this machine cannot run it (not root, no apt-get).
+# `bash ci/slurm.sh stop` stops the three daemons it starts (munged, slurmctld, slurmd), by their pid files.
 set -euo pipefail
+
+if [ "${1:-}" = stop ]; then
+  for pidfile in /run/slurmd.pid /run/slurmctld.pid /run/munge/munged.pid; do
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  done
+  echo "slurm: stopped slurmd, slurmctld and munged"
+  exit 0
+fi
 
 if [ "$(id -u)" != 0 ]; then echo "slurm: needs root to install and start slurmctld/slurmd" >&2; exit 3; fi
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then

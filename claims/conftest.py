@@ -27,7 +27,7 @@ from reproduce.verdict import Condition, judge as judge_conditions
 from reproduce.runner import make_results, plan
 from reproduce.store import ENGINE, Store
 
-TIER_ORDER = ("quick", "medium", "full")
+TIER_ORDER = ("quick", "small", "medium", "full")
 OUTCOMES = pytest.StashKey[list]()
 DATASETS = pytest.StashKey[dict]()
 CLAIMS = pytest.StashKey[dict]()
@@ -104,7 +104,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     lock) and makes the rest beside it. Its output goes to DIR/quick/background.log.
     """
     config = session.config
-    if config.getoption("--stored-only") or hasattr(config, "workerinput"):
+    if config.getoption("--stored-only") or config.option.collectonly or hasattr(config, "workerinput"):
         return
     quick = [i for i in session.items if i.get_closest_marker("claim") and i.get_closest_marker("quick")]
     if not quick or len(quick) == len(session.items):
@@ -129,7 +129,31 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         background.wait()
 
 
+def tiers_judged(items: list[pytest.Item]) -> dict[str, dict[str, str]]:
+    """claim id -> {tier: expected verdict} as the collected main cases say it: `not_reproduced`
+    where the cases are strict expected failures, `reproduced` elsewhere."""
+    found: dict[str, dict[str, str]] = {}
+    for item in items:
+        marker = item.get_closest_marker("claim")
+        if marker is None or not hasattr(item, "callspec") or item.callspec.params["case"].control:
+            continue
+        strict = any(m.kwargs.get("strict") for m in item.iter_markers("xfail"))
+        found.setdefault(marker.args[0].id, {})[item.callspec.params["case"].tier] = \
+            "not_reproduced" if strict else "reproduced"
+    return found
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every collected case agrees with its claim's `tiers` in data/claims/<paper>.json (before -m
+    or --claim deselect anything), then --claim keeps only the cases of those claims."""
+    claims = {m.args[0].id: m.args[0] for i in items if (m := i.get_closest_marker("claim")) is not None}
+    for claim_id, judged in tiers_judged(items).items():
+        for tier, expected in judged.items():
+            if claims[claim_id].tiers.get(tier) != expected:
+                raise pytest.UsageError(
+                    f"{claim_id}: its {tier} cases expect {expected}, but data/claims/{claims[claim_id].paper}.json "
+                    f"says tiers.{tier} = {claims[claim_id].tiers.get(tier)!r}: make the two agree")
     wanted = set(config.getoption("--claim"))
     if not wanted:
         return
@@ -267,7 +291,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     for tier in sorted(tiers):
         out = root / tier
         judged_now = [e for e in claim_entries(claims, outcomes, tier) if e["cases"]]  # merge_entries places the rest
-        entries = merge_entries(read_json(out / "claims.json", []), judged_now, tier, _collected_papers(config), wanted)
+        entries = merge_entries(read_json(out / "claims.json", []), judged_now, tier, _collected_papers(config), wanted,
+                                seed)
         judged = {o.claim for o in outcomes if o.tier == tier}
         figures, tables, provenance = {}, read_json(out / "tables.json", {}), read_json(out / "provenance.json", {})
         used = set()  # a paper figure shown once: under the first claim (catalogue order) that names it

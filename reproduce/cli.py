@@ -1,6 +1,6 @@
 """Command line: `python -m reproduce [run] --tier T` makes a tier's results and its claim report.
 
-    python -m reproduce [run] --tier {quick,medium,full} [--paper KEY ...] [--run NAME ...] [--claim ID ...]
+    python -m reproduce [run] --tier {quick,small,medium,full} [--paper KEY ...] [--run NAME ...] [--claim ID ...]
                         [--results DIR] [--seed N] [--device cpu|cuda] [--threads N] [--dry-run] [--fresh]
                         [--executor local|slurm] [--slurm-config FILE] [--partition P] [--time-min M]
                         [--gpus G] [--cpus C] [--mem-gb M] [--precision tf32|bf16] [--compile]
@@ -20,15 +20,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 from reproduce import __version__
-from reproduce.errors import UserError, _Parser
+from reproduce.errors import UserError, _Parser, check_writable
 from reproduce.experiments import PAPERS, TIERS, check_paper, check_tier
 
-CLAIMS_DIR = Path(__file__).resolve().parent.parent / "claims"
+CLAIMS_DIR = Path(__file__).resolve().parent.parent / "claims"  # beside the package: in a checkout and installed
 VERBS = {"run": "make the results, then the report (the default verb)",
          "report": "rebuild the report from stored results (trains nothing)",
          "bench": "speed ratios of the engine (its options: python -m reproduce bench --help)",
@@ -36,7 +37,10 @@ VERBS = {"run": "make the results, then the report (the default verb)",
 
 
 def _at_least_one(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
@@ -142,7 +146,9 @@ def _run(args: argparse.Namespace) -> int:
 
             print(describe_array(Store(args.results), args.tier, plan(args.tier, args.paper, args.seed, args.run), slurm))
         return 0
-    _check_writable(args.results)
+    check_writable(args.results)
+    if not args.no_report:
+        check_report(args.results / args.tier, args.seed)
     from reproduce.executors import make_results
 
     make_results(args.tier, args.paper, args.results, args.device, args.seed, fresh=args.fresh,
@@ -170,6 +176,8 @@ def _papers_of_claims(claims: list[str], papers: list[str]) -> list[str]:
     for claim in claims:
         if claim not in known:
             raise UserError(f"unknown claim {claim!r}: choose from {', '.join(sorted(known))}")
+        if known[claim] not in papers:
+            raise UserError(f"claim {claim!r} is a claim of {known[claim]}, not of --paper {' '.join(papers)}")
     return [p for p in papers if p in {known[c] for c in claims}]
 
 
@@ -203,15 +211,15 @@ def report(tier: str, results: Path, papers: list[str], seed: int = 0, device: s
     from reproduce.runner import check_stored
 
     if not CLAIMS_DIR.is_dir():
-        raise UserError(f"claim tests not found in {CLAIMS_DIR}: run from a checkout of the project")
+        raise UserError(f"claim tests not found in {CLAIMS_DIR}: reinstall the package (pip install .)")
+    out = results / tier
+    check_report(out, seed)
     check_stored(tier, papers, results, seed)
     files = [str(CLAIMS_DIR / f"test_{p}.py") for p in papers]
-    out = results / tier
-    out.mkdir(parents=True, exist_ok=True)
     log = out / "pytest.log"
     with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
         code = pytest.main([*files, "-m", tier, "--results", str(results), "--seed", str(seed), "--stored-only",
-                            "--device", device, "-p", "no:cacheprovider", "-c", str(CLAIMS_DIR.parent / "pyproject.toml"),
+                            "--device", device, "-p", "no:cacheprovider", *_pytest_config(),
                             "--rootdir", str(CLAIMS_DIR.parent), *[f"--claim={c}" for c in claims or []]])
     if code not in (0, 1, 5):  # 1: claims failed (verdicts); 5: no case at this tier (the report says so)
         raise UserError(f"the claim tests stopped (pytest exit code {int(code)}): see {log}")
@@ -223,6 +231,26 @@ def report(tier: str, results: Path, papers: list[str], seed: int = 0, device: s
     if regressed:
         print(f"regressed (verdict not the tier's expected one): {', '.join(regressed)}")
     return 1 if regressed else 0
+
+
+def check_report(out: Path, seed: int) -> None:
+    """Before anything is judged (or trained): the tier's report folder takes files, and the report
+    already there is intact and of this base seed, so merging into it can lose nothing."""
+    from reproduce.report import check_seed, read_json
+
+    check_writable(out)
+    check_seed(read_json(out / "claims.json", []), seed, out / "claims.json")
+    read_json(out / "tables.json", {})
+    read_json(out / "provenance.json", {})
+
+
+def _pytest_config() -> list[str]:
+    """pytest's configuration for the claim tests: the checkout's pyproject.toml, or where the package is
+    installed (no pyproject.toml beside it) the same markers given on the command line."""
+    config = CLAIMS_DIR.parent / "pyproject.toml"
+    if config.is_file():
+        return ["-c", str(config)]
+    return ["-c", os.devnull, "--strict-markers", "-o", "markers=" + "\n".join([*TIERS, "claim(claim)"])]
 
 
 def stability_settings(threads: list[int], seeds: list[int]) -> list[tuple[int, int]]:
@@ -258,14 +286,3 @@ def stability(tier: str, results: Path, threads: list[int], seeds: list[int], pa
     if differ:
         print(f"verdicts differ between settings: {', '.join(differ)}")
     return 1 if differ else 0
-
-
-def _check_writable(results: Path) -> None:
-    """Probe by writing (root ignores permission bits, so os.access alone would say yes)."""
-    try:
-        results.mkdir(parents=True, exist_ok=True)
-        probe = results / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as error:
-        raise UserError(f"results directory {results} is not writable ({error.strerror}): pass --results DIR") from None

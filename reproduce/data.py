@@ -8,9 +8,11 @@ read by this module, so tests can write tiny files in the same layouts.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import pickle
+import shutil
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -145,9 +147,10 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
 def _find_idx_set(name: str, cache: Path, download: bool, search: Sequence[Path] | None) -> dict[str, Path]:
     torchvision_name = "FashionMNIST" if name == "fashion_mnist" else "MNIST"
     folder_name = "fashion-mnist" if name == "fashion_mnist" else "mnist"
-    if search is None:
-        search = ([DEBIAN_FASHION_MNIST] if name == "fashion_mnist" else []) + [
-            cache / folder_name, cache / torchvision_name / "raw"]
+    if search is None:  # a folder the user named (root, REPRODUCE_DATA) wins over the system's copy
+        system = [DEBIAN_FASHION_MNIST] if name == "fashion_mnist" else []
+        search = [cache / folder_name, cache / torchvision_name / "raw"]
+        search = search + system if _chosen(cache) else system + search
     for folder in search:
         files = {key: _find_idx(folder, stem) for key, stem in IDX_FILES.items()}
         if all(files.values()):
@@ -165,8 +168,15 @@ def _idx_data(name: str, files: dict[str, Path]) -> ImageData:
     return ImageData(name, images["train_x"], labels["train_y"], images["test_x"], labels["test_y"], 10)
 
 
+def _chosen(cache: Path) -> bool:
+    """Whether the data folder was named by the user (an argument or REPRODUCE_DATA), not the default."""
+    return cache != Path.home() / ".cache" / "reproduce" / "data"
+
+
 def _torchvision_download(dataset: str, cache: Path) -> bool:
-    """Let torchvision fetch a data set into `cache` (only works online); False when it cannot."""
+    """Let torchvision fetch a data set into `cache` (only works online); False when it cannot, with
+    every folder the attempt made removed again (a failed download leaves nothing behind)."""
+    made = [p for p in (cache, cache / dataset) if not p.exists()]
     try:
         import torchvision
 
@@ -174,7 +184,14 @@ def _torchvision_download(dataset: str, cache: Path) -> bool:
         getattr(torchvision.datasets, dataset)(str(cache), train=False, download=True)
         return True
     except Exception:  # offline, or a mirror refused: the caller explains what to do instead
+        for folder in reversed(made):
+            shutil.rmtree(folder, ignore_errors=True) if folder.name == dataset else _remove_if_empty(folder)
         return False
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 CIFAR_LAYOUT = {

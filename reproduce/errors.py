@@ -2,6 +2,7 @@
 argument parser that turns bad options into it."""
 
 import argparse
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -17,3 +18,15 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:
         raise UserError(f"{message} (see python -m reproduce --help)")
+
+
+def check_writable(folder: Path, option: str = "--results DIR") -> None:
+    """Probe by writing (root ignores permission bits, so os.access alone would say yes); a folder that
+    cannot take a file is one line naming the option that picks another."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"{folder} is not writable ({error.strerror}): pass {option}") from None

@@ -3,8 +3,10 @@
 Layout: `<root>/<tier>/<paper>/<run>.nc`, training state for resuming in
 `<root>/<tier>/<paper>/.state/<run>.pt` (one file per run, overwritten), the run's lock in
 `.state/<run>.lock`, and the report files in `<root>/<tier>/`.
-A file is reused only if it opens, carries this schema version, and was made for exactly the
-config asked for (its hash); anything else is moved aside as `<run>.nc.rejected` and recomputed.
+A file is reused only if all its data reads back under its checksums (HDF5's Fletcher-32 filter on
+every numeric variable, checked by the library on every read), it carries this schema version, and
+it was made for exactly the config asked for (its hash); anything else is moved aside as
+`<run>.nc.rejected` and recomputed.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import xarray as xr
 from reproduce import __version__, faults
 from reproduce.devices import device_name
 
-SCHEMA_VERSION = 3  # 2: `model` coordinate, per-sample labels and noise mask; 3: long_name and units on every variable
+SCHEMA_VERSION = 4  # 2: `model` coordinate, per-sample labels and noise mask; 3: long_name and units on every
+# variable; 4: a Fletcher-32 checksum on every numeric variable
 
 # CF-style description of every variable a run may store: name -> (long_name, units). Units "1"
 # for ratios, accuracies, fractions, counts and indices (dimensionless); string coordinates get a
@@ -66,8 +69,9 @@ VARIABLES: dict[str, tuple[str, str | None]] = {
     "cs_test": ("cosine similarity of test and training mean activations", "1"),
     "pair": ("test subset against training subset", None),
     "magnitude": ("mean absolute activation of the neuron", "1"),
-    "outlier_by_class": ("mean absolute activation of the layer's largest neuron on noisy samples, by group", "1"),
-    "grouping": ("how the noisy samples are grouped (true class or noisy label)", None),
+    "outlier_by_cell": ("mean absolute activation of the layer's largest neuron on noisy samples, per (true class, noisy label) cell", "1"),
+    "true_class": ("true class of the noisy samples in the cell", "1"),
+    "noisy_label": ("noisy label of the noisy samples in the cell", "1"),
     # smooth
     "volume_measure": ("accuracy, loss or sharpness norm over an augmentation volume (see measure)", "1"),
     "measure": ("measure over the volume", None),
@@ -83,9 +87,11 @@ VARIABLES: dict[str, tuple[str, str | None]] = {
     "model_accuracy": ("model accuracy", "1"),
     "model_test_prediction": ("model class prediction on the test sample", "1"),
     "test_select": ("test sample in the layer-selection split (1) or the scoring split (0)", "1"),
-    "retrain_accuracy": ("accuracy of the network retrained on MASC labels", "1"),
+    "retrain_accuracy": ("accuracy of the network retrained on MASC labels or on its own (relabel_kind)", "1"),
     "retrain_epoch": ("retraining epoch", "epoch"),
     "retrain_chosen_epoch": ("retraining epoch kept (best on the selection split)", "epoch"),
+    "relabel_kind": ("labels retrained on: MASC's relabeling or the model's own training labels", None),
+    "memorized_epoch": ("first checkpoint with training accuracy on the corrupted labels at the target (inf: never)", "epoch"),
     "relabel_layer": ("layer whose MASC labels were used for retraining", "1"),
     "relabel": ("MASC label used for retraining", "1"),
     # modnoise
@@ -147,6 +153,42 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _attrs_problem(attrs: dict, paper: str, tier: str, config: dict) -> str | None:
+    """Why a file with these attrs was not made for this run of this schema, or None."""
+    if attrs.get("schema") != "reproduce-results":
+        return "not a results file of this package"
+    if attrs.get("schema_version") != SCHEMA_VERSION:
+        return f"schema version {attrs.get('schema_version')}, expected {SCHEMA_VERSION}"
+    if attrs.get("paper") != paper or attrs.get("tier") != tier:
+        return f"made for {attrs.get('paper')}/{attrs.get('tier')}, not {paper}/{tier}"
+    if attrs.get("config_hash") != config_hash(config):
+        return "made for another config"
+    return None
+
+
+def _read(path: Path, paper: str, tier: str, config: dict) -> tuple[xr.Dataset | None, str | None]:
+    """(the file's Dataset, None), or (None, why it cannot be used). Loading reads every chunk, and HDF5
+    checks each chunk's Fletcher-32 checksum as it reads it: a changed byte in the data fails here
+    like a truncated file."""
+    try:
+        with xr.open_dataset(path, engine=ENGINE) as ds:
+            ds = ds.load()
+    except Exception as error:  # truncated, not netCDF, a checksum that does not match
+        return None, f"unreadable ({type(error).__name__}: {str(error)[:80]})"
+    reason = _attrs_problem(dict(ds.attrs), paper, tier, config)
+    return (None, reason) if reason else (ds, None)
+
+
+def checksummed(ds: xr.Dataset) -> dict:
+    """netCDF4 encoding: a Fletcher-32 checksum on every numeric variable (strings cannot carry one),
+    no fill value on coordinates."""
+    encoding = {name: {"_FillValue": None} for name in ds.coords}
+    for name, var in ds.variables.items():
+        if var.dtype.kind in "biuf" and var.ndim:
+            encoding.setdefault(name, {})["fletcher32"] = True
+    return encoding
+
+
 @dataclass(frozen=True)
 class Store:
     root: Path
@@ -187,20 +229,7 @@ class Store:
 
     def problem(self, path: Path, paper: str, tier: str, config: dict) -> str | None:
         """Why the file at `path` cannot be used for this run, or None if it can."""
-        try:
-            with xr.open_dataset(path, engine=ENGINE) as ds:
-                attrs = dict(ds.attrs)
-        except Exception as error:  # truncated, not netCDF, unreadable
-            return f"unreadable ({type(error).__name__})"
-        if attrs.get("schema") != "reproduce-results":
-            return "not a results file of this package"
-        if attrs.get("schema_version") != SCHEMA_VERSION:
-            return f"schema version {attrs.get('schema_version')}, expected {SCHEMA_VERSION}"
-        if attrs.get("paper") != paper or attrs.get("tier") != tier:
-            return f"made for {attrs.get('paper')}/{attrs.get('tier')}, not {paper}/{tier}"
-        if attrs.get("config_hash") != config_hash(config):
-            return "made for another config"
-        return None
+        return _read(path, paper, tier, config)[1]
 
     def load(self, tier: str, paper: str, run: str, config: dict, warn=print) -> xr.Dataset | None:
         """The stored result of this run, or None when it must be (re)computed.
@@ -211,13 +240,12 @@ class Store:
         path = self.path(tier, paper, run)
         if not path.exists():
             return None
-        reason = self.problem(path, paper, tier, config)
+        ds, reason = _read(path, paper, tier, config)
         if reason is not None:
             os.replace(path, path.with_name(path.name + ".rejected"))
             warn(f"{path}: {reason}; moved aside to {path.name}.rejected and recomputing")
             return None
-        with xr.open_dataset(path, engine=ENGINE) as ds:
-            return ds.load()
+        return ds
 
     def write(self, ds: xr.Dataset, tier: str, paper: str, run: str, config: dict, provenance: dict) -> Path:
         """Write atomically: a temporary file in the same folder, fsync, then rename over the target."""
@@ -238,7 +266,7 @@ class Store:
             **({"device_name": device_name(str(provenance["device"]))} if "device" in provenance else {}),
             **provenance,
         )
-        encoding = {name: {"_FillValue": None} for name in ds.coords}
+        encoding = checksummed(ds)
         tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
         try:
             ds.to_netcdf(tmp, engine=ENGINE, encoding=encoding)
@@ -253,13 +281,51 @@ class Store:
     def combine(self, tier: str, paper: str, runs: list[str]) -> xr.Dataset:
         """All runs of a paper and tier as one Dataset with a `run` dimension (padding with NaN).
 
-        Each run's `status` attribute (complete | diverged) becomes a coordinate along `run`, so a
-        claim can tell that a run diverged instead of judging its cut-short curves.
+        Dimensions line up by their coordinates (an outer join on each index). `replica` has no
+        index: its position means another setting in another run, so every per-replica coordinate
+        (init_seed, setting, noise_rate, ...) that differs between runs is kept per run, along
+        (run, replica), and is how a replica is picked (never by position). Each run's `status`
+        attribute (complete | diverged) and its `config` (JSON) become coordinates along `run`.
         """
         pieces = []
         for run in runs:
             with xr.open_dataset(self.path(tier, paper, run), engine=ENGINE) as ds:
-                status = [ds.attrs.get("status", "complete")]
-                pieces.append(ds.load().expand_dims(run=[run]).assign_coords(status=("run", status)))
+                extra = {key: ("run", [ds.attrs.get(key, default)]) for key, default in (("status", "complete"), ("config", ""))}
+                pieces.append(ds.load().expand_dims(run=[run]).assign_coords(extra))
         return xr.concat(pieces, dim="run", data_vars="all", coords="different", compat="equals",
                          join="outer", combine_attrs="drop_conflicts")
+
+    def tree(self, tier: str, papers: list[str]) -> xr.DataTree:
+        """Every stored run of the papers at this tier as a DataTree /<paper>/<run>: each run's Dataset
+        as stored (coordinates and attrs intact), `replica` labelled by its settings."""
+        nodes = {}
+        for paper in papers:
+            for path in sorted((Path(self.root) / tier / paper).glob("*.nc")):
+                with xr.open_dataset(path, engine=ENGINE) as ds:
+                    nodes[f"{paper}/{path.stem}"] = label_replicas(ds.load())
+        return xr.DataTree.from_dict(nodes, name=tier)
+
+
+def label_replicas(ds: xr.Dataset) -> xr.Dataset:
+    """`replica` as an index of labels built from the per-replica coordinates ('init_seed=3 noise_rate=0.8'),
+    so selecting or aligning replicas goes by what they are."""
+    if "replica" not in ds.dims:
+        return ds
+    keys = [str(k) for k, c in ds.coords.items() if c.dims == ("replica",) and k != "replica"]
+    labels = [" ".join(f"{k}={ds[k].values[i]}" for k in keys) or str(i) for i in range(ds.sizes["replica"])]
+    return ds.drop_vars("replica", errors="ignore").assign_coords(replica=labels)  # a position index goes
+
+
+def open_results(results: str | Path, tier: str, paper: str | None = None) -> xr.DataTree:
+    """The stored results of a tier as an xarray.DataTree: one node per paper, under it one per run,
+    each the run's Dataset as stored, with `replica` labelled by its settings (init_seed, noise rate,
+    ...), never by position. `paper` None: every paper with results. `reproduce.open_results` is this.
+
+        tree = reproduce.open_results("results", "quick", "modnoise")
+        tree["modnoise/add-m33-s0"].to_dataset()
+    """
+    from reproduce.experiments import PAPERS, check_paper, check_tier
+
+    check_tier(tier)
+    papers = [check_paper(paper)] if paper else [p for p in PAPERS if (Path(results) / tier / p).is_dir()]
+    return Store(Path(results)).tree(tier, papers)

@@ -248,3 +248,61 @@ def claim_verdict(main: Sequence[str], controls: Sequence[str], expected: str = 
     if verdict == "not_run":
         as_expected = True  # nothing judged, nothing regressed: the report says which command makes the results
     return dict(verdict=verdict, control=control, note=note, expected=expected, as_expected=bool(as_expected))
+
+
+# --- a difference of two means (two independent samples of seeds) ---------------------------
+
+def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Two-sided Welch t-interval of mean(b) - mean(a) for two independent samples of unequal variance
+    (Welch-Satterthwaite degrees of freedom); (-inf, inf) when either sample has fewer than two values."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.size < 2 or y.size < 2:
+        return -math.inf, math.inf
+    diff = float(y.mean() - x.mean())
+    va, vb = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return diff, diff
+    df = (va + vb) ** 2 / (va**2 / (x.size - 1) + vb**2 / (y.size - 1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+    return diff - half, diff + half
+
+
+@dataclass(frozen=True)
+class Difference:
+    """`mean(b) - mean(a) op threshold` for two independent sets of seeds (e.g. two corruption
+    degrees with different seed counts), judged by the Welch interval: every seed of both sides
+    counts, none is paired or dropped. Only the `t` rule applies (a share of seeds has no meaning
+    for a difference of means). `quantum` as in `Condition`."""
+
+    name: str
+    a: Sequence[float]
+    b: Sequence[float]
+    op: str
+    threshold: float
+    quantum: float = 0.0
+    unit: str = ""
+
+    def __post_init__(self) -> None:
+        for side, values in (("a", self.a), ("b", self.b)):
+            if len(values) == 0:
+                raise StatisticError(f"condition {self.name!r}: side {side} has no seeds")
+            bad = [i for i, v in enumerate(values) if not math.isfinite(float(v))]
+            if bad:
+                raise StatisticError(f"condition {self.name!r}: side {side} is not finite for seed(s) {bad}")
+        Condition(self.name, [0.0], self.op, self.threshold, self.quantum, self.unit)  # validates op
+
+    def judge(self, rule: str = "t") -> dict:
+        if rule != "t":
+            raise StatisticError(f"condition {self.name!r}: a difference of two means is judged by its Welch "
+                                 f"interval (rule t), not {rule!r}")
+        compare = Condition(self.name, [0.0], self.op, self.threshold, self.quantum, self.unit)
+        a, b = [float(v) for v in self.a], [float(v) for v in self.b]
+        aggregate, (lo, hi) = float(np.mean(b) - np.mean(a)), welch_interval(a, b)
+        clears, fails = compare.holds(lo) and compare.holds(hi), not compare.holds(lo) and not compare.holds(hi)
+        verdict = "reproduced" if clears else "not_reproduced" if fails else "inconclusive"
+        finite = math.isfinite(lo) and math.isfinite(hi)  # one seed on a side: no interval, nothing decided
+        return dict(name=self.name, op=self.op, threshold=float(self.threshold), tolerance=compare.tolerance,
+                    unit=self.unit, rule="welch", scale="linear", bounds=[-math.inf, math.inf], never="", n_never=0,
+                    left_out=[], n=len(a) + len(b), n_a=len(a), n_b=len(b), values=[*a, *b], values_a=a, values_b=b,
+                    aggregate=aggregate, interval=[lo, hi] if finite else None, verdict=verdict)

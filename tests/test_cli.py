@@ -31,9 +31,13 @@ def _cli(*args, **env):
         (["--tier", "quick", "--precision", "fp8", "--dry-run"], "unknown precision 'fp8'"),
         (["bench", "--device", "tpu"], "unknown device 'tpu'"),
         (["bench", "--bogus"], "unrecognized arguments"),
+        (["--tier", "quick", "--threads", "two"], "'two' is not a whole number"),
+        (["--tier", "quick", "--paper", "ddmlp", "--claim", "masc.beats_model", "--dry-run"],
+         "claim 'masc.beats_model' is a claim of masc, not of --paper ddmlp"),
+        (["bench", "--quick", "--out", "/dev/null/bench"], "/dev/null/bench is not writable"),
     ],
     ids=["tier", "paper", "device", "cuda-missing", "flag", "claim", "executor", "run", "slurm-config", "precision",
-         "bench-device", "bench-flag"],
+         "bench-device", "bench-flag", "threads-word", "claim-of-other-paper", "bench-out"],
 )
 def test_bad_input_is_one_line_and_exit_2(args, needle):
     if "cuda" in args:
@@ -84,6 +88,40 @@ def test_report_without_stored_results_refuses_and_keeps_the_report(tmp_path, fo
         assert not (results / "quick" / "claims.json").exists()
 
 
+def _stored_run(results, seed=0):
+    """An (unusable) file where the first quick ddmlp run of `seed` goes: the store 'has results'."""
+    from reproduce.runner import plan
+    from reproduce.store import Store
+
+    path = Store(results).path("quick", "ddmlp", plan("quick", ["ddmlp"], seed)[0][1].name)
+    path.parent.mkdir(parents=True)
+    path.write_text("a stored run")
+
+
+@pytest.mark.parametrize("damage", ["empty", "not-entries", "other-seed", "read-only"])
+def test_report_that_would_be_lost_stops_before_anything_changes(tmp_path, damage):
+    """A damaged claims.json, a report of another base seed, a folder that takes no file: one line, exit 2,
+    the report's files untouched (merging would otherwise replace the report, or mix two seeds' verdicts)."""
+    from reproduce.report import stub_entry
+
+    results = tmp_path / "r"
+    _stored_run(results, seed=1)
+    out = results / "quick"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "ddmlp.noisy_learned_later.png").write_bytes(b"png")
+    judged = {**stub_entry("ddmlp.noisy_learned_later", "quick", "reproduced"), "seed": 0, "cases": [{"case": "x"}]}
+    text = {"empty": "", "not-entries": "[1, 2]"}.get(damage, json.dumps([judged]))
+    (out / "claims.json").write_text(text)
+    if damage == "read-only":  # root writes anywhere, so the probe file's name is taken by a folder
+        (out / ".write-test").mkdir()
+    result = _cli("report", "--tier", "quick", "--paper", "ddmlp", "--seed", "1", "--results", str(results))
+    lines = result.stderr.strip().splitlines()
+    needle = {"read-only": "is not writable", "other-seed": "holds verdicts of base seed 0, not 1"}.get(damage, "is damaged")
+    assert result.returncode == 2 and len(lines) == 1 and needle in lines[0], result.stdout + result.stderr
+    assert (out / "claims.json").read_text() == text
+    assert (out / "figures" / "ddmlp.noisy_learned_later.png").exists() and not (out / "pytest.log").exists()
+
+
 def _regression_entries(tier):
     from reproduce.report import stub_entry
 
@@ -113,7 +151,7 @@ def test_report_prints_the_verdict_table_logs_pytest_and_exits_1_on_a_regression
     out = capsys.readouterr().out
     assert code == (1 if regressed else 0)
     assert "FULL PYTEST TRACEBACK" not in out and "FULL PYTEST TRACEBACK" in (tmp_path / "quick" / "pytest.log").read_text()
-    assert out.splitlines()[0].split()[:2] == ["claim", "verdict"] and "ddmlp.noisy_learned_later" in out
+    assert out.splitlines()[1].split()[:2] == ["claim", "verdict"] and "ddmlp.noisy_learned_later" in out
     assert ("REGRESSION" in out and "CS did not fall with depth" in out) == regressed
 
 

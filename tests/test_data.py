@@ -2,6 +2,7 @@
 
 import gzip
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,6 +91,37 @@ def test_fashion_mnist_from_a_search_folder(tmp_path, idx_set):
 def test_fashion_mnist_from_the_cache_folder(tmp_path, idx_set, no_debian_fashion_mnist):
     arrays = idx_set(tmp_path / "fashion-mnist")
     check_idx_data(load_dataset("fashion_mnist", root=tmp_path, download=False), arrays, "fashion_mnist")
+
+
+def test_reproduce_data_wins_over_the_system_copy(tmp_path, idx_set, monkeypatch):
+    """REPRODUCE_DATA names the folder to use: its Fashion-MNIST, not the Debian package's, is read."""
+    system = idx_set(tmp_path / "debian")
+    mine = tiny_idx_arrays()
+    mine["train_y"] = (mine["train_y"] + 1) % 10  # other labels: which copy was read shows
+    (tmp_path / "mine" / "fashion-mnist").mkdir(parents=True)
+    for key, stem in IDX_FILES.items():
+        write_idx(tmp_path / "mine" / "fashion-mnist" / stem, mine[key])
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
+    monkeypatch.setenv("REPRODUCE_DATA", str(tmp_path / "mine"))
+    assert torch.equal(load_dataset("fashion_mnist", download=False).train_y, torch.from_numpy(mine["train_y"].astype(np.int64)))
+    monkeypatch.delenv("REPRODUCE_DATA")
+    monkeypatch.setattr(data, "cache_dir", lambda root=None: tmp_path / "default")
+    monkeypatch.setattr(data, "_chosen", lambda cache: False)
+    assert torch.equal(load_dataset("fashion_mnist", download=False).train_y, torch.from_numpy(system["train_y"].astype(np.int64)))
+
+
+def test_a_failed_download_leaves_no_folder(tmp_path, monkeypatch, no_debian_fashion_mnist):
+    """Offline, torchvision's download makes FashionMNIST/raw/ and fails: nothing of it stays."""
+    import torchvision
+
+    def offline(root, train, download):
+        (Path(root) / "FashionMNIST" / "raw").mkdir(parents=True, exist_ok=True)
+        raise RuntimeError("offline")
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
+    with pytest.raises(UserError, match="fashion_mnist not found"):
+        load_dataset("fashion_mnist", root=tmp_path / "data", download=True)
+    assert not (tmp_path / "data").exists()
 
 
 def test_a_folder_with_only_some_files_is_passed_over(tmp_path, idx_set):

@@ -89,6 +89,19 @@ def test_the_layers_the_speed_issue_untangled():
     assert graph["reproduce.devices"] <= {"reproduce.errors"}
 
 
+def test_the_engine_is_split_by_concern_in_layers():
+    """engine.py was split into spec (what to train), step (the step and its CUDA graph), probes,
+    state (saved states) and timing (step times): each imports only the layers below it."""
+    graph = import_graph()
+    assert graph["reproduce.spec"] == set()
+    assert graph["reproduce.step"] <= {"reproduce.devices", "reproduce.spec"}
+    assert graph["reproduce.probes"] <= {"reproduce.devices"}
+    assert graph["reproduce.state"] <= {"reproduce.errors", "reproduce.faults"}
+    assert graph["reproduce.timing"] <= {"reproduce.devices", "reproduce.spec", "reproduce.step"}
+    below = {"reproduce.spec", "reproduce.step", "reproduce.probes", "reproduce.state", "reproduce.timing"}
+    assert not any("reproduce.engine" in graph[m] for m in below)
+
+
 def test_omp_wait_policy_is_set_before_torch_and_a_users_setting_wins():
     """The OpenMP runtime reads OMP_WAIT_POLICY once, when torch loads: reproduce/__init__ sets it
     (PASSIVE: waiting threads sleep instead of spinning on a shared CPU) without importing torch."""

@@ -1,5 +1,7 @@
 """The modnoise experiment end to end on a tiny setting: what a run stores, and that it is consistent."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -60,10 +62,33 @@ def test_runs_of_different_shapes_combine(tiny_runs, tmp_path):
 
 def test_quick_tier_plan():
     runs = modnoise.runs("quick")
-    assert {r.model for r in runs} == {"add-m513", "sub-m513", "mul-m513", "add-m33", "add-m65", "add-m129", "add-m257"}
-    assert all(r.train.batch_size == 0 and r.train.optimizer == "adamw" and r.seeds_per_setting == 5 for r in runs)
+    assert {r.model for r in runs} == {"add-m513", "sub-m513", "mul-m513"}
+    assert all(r.train.batch_size == 0 and r.train.optimizer == "adamw" and r.seeds_per_setting == 3 for r in runs)
     steps, flops = modnoise.steps_and_flops(runs[0])
-    assert steps == 100 and flops > 0
+    assert steps == 70 and flops > 0
+    add = runs[0]
+    assert ("tag", 0.8) in add.settings and modnoise.checkpoint_epochs(add)[:51] == [float(e) for e in range(51)]
+
+
+def test_small_tier_plan(monkeypatch):
+    """The width claim: addition at widths 2^k + 1 (k = 4..9), 20% flip noise and its 100% control,
+    under strong AdamW weight decay."""
+    monkeypatch.delenv(SHRINK_ENV, raising=False)
+    runs = modnoise.runs("small")
+    assert sorted(r.width for r in runs) == [17, 33, 65, 129, 257, 513]
+    assert all(r.op == "add" and r.settings == (("flip", 0.2), ("flip", 1.0)) and r.train.weight_decay >= 5 for r in runs)
+
+
+def test_per_step_checkpoints_are_light():
+    """Between the log-spaced checkpoints the probe records the subsets' accuracies at every step, and
+    leaves the extractions (the costly part) NaN."""
+    run = modnoise.Run("add", 9, (("flip", 0.8),), dataclasses.replace(SPEC, epochs=6, checkpoints=(3.0,)), seed=2, p=7,
+                       order_until=5)
+    ds = modnoise.execute(run, torch.device("cpu"))
+    assert list(ds.epoch.values) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    fourier = ds.test_accuracy.sel(network="fourier").isel(replica=0).values
+    assert np.isfinite(fourier[[0, 3, 6]]).all() and np.isnan(fourier[[1, 2, 4, 5]]).all()
+    assert np.isfinite(ds.accuracy.values).all()
 
 
 def test_medium_tier_plan(monkeypatch):
@@ -94,6 +119,16 @@ def test_medium_path_end_to_end_shrunk(shrunk_medium, tmp_path):
     assert all(c["cases"] and all(case["conditions"] for case in c["cases"]) for c in entries)
     assert {c["id"] for c in entries} == {f"modnoise.{c}" for c in ("fourier_extraction_recovers", "larger_width_generalizes_better",
                                                                      "partition_weaker_than_fourier", "noisy_memorized_faster_early")}
+
+
+def test_small_path_end_to_end_shrunk(shrunk_medium, tmp_path):
+    """The small configuration (the width sweep), shrunk by REPRODUCE_SHRINK=1, through the store and
+    the small claim cases: the width claim and its control run, with n = 5 per condition."""
+    _, by_id = shrunk_medium("modnoise", "small")
+    text = (tmp_path / "junit.xml").read_text()
+    assert text.count("<testcase ") == 2 and "<skipped" not in text and "<error" not in text, text
+    width = by_id["modnoise.larger_width_generalizes_better"]
+    assert all(j["n"] == 5 for case in width["cases"] for j in case["conditions"]), width
 
 
 def test_relu_option_and_bad_activation():

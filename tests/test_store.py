@@ -38,13 +38,25 @@ def test_config_hash_ignores_key_order():
     assert config_hash({"a": 1}) != config_hash({"a": 2})
 
 
-@pytest.mark.parametrize("damage", ["truncated", "foreign", "other_config", "other_schema"])
+def _flip_inside_variable(path):
+    """Change one byte inside the stored values of `accuracy` (its raw bytes, found in the file)."""
+    data = bytearray(path.read_bytes())
+    values = _ds()["accuracy"].values
+    start = max(data.find(values.astype(order).tobytes()) for order in ("<f8", ">f8"))
+    assert start > 0, "the variable's bytes are not stored raw in the file"
+    data[start + 8 * 3 + 2] ^= 0xFF  # inside the fourth value
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "foreign", "other_config", "other_schema"])
 def test_unusable_file_is_detected_and_moved_aside(tmp_path, damage):
     store = Store(tmp_path)
     path = store.write(_ds(), "quick", "ddmlp", "mlp3-s0", CONFIG, {})
     if damage == "truncated":
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2])
+    elif damage == "flipped":  # opens, attrs intact: only the checksum tells
+        _flip_inside_variable(path)
     elif damage == "foreign":
         _ds().to_netcdf(path, engine="netcdf4")
     elif damage == "other_schema":
@@ -91,3 +103,37 @@ def test_combine_carries_each_runs_status(tmp_path):
     store.write(_ds(), "quick", "ddmlp", "b", {"n": "b"}, {"status": "diverged"})
     combined = store.combine("quick", "ddmlp", ["a", "b"])
     assert list(combined.status.values) == ["complete", "diverged"]
+
+
+def _noise_run(rates):
+    """Replicas that differ by noise rate, in another order per run (as two widths' runs may stack them)."""
+    return xr.Dataset({"accuracy": (("epoch", "replica"), np.array([rates, rates]) * 0.5)},
+                      coords={"epoch": [0.0, 1.0], "replica": np.arange(len(rates)), "noise_rate": ("replica", rates),
+                              "init_seed": ("replica", [0] * len(rates))})
+
+
+def test_combine_keeps_each_runs_replica_settings_and_config(tmp_path):
+    """Replica 1 is 100% noise in one run and 80% in the other: the settings stay per run, with the config."""
+    store = Store(tmp_path)
+    store.write(_noise_run([0.8, 1.0]), "quick", "modnoise", "a", {"n": "a"}, {})
+    store.write(_noise_run([1.0, 0.8]), "quick", "modnoise", "b", {"n": "b"}, {})
+    combined = store.combine("quick", "modnoise", ["a", "b"])
+    assert combined.noise_rate.dims == ("run", "replica")
+    picked = combined.accuracy.where(combined.noise_rate == 0.8).max("replica")
+    assert (picked == 0.4).all()
+    assert [json.loads(c) for c in combined.config.values] == [{"n": "a"}, {"n": "b"}]
+
+
+def test_open_results_is_a_tree_of_runs_with_replicas_labelled_by_settings(tmp_path):
+    import reproduce
+
+    store = Store(tmp_path)
+    store.write(_noise_run([0.8, 1.0]), "quick", "modnoise", "a", {"n": "a"}, {})
+    store.write(_noise_run([1.0, 0.8]), "quick", "modnoise", "b", {"n": "b"}, {})
+    tree = reproduce.open_results(tmp_path, "quick")
+    assert isinstance(tree, xr.DataTree) and set(tree.children) == {"modnoise"}
+    a, b = tree["modnoise/a"].to_dataset(), tree["modnoise/b"].to_dataset()
+    label = "noise_rate=0.8 init_seed=0"
+    assert float(a.accuracy.sel(replica=label)[0]) == float(b.accuracy.sel(replica=label)[0]) == 0.4
+    assert json.loads(a.attrs["config"]) == {"n": "a"}
+    assert reproduce.open_results(tmp_path, "quick", "modnoise")["modnoise"].children.keys() == {"a", "b"}

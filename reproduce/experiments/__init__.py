@@ -17,7 +17,7 @@ from reproduce.errors import UserError
 # The paper keys, each the name of its module here. Modules are imported on first use, so that the
 # command line answers bad input (an unknown tier or paper) before torch is imported, in 0.1 s.
 PAPERS = ("ddmlp", "smooth", "masc", "modnoise")
-TIERS = ("quick", "medium", "full")
+TIERS = ("quick", "small", "medium", "full")  # small: one CPU machine, what quick cannot fit
 
 
 def check_paper(paper: str) -> str:

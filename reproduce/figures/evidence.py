@@ -15,10 +15,14 @@ per-paper code; the papers' own figure analogues (Claim.figure) are shown beside
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from matplotlib.figure import Figure
 
 MAIN, CONTROL = "#1f5fa8", "#d9730d"
+# The report's units (reproduce.report.number): accuracies in percent, gains in points; the axes the same.
+SCALE = {"accuracy": (100.0, "accuracy (%)"), "points": (100.0, "gain (points)")}
 PANEL_IN = (3.2, 2.6)  # width, height of one panel in inches: legible at 110 dpi in report.html
 COLUMNS = 3
 
@@ -32,8 +36,9 @@ def conditions(entry: dict) -> dict[str, list[tuple[dict, dict]]]:
     return panels
 
 
-def evidence_figure(entry: dict) -> Figure | None:
-    """The claim's conditions, per seed and aggregated, against their thresholds; None without any."""
+def evidence_figure(entry: dict, number: Callable[[float, str], str] = lambda v, unit: f"{v:g}") -> Figure | None:
+    """The claim's conditions, per seed and aggregated, against their thresholds; None without any.
+    `number(value, unit)` writes a threshold as the report's text does (reproduce.report.number)."""
     panels = conditions(entry)
     if not panels:
         return None
@@ -42,7 +47,7 @@ def evidence_figure(entry: dict) -> Figure | None:
     fig = Figure(figsize=(PANEL_IN[0] * columns, PANEL_IN[1] * rows + 0.5), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax, (name, cases) in zip(axes, panels.items()):
-        _panel(ax, name, cases)
+        _panel(ax, name, cases, number)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     fig.suptitle(f"{entry['id']} ({entry.get('tier', '')}): blue main cases, orange controls; "
@@ -50,9 +55,12 @@ def evidence_figure(entry: dict) -> Figure | None:
     return fig
 
 
-def _panel(ax, name: str, cases: list[tuple[dict, dict]]) -> None:
+def _panel(ax, name: str, cases: list[tuple[dict, dict]], number: Callable[[float, str], str]) -> None:
     first = cases[0][1]
-    threshold, tolerance = first.get("threshold"), first.get("tolerance") or 0.0
+    unit = first.get("unit", "")
+    scale, label = SCALE.get(unit, (1.0, unit))
+    cases = [(case, _scaled(condition, scale)) for case, condition in cases]
+    threshold, tolerance = cases[0][1].get("threshold"), cases[0][1].get("tolerance") or 0.0
     if threshold is not None:
         ax.axhline(threshold, color="k", ls="--", lw=1)
         if tolerance:
@@ -91,9 +99,27 @@ def _panel(ax, name: str, cases: list[tuple[dict, dict]]) -> None:
     ax.set_xticks(range(len(cases)), [_short(case["case"]) for case, _ in cases], rotation=30, ha="right", fontsize=7)
     ax.set_xlim(-0.6, len(cases) - 0.4)
     ax.tick_params(axis="y", labelsize=7)
+    if label:
+        ax.set_ylabel(label, fontsize=7)
     op = first.get("op", "")
-    ax.set_title(f"{name}\npass: {op} {threshold:g}" + (f" ± {tolerance:g}" if tolerance else "")
+    shown = lambda v: number(v / scale, unit).lstrip("+")  # noqa: E731  the threshold as the text writes it
+    ax.set_title(f"{name}\npass: {op} {shown(threshold)}" + (f" ± {shown(tolerance)}" if tolerance else "")
                  if threshold is not None else name, fontsize=8)
+
+
+def _scaled(condition: dict, scale: float) -> dict:
+    """The condition's numbers times `scale` (fractions to percent or points), for the axis."""
+    if scale == 1.0:
+        return condition
+    times = lambda v: None if v is None else float(v) * scale  # noqa: E731  float(): claims.json's "inf"
+    out = {**condition, "values": [times(v) for v in condition.get("values") or []]}
+    for key in ("threshold", "tolerance"):
+        out[key] = times(condition.get(key))
+    if condition.get("rule") != "binomial":  # under binomial they are a share of seeds, not the statistic
+        out["aggregate"] = times(condition.get("aggregate"))
+        if condition.get("interval"):
+            out["interval"] = [times(v) for v in condition["interval"]]
+    return out
 
 
 def _short(case: str) -> str:

@@ -9,6 +9,8 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
+from reproduce.measures.activations import first_crossing
+
 NETWORK_STYLE = {"model": ("model", "k-o"), "fourier": ("Fourier extraction", "C0-s"), "partition": ("partition", "C3-^")}
 
 
@@ -38,7 +40,9 @@ def replicas(ds: xr.Dataset, model: str, setting: str = "flip", rate: float = 0.
 
 def models(ds: xr.Dataset, op: str) -> list[tuple[int, str]]:
     """(width, model) of every run of operation `op`, by width."""
-    return sorted((int(w), str(m)) for m, o, w in zip(ds["model"].values, ds["op"].values, ds["width"].values) if o == op)
+    # a coordinate that is the same in every run (one width, one operation) stays scalar when runs combine
+    model, o, w = (np.broadcast_to(ds[k].values, (ds.sizes["run"],)) for k in ("model", "op", "width"))
+    return sorted((int(wi), str(m)) for m, oi, wi in zip(model, o, w) if oi == op)
 
 
 def final_accuracy(run: xr.Dataset) -> dict[str, float]:
@@ -85,7 +89,7 @@ def modnoise_width(ds: xr.Dataset) -> Figure:
 def modnoise_partition(ds: xr.Dataset) -> Figure:
     """Test accuracy of model, partition subnetwork and Fourier extraction against the flip-noise
     level, largest width of each operation; thin lines are seeds."""
-    ops = [op for op in ("add", "sub", "mul") if op in set(ds["op"].values)]
+    ops = [op for op in ("add", "sub", "mul") if op in set(np.atleast_1d(ds["op"].values))]
     fig = Figure(figsize=(4 * len(ops), 3.2))
     axes = fig.subplots(1, len(ops), squeeze=False, sharey=True)[0]
     for ax, op in zip(axes, ops):
@@ -130,22 +134,27 @@ def modnoise_heatmap(ds: xr.Dataset, model: str | None = None) -> Figure:
 
 
 def modnoise_learning_curves(ds: xr.Dataset, model: str | None = None) -> Figure:
-    """Accuracy of the clean and noisy training subsets (against their training labels) over epochs,
-    80% flip noise beside its tagged 0%-noise control."""
+    """Accuracy of the clean and noisy training subsets (against their training labels) over steps
+    (full batch: a step is an epoch), every seed, with each subset's half-way point (the first
+    checkpoint at half its final accuracy, the learning-order statistic) marked; 80% flip noise
+    beside its tagged 0%-noise control. Only the per-step part of the schedule is drawn densely."""
     model = model or models(ds, "add")[-1][1]
-    fig = Figure(figsize=(8, 3.2))
+    fig = Figure(figsize=(9, 3.4), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
+    subsets = (("clean", "clean subset", "C0"), ("noisy", "noisy subset (noisy labels)", "C3"),
+               ("noisy_original", "noisy subset (true labels)", "C2"), ("test", "test", "0.5"))
     for ax, (setting, title) in zip(axes, (("flip", "80% flip noise"), ("tag", "control: 80% tagged, labels clean"))):
         for k, one in enumerate(replicas(ds, model, setting, 0.8)):
             epochs = one.epoch.values
-            x = np.where(epochs > 0, epochs, epochs[epochs > 0].min() / 2)
-            for c, (split, label) in enumerate((("clean", "clean subset"), ("noisy", "noisy subset (noisy labels)"),
-                                                ("noisy_original", "noisy subset (true labels)"), ("test", "test"))):
-                ax.plot(x, one.accuracy.sel(split=split), color=f"C{c}", linewidth=0.8, alpha=0.6,
-                        label=label if k == 0 else None)
-        ax.set_xscale("log")
-        ax.set_xlabel("epoch")
+            for split, label, color in subsets:
+                acc = one.accuracy.sel(split=split).values
+                ax.plot(epochs, acc, color=color, linewidth=0.8, alpha=0.6, label=label if k == 0 else None)
+                if split in ("clean", "noisy"):
+                    half = first_crossing(epochs, acc)
+                    ax.plot([half], [acc[np.nonzero(epochs == half)[0][0]]], "o" if split == "clean" else "x",
+                            color=color, markersize=5, label=f"{split} half-way" if k == 0 else None)
+        ax.set_xlabel("step (= epoch, full batch)")
         ax.set_title(f"{model}: {title}", fontsize=9)
     axes[0].set_ylabel("accuracy")
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=6)
     return fig

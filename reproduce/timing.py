@@ -1,0 +1,141 @@
+"""Seconds and FLOPs of training steps for --dry-run and the bench: the step `engine.train` takes
+(`step.make_step`), timed on random data of the run's shape."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from reproduce.devices import NUMERICS
+from reproduce.spec import TrainSpec
+from reproduce.step import GraphedStep, make_step
+
+
+def training_cost(n: int, spec: TrainSpec, multiply_adds: int, replicas: int,
+                  epochs: float | None = None) -> tuple[int, float]:
+    """Training steps and FLOPs of `epochs` (default `spec.epochs`) over `n` samples, for --dry-run:
+    2 FLOPs per multiply-add, backward = 2 x forward, so 6 per multiply-add and sample."""
+    epochs = spec.epochs if epochs is None else epochs
+    steps = int(math.ceil(n / (spec.batch_size or n)) * epochs)
+    return steps, 6.0 * multiply_adds * n * epochs * replicas
+
+
+_CALIBRATED: dict[tuple, float] = {}
+_FAMILIES: dict[tuple, list[tuple[float, float]]] = {}
+_POOLS: dict[tuple, torch.Tensor] = {}
+
+
+def seconds_per_step(model: nn.Module, input_shape: Sequence[int], num_classes: int, spec: TrainSpec,
+                     device: torch.device, repeats: int = 3, target_s: float = 0.01, pool: int = 4096) -> float:
+    """Calibration for --dry-run: seconds of one training step as `train` takes it (`make_step`: the
+    batch gathered by a fresh random index from `pool` resident samples, so the gather misses caches
+    as in training; forward under `NUMERICS`, backward, fused optimizer; a CUDA graph on the GPU), on
+    random data of the run's shape. It trains `model`: pass a throwaway one.
+
+    Answers in a fraction of a second whatever the model, so that a dry run of hundreds of runs
+    takes seconds: the batch grows from 1 by 4x while a step takes less than `target_s` (at least
+    two batches); a step of the run's own batch that would take longer is extrapolated linearly in
+    the batch (FLOPs) from the two largest batches timed (time = fixed per-step cost, optimizer
+    included, + per-sample cost). Each point is the minimum of `repeats` timings, since a shared
+    machine's load only ever adds time. One calibration per architecture, shape, optimizer and
+    numerics is remembered for the process, so a tier's seeds share it; and a model of a family
+    already calibrated (the same class, input, batch and replicas; another width) whose FLOPs per
+    step are within 2x above the largest calibrated one, or between two calibrated ones, is scaled
+    by FLOPs from its neighbours instead of timed (a width sweep times about one width in three).
+    """
+    params = tuple(tuple(p.shape) for p in model.parameters())
+    family = (type(model).__name__, tuple(input_shape), num_classes, spec.batch_size, spec.optimizer,
+              getattr(model, "replicas", 1), str(device), NUMERICS.precision, NUMERICS.compile, NUMERICS.cuda_graphs)
+    key = (family, params)
+    if key in _CALIBRATED:
+        return _CALIBRATED[key]
+    flops = 6.0 * model.multiply_adds() * spec.batch_size * getattr(model, "replicas", 1) \
+        if hasattr(model, "multiply_adds") else None
+    seconds = _from_family(_FAMILIES.get(family, []), flops) if flops else None
+    if seconds is None:
+        seconds = measure_step(model, tuple(input_shape), num_classes, spec, device, repeats, target_s, pool)[0]
+        if flops:
+            _FAMILIES.setdefault(family, []).append((flops, seconds))
+    _CALIBRATED[key] = seconds
+    return seconds
+
+
+def _from_family(points: list[tuple[float, float]], flops: float) -> float | None:
+    """Seconds per step by linear interpolation in FLOPs between calibrated neighbours at most 4x
+    apart, or extrapolation up to 2x above the largest (from the two largest); None: time it."""
+    points = sorted(points)
+    below = [p for p in points if p[0] <= flops]
+    above = [p for p in points if p[0] >= flops]
+    if below and above and above[0][0] <= 4 * below[-1][0]:
+        (f1, t1), (f2, t2) = below[-1], above[0]
+        return t1 if f2 == f1 else t1 + (t2 - t1) * (flops - f1) / (f2 - f1)
+    if len(points) >= 2 and not above and flops <= 2 * points[-1][0]:
+        return _extrapolate(*points[-2:], flops)
+    return None
+
+
+def _extrapolate(first: tuple[float, float], last: tuple[float, float], x: float) -> float:
+    """Time at `x` on the line through two timed points (size, seconds) beyond the last one; the slope
+    is kept between flat and proportional (a fixed cost plus a per-unit cost), which timing noise
+    could otherwise push below zero or above the last point's own rate."""
+    (x1, t1), (x2, t2) = first, last
+    slope = min(max((t2 - t1) / (x2 - x1), 0.0), t2 / x2)
+    return t2 + slope * (x - x2)
+
+
+def measure_step(model: nn.Module, input_shape: tuple[int, ...], num_classes: int, spec: TrainSpec,
+                 device: torch.device, repeats: int = 3, target_s: float = math.inf,
+                 pool: int = 4096) -> tuple[float, int]:
+    """(seconds per training step at `spec.batch_size`, the largest batch actually timed): the
+    measurement behind `seconds_per_step` (see there), without its caches; the bench reports both."""
+    replicas = getattr(model, "replicas", 1)
+    batch = spec.batch_size
+    pool = max(pool, batch)
+    data_key = (input_shape, pool, str(device))
+    if data_key not in _POOLS:
+        _POOLS.clear()  # one pool at a time: a CIFAR-sized pool is 50 MB
+        _POOLS[data_key] = torch.rand(pool, *input_shape, device=device)
+    data = _POOLS[data_key]
+    y = torch.randint(num_classes, (replicas, pool), device=device)
+    points: list[tuple[int, float]] = []
+    b = min(batch, 1 if device.type == "cpu" else batch)
+    while True:
+        points.append((b, _time_step(model, spec, data, y, b, device, repeats)))
+        if b == batch or (points[-1][1] >= target_s and len(points) > 1):
+            break
+        b = min(batch, b * 4)
+    if points[-1][0] == batch:
+        return points[-1][1], batch
+    return _extrapolate(*points[-2:], batch), points[-1][0]
+
+
+def _time_step(model, spec, data, y, batch, device, repeats) -> float:
+    """Minimum over `repeats` of the mean step time of a group of steps (one step, or enough steps
+    for ~2 ms where steps are shorter; the first timing, one step with its one-time costs, counts
+    too: a dry run over hundreds of runs cannot afford warm-up steps of big models on a CPU)."""
+    replicas = y.shape[0]
+    step = make_step(model, spec, data, y, batch)
+    indices = [torch.randint(data.shape[0], (replicas, batch), device=device) for _ in range(4)]
+
+    def timed(k: int) -> float:
+        sync(device)
+        start = time.perf_counter()
+        for i in range(k):
+            step(indices[i % len(indices)])
+        sync(device)
+        return (time.perf_counter() - start) / k
+
+    if step.graphed:
+        timed(GraphedStep.warmup + 1)  # eager warm-up steps and the capture
+    first = timed(1)  # with one-time costs, which the minimum drops
+    group = max(1, min(64, int(0.002 / max(first, 1e-9))))
+    return min([first, *(timed(group) for _ in range(repeats - 1))])
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
