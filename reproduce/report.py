@@ -191,6 +191,8 @@ def _margin(condition: dict) -> float:
         return float("-inf")  # no interval (one seed): decides nothing
     low, high = (float(v) for v in condition["interval"])
     width = max(high - low, 1e-12)
+    if condition.get("rule") == "binomial":  # the interval is of the share of seeds, which must clear 1/2
+        return (low - 0.5) / width
     return (low - threshold) / width if condition.get("op", ">=").startswith(">") else (threshold - high) / width
 
 

@@ -244,3 +244,13 @@ def test_report_of_a_censored_condition_has_no_infinite_interval(tmp_path):
         assert "no width fits in 2 of 5 seeds" in text and "no interval (1 seed)" in text
         assert "seed 4: width 64 did not train" in text
         assert not re.search(r"\[[^\]\n]*inf", text, re.IGNORECASE)
+
+
+def test_headline_reads_a_binomial_share_against_one_half():
+    """The share's interval is not on the statistic's scale: 4 of 5 seeds is closer to failing than
+    a t-interval far above its threshold."""
+    from reproduce.report import headline
+
+    share = Condition("steps", [3.0, 4.0, math.inf, 5.0, 2.0], "<=", 10, rule="binomial").judge()
+    clear = Condition("factor", [5.0, 5.2, 4.9, 5.1, 5.0], ">=", 3).judge()
+    assert headline({"cases": [{"control": False, "conditions": [clear, share]}]})["name"] == "steps"
