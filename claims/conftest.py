@@ -205,7 +205,7 @@ def judge(request: pytest.FixtureRequest):
     """judge(*conditions, summary=..., **numbers): the case's verdict over seeds, recorded and asserted.
 
     The conditions are the criterion (reproduce/verdict.py), judged under the claim's rule from
-    data/claims/<paper>.json. A main case asserts `reproduced`; a control case asserts
+    data/claims/<paper>.json unless a condition names its own (`Condition(rule=...)`). A main case asserts `reproduced`; a control case asserts
     `not_reproduced` (the criterion must clearly fail where the phenomenon is absent). The
     evidence (n, every seed's value, aggregate, interval) is what the report shows.
     """
@@ -225,9 +225,10 @@ def judge(request: pytest.FixtureRequest):
 
 
 def _condition_text(j: dict) -> str:
-    lo, hi = j["interval"]
+    interval = "no interval" if j["interval"] is None else "[{:.4g}, {:.4g}]".format(*j["interval"])
+    never = f", {j['never'] or 'infinite'} in {j['n_never']} of {j['n']} seeds" if j.get("n_never") else ""
     return (f"{j['name']} {j['op']} {j['threshold']:g}: {j['verdict']} ({j['rule']}, n={j['n']}, "
-            f"{j['aggregate']:.4g} [{lo:.4g}, {hi:.4g}])")
+            f"{j['aggregate']:.4g} {interval}{never})")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -10,3 +10,12 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
+
+
+
+def __getattr__(name: str):
+    """`reproduce.open_results` (reproduce/store.py), imported on first use: importing the package
+    must not import torch before OMP_WAIT_POLICY is set above (tests/test_imports.py)."""
+    if name == "open_results":
+        return __import__("reproduce.store", fromlist=["open_results"]).open_results
+    raise AttributeError(f"module 'reproduce' has no attribute {name!r}")

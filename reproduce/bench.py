@@ -39,7 +39,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from reproduce.devices import NUMERICS, peak_flops, resolve_device
 from reproduce.engine import TrainSpec, train
-from reproduce.timing import measure_step
+from reproduce.step import GraphedStep
+from reproduce.timing import measure_step, sync
 from reproduce.errors import UserError, _Parser, check_writable
 from reproduce.models import StackedMLP
 
@@ -151,11 +152,6 @@ class _Samples(Dataset):
         return self.x[i], int(self.y[i])
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def time_plain(w: Workload, device: torch.device) -> float:
     """Samples per second of the plain loop: each seed trained alone, batches from a DataLoader."""
     x, y = w.data(torch.device("cpu"))  # a Dataset of host tensors, as torchvision gives
@@ -179,7 +175,7 @@ def time_plain(w: Workload, device: torch.device) -> float:
                 steps += 1
                 if steps == total:
                     break
-    _sync(device)
+    sync(device)
     return w.replicas * w.n * w.spec.epochs / (time.perf_counter() - start)
 
 
@@ -187,17 +183,32 @@ def _no_probe(model: nn.Module) -> dict[str, xr.DataArray]:
     return {}
 
 
-def time_engine(w: Workload, device: torch.device, replicas: int | None = None) -> float:
-    """Samples per second of the engine: data resident, R replicas stacked, one `train` call."""
+def time_engine(w: Workload, device: torch.device, replicas: int | None = None) -> tuple[float, float]:
+    """(samples per second of the engine in its steady state, seconds of one-time cost per `train`
+    call): data resident, R replicas stacked. Each `train` call pays once for its optimizer, its first
+    steps and, on CUDA, the eager warm-up steps and the graph capture (step.GraphedStep); a call of a
+    few steps is timed beside the whole one and subtracted, so that the rate is the steps' own (what
+    `step time` measures) and the one-time cost is reported on its own line."""
     r = replicas or w.replicas
     x, y = w.data(device)
     y = y[:1].expand(r, -1).contiguous() if r != w.replicas else y
-    model = w.stacked(r).to(device)
-    _sync(device)
-    start = time.perf_counter()
-    train(model, x, y, w.spec, _no_probe, order_seeds=range(r))
-    _sync(device)
-    return r * w.n * w.spec.epochs / (time.perf_counter() - start)
+    batch = w.spec.batch_size or w.n
+    per_epoch = math.ceil(w.n / batch)
+    total = round(w.spec.epochs * per_epoch)
+    short = max(1, min(GraphedStep.warmup + 2, total // 2))
+
+    def timed(steps: int) -> tuple[float, int]:
+        model = w.stacked(r).to(device)
+        spec = replace(w.spec, epochs=steps / per_epoch, checkpoints=())
+        sync(device)
+        start = time.perf_counter()
+        train(model, x, y, spec, _no_probe, order_seeds=range(r))
+        sync(device)
+        return time.perf_counter() - start, r * ((steps // per_epoch) * w.n + (steps % per_epoch) * batch)
+
+    (t_short, n_short), (t_long, n_long) = timed(short), timed(total)
+    rate = (n_long - n_short) / max(t_long - t_short, 1e-9)
+    return rate, max(0.0, t_short - n_short / rate)
 
 
 def _warm_up(device: torch.device) -> None:
@@ -223,10 +234,13 @@ class Bench:
 def engine_vs_plain(b: Bench, device: torch.device, quick: bool) -> None:
     for w in workloads(quick):
         plain = time_plain(w, device)
-        engine = time_engine(w, device)
-        b.numbers.setdefault("engine_vs_plain", {})[w.name] = dict(engine=engine, plain=plain, workload=asdict(w))
+        engine, once = time_engine(w, device)
+        b.numbers.setdefault("engine_vs_plain", {})[w.name] = dict(engine=engine, plain=plain, engine_one_time_s=once,
+                                                                   workload=asdict(w))
         b.say(f"engine vs plain DataLoader loop, {w.name} ({w.replicas} seeds, batch {w.spec.batch_size or w.n}): "
               f"engine {engine:,.0f} samples/s, plain {plain:,.0f} samples/s: {engine / plain:.1f}x")
+        b.say(f"engine one-time cost per train() call, {w.name}: {once:.3f} s (optimizer, first steps"
+              f"{', warm-up and graph capture' if device.type == 'cuda' else ''}; not in the rate above)")
 
 
 def stacked_replicas(b: Bench, device: torch.device, quick: bool) -> None:
@@ -238,10 +252,10 @@ def stacked_replicas(b: Bench, device: torch.device, quick: bool) -> None:
     for w in [w for w in workloads(quick) if w.in_stacking_bench]:
         batch = w.spec.batch_size or w.n
         w = replace(w, spec=replace(w.spec, epochs=steps * batch / w.n), replicas=16)
-        single = time_engine(w, device, replicas=1)
+        single = time_engine(w, device, replicas=1)[0]
         results = {1: single}
         for r in (2, 4, 8, 16):
-            results[r] = time_engine(w, device, replicas=r)
+            results[r] = time_engine(w, device, replicas=r)[0]
             b.say(f"stacked replicas, {w.name}, R={r} as one batched model vs one after another: stacked "
                   f"{results[r]:,.0f} samples/s, one after another {single:,.0f} samples/s: {results[r] / single:.1f}x")
         b.numbers.setdefault("stacked", {})[w.name] = {str(r): v for r, v in results.items()}

@@ -8,6 +8,8 @@ each other.
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,10 +50,8 @@ NUMERICS = Numerics()
 
 
 def resolve_device(name: str, precision: str = "tf32", compile: bool = False) -> torch.device:
-    """The training device; on CUDA, TF32 matmuls are on by default (the papers' scale needs them).
-
-    `precision` and `compile` set the process-wide `NUMERICS` that `engine.train` uses.
-    """
+    """The training device. `precision` and `compile` set the process-wide `NUMERICS` that the
+    training step uses (`step_numerics`); nothing else in the process changes numerics."""
     if name not in ("cpu", "cuda"):
         raise UserError(f"unknown device {name!r}: use cpu or cuda")
     if precision not in PRECISIONS:
@@ -60,9 +60,52 @@ def resolve_device(name: str, precision: str = "tf32", compile: bool = False) ->
     if name == "cuda":
         if not torch.cuda.is_available():
             raise UserError("--device cuda asked for, but no CUDA GPU is visible: use --device cpu")
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     return torch.device(name)
+
+
+def _set_tf32(on: bool) -> tuple[bool, bool]:
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
+    return saved
+
+
+def _restore_tf32(saved: tuple[bool, bool]) -> None:
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@contextmanager
+def step_numerics(device: torch.device) -> Iterator[None]:
+    """Inside a training step: on CUDA, TF32 matmuls and convolutions exactly when --precision tf32
+    (the papers' scale needs them), restored after the step so that probes and measures never see
+    them; on every device no autocast but the step's own (the bf16 forward, step.py), whatever
+    the caller has switched on. TF32 is a CUDA tensor-core format: the CPU computes float32."""
+    if device.type != "cuda":
+        if torch.is_autocast_enabled("cpu"):  # checked, not entered, per step: the CPU's steps are short
+            with torch.autocast("cpu", enabled=False):
+                yield
+        else:
+            yield
+        return
+    saved = _set_tf32(NUMERICS.precision == "tf32")
+    try:
+        with torch.autocast("cuda", enabled=False):
+            yield
+    finally:
+        _restore_tf32(saved)
+
+
+@contextmanager
+def full_float32() -> Iterator[None]:
+    """Probes and measures in full float32 on every device, whatever the training precision: TF32
+    off for matmuls and convolutions (cuDNN allows TF32 by default) and no autocast. A TF32 product
+    keeps 10 mantissa bits: a finite difference of two TF32 Jacobians (the tangent Hessian) would sit
+    on a noise floor near 1e-3 of their norm, and a verdict must not depend on the GPU."""
+    saved = _set_tf32(False)
+    with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
+        try:
+            yield
+        finally:
+            _restore_tf32(saved)
 
 
 def peak_flops(device: torch.device, precision: str = "tf32") -> tuple[str, float | None]:

@@ -30,7 +30,7 @@ from torch import nn
 from reproduce.devices import NUMERICS
 from reproduce.probes import Probe, _run_probe
 from reproduce.spec import TrainSpec, log_schedule
-from reproduce.state import _atomic_torch_save, _load_state
+from reproduce.state import load_state, save_state
 from reproduce.step import make_step
 from reproduce.timing import seconds_per_step, training_cost
 
@@ -125,14 +125,15 @@ def _train(model, inputs, labels, spec, probe, *, order_seeds, state_path, save_
     if len(orders) != replicas:
         raise ValueError(f"{len(orders)} order seeds for {replicas} replicas")
 
-    state = _load_state(state_path, device)
+    state = load_state(state_path)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         for generator, saved in zip(orders, state["orders"]):
-            generator.set_state(saved.cpu())
-        step, perm, records, seconds = state["step"], state["perm"], state["records"], state["seconds"]
-        diverged_epoch, probe_seconds = state["diverged_epoch"], state.get("probe_seconds", 0.0)
+            generator.set_state(saved)
+        step, records, seconds = state["step"], state["records"], state["seconds"]
+        perm = None if state["perm"] is None else state["perm"].to(device)
+        diverged_epoch, probe_seconds = state["diverged_epoch"], state["probe_seconds"]
     else:
         step, perm, records, seconds, diverged_epoch, probe_seconds = 0, None, [], 0.0, None, 0.0
 
@@ -146,7 +147,7 @@ def _train(model, inputs, labels, spec, probe, *, order_seeds, state_path, save_
     def checkpoint(step_now: int) -> None:
         if state_path is None:
             return
-        _atomic_torch_save(
+        save_state(
             {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),

@@ -1,4 +1,4 @@
-"""Label-noise protocols (CLAIMS.md, "Common ground").
+"""Label-noise protocols shared by the four papers' claims (data/claims/*.json name them per claim).
 
 Each protocol draws from its own seeded generator, independent of initialization and data order,
 and returns the labels to train on together with the original labels and the mask of the samples

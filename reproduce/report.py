@@ -14,6 +14,8 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,11 +126,18 @@ def _entry(claim: Claim, tier: str, cases: list[CaseOutcome]) -> dict:
     }
 
 
-def figure_png(fig: Figure) -> bytes:
+MIN_FIGURE_PX = 800  # every figure of the report at least this wide: legible without zooming
+
+
+def figure_png(fig: Figure, dpi: float = 110) -> bytes:
+    """The figure as PNG, at least MIN_FIGURE_PX wide (a small figure is drawn at a higher dpi)."""
     from io import BytesIO
 
     buffer = BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    width = int.from_bytes(buffer.getvalue()[16:20], "big")  # the PNG header's IHDR width
+    if width < MIN_FIGURE_PX:
+        return figure_png(fig, dpi * MIN_FIGURE_PX / width * 1.01)
     return buffer.getvalue()
 
 
@@ -137,7 +146,7 @@ def figure_png(fig: Figure) -> bytes:
 PROVENANCE_KEYS = ("device", "device_name", "torch_version", "precision", "torch_threads", "package_version",
                    "git_commit", "seed")
 SUMMARY_COLUMNS = ["claim", "verdict", "n, 95% interval", "control", "ours (criterion)", "paper"]
-PAPER_WIDTH = 40  # characters of the paper's value in the summary tables; the claim's section has all of it
+CONSOLE_WIDTH = 40  # characters per line of a long cell in the console table (wrapped, never cut)
 
 
 def words(verdict: str) -> str:
@@ -156,6 +165,8 @@ def points(gain: float) -> str:
 
 def number(value, unit: str = "") -> str:
     """A condition's number: accuracies and gains by the conventions above, anything else 3 digits."""
+    if isinstance(value, str):  # "inf" / "-inf" as claims.json stores a non-finite number
+        value = float(value)
     if value is None or (isinstance(value, float) and value != value):
         return "-"
     if unit == "accuracy":
@@ -176,8 +187,12 @@ def _margin(condition: dict) -> float:
     aggregate, threshold = condition.get("aggregate"), condition.get("threshold")
     if aggregate is None or threshold is None or aggregate != aggregate:
         return float("-inf")
-    low, high = condition.get("interval") or (aggregate, aggregate)
+    if not condition.get("interval"):
+        return float("-inf")  # no interval (one seed): decides nothing
+    low, high = (float(v) for v in condition["interval"])
     width = max(high - low, 1e-12)
+    if condition.get("rule") == "binomial":  # the interval is of the share of seeds, which must clear 1/2
+        return (low - 0.5) / width
     return (low - threshold) / width if condition.get("op", ">=").startswith(">") else (threshold - high) / width
 
 
@@ -188,19 +203,33 @@ def headline(entry: dict) -> dict | None:
 
 
 def _interval_text(condition: dict | None) -> str:
+    """n and the 95% interval (of the share of seeds under the binomial rule); never an infinite one."""
     if condition is None:
         return "-"
-    unit = condition.get("unit", "")
-    low, high = condition.get("interval") or (None, None)
-    return f"n={condition.get('n', '?')}, [{number(low, unit)}, {number(high, unit)}]"
+    unit, n, interval = condition.get("unit", ""), condition.get("n", "?"), condition.get("interval")
+    if not interval or not all(math.isfinite(float(v)) for v in interval):
+        text = f"n={n}, no interval" + (" (1 seed)" if n == 1 else "")
+    elif condition.get("rule") == "binomial":
+        text = f"n={n}, share [{float(interval[0]):.2f}, {float(interval[1]):.2f}]"
+    else:
+        text = f"n={n}, [{number(interval[0], unit)}, {number(interval[1], unit)}]"
+    return text + "".join(f"; {note}" for note in _never(condition))
+
+
+def _never(condition: dict) -> list[str]:
+    """'no width fits in 2 of 5 seeds' where seeds were infinite (the event never happened)."""
+    k = condition.get("n_never") or 0
+    return [f"{condition.get('never') or 'infinite'} in {k} of {condition.get('n', '?')} seeds"] if k else []
 
 
 def _key_number(condition: dict | None) -> str:
     if condition is None:
         return "-"
-    unit = condition.get("unit", "")
-    return (f"{_clip(condition['name'], 32)}: {number(condition.get('aggregate'), unit)} "
-            f"({condition.get('op', '')} {number(condition.get('threshold'), unit)})")
+    unit, name = condition.get("unit", ""), condition["name"]
+    threshold = f"{condition.get('op', '')} {number(condition.get('threshold'), unit)}"
+    if condition.get("rule") == "binomial" and condition.get("aggregate") is not None and condition.get("n"):
+        return f"{name}: {round(float(condition['aggregate']) * condition['n'])} of {condition['n']} seeds {threshold}"
+    return f"{name}: {number(condition.get('aggregate'), unit)} ({threshold})"
 
 
 def _verdict_cell(entry: dict) -> str:
@@ -212,31 +241,60 @@ def _verdict_cell(entry: dict) -> str:
     return text
 
 
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
 def summary_rows(entries: list[dict]) -> list[list[str]]:
     """One row per claim: the verdict table of the console, report.md and report.html."""
     rows = []
     for e in entries:
         condition = headline(e)
         rows.append([e["id"], _verdict_cell(e), _interval_text(condition), e.get("control", "none"),
-                     _key_number(condition), _clip(e.get("paper_value", ""), PAPER_WIDTH)])
+                     _key_number(condition), e.get("paper_value", "")])
     return rows
 
 
-def text_table(columns: list[str], rows: list[list[str]]) -> str:
-    """A plain fixed-width table for the console."""
-    widths = [max(len(str(v)) for v in col) for col in zip(columns, *rows)]
-    line = lambda cells: "  ".join(str(v).ljust(w) for v, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(columns), line(["-" * w for w in widths]), *map(line, rows)])
+def text_table(columns: list[str], rows: list[list[str]], wrap: int = CONSOLE_WIDTH) -> str:
+    """A plain fixed-width table for the console; a cell longer than `wrap` continues on the next lines."""
+    import textwrap
+
+    cells = [[textwrap.wrap(str(v), wrap) or [""] for v in row] for row in rows]
+    widths = [max(len(part) for part in [str(name), *(p for row in cells for p in row[i])]) for i, name in enumerate(columns)]
+    line = lambda parts: "  ".join(str(v).ljust(w) for v, w in zip(parts, widths)).rstrip()  # noqa: E731
+    out = [line(columns), line(["-" * w for w in widths])]
+    for row in cells:
+        out += [line([c[k] if k < len(c) else "" for c in row]) for k in range(max(map(len, row)))]
+    return "\n".join(out)
+
+
+TALLY = (("reproduced", "reproduced"), ("not_reproduced", "not reproduced"), ("inconclusive", "inconclusive"),
+         ("expected", "expected failures"), ("not_at_tier", "not at tier"), ("not_run", "not run"), ("error", "error"))
+
+
+def tally(entries: list[dict]) -> str:
+    """One line of counts: how many claims came out which way (expected failures counted apart)."""
+    def kind(e: dict) -> str:
+        return "expected" if e.get("expected") == "not_reproduced" and e.get("as_expected") else e["verdict"]
+
+    counts = {key: sum(kind(e) == key for e in entries) for key, _ in TALLY}
+    regressed = len(regressions(entries))
+    return (f"{len(entries)} claims: " + ", ".join(f"{counts[key]} {text}" for key, text in TALLY if counts[key] or key in
+                                                    ("reproduced", "not_reproduced", "inconclusive"))
+            + f"; {regressed} regression{'s' * (regressed != 1)}")
+
+
+def unenforced_controls(entries: list[dict]) -> list[str]:
+    """'claim case: verdict' for each control of a claim that is an expected failure at its tier: it is
+    judged and reported, not enforced (pytest counts it as xfailed or xpassed, never as a failure)."""
+    return [f"{e['id']} {c['case']}: {words(c.get('verdict', ''))}" for e in entries
+            if e.get("expected") == "not_reproduced" for c in e.get("cases", []) if c.get("control")]
 
 
 def console_summary(entries: list[dict]) -> str:
-    """The verdict table and the notes that need reading, as `run` and `report` end."""
+    """The tally, the verdict table and the notes that need reading, as `run` and `report` end."""
     notes = [f"  {e['id']}: {e['note']}" for e in entries if e.get("note")]
-    return text_table(SUMMARY_COLUMNS, summary_rows(entries)) + ("\nnotes:\n" + "\n".join(notes) if notes else "")
+    controls = [f"  {c}" for c in unenforced_controls(entries)]
+    return (tally(entries) + "\n" + text_table(SUMMARY_COLUMNS, summary_rows(entries))
+            + ("\nnotes:\n" + "\n".join(notes) if notes else "")
+            + ("\ncontrols not enforced (their claim is an expected failure at this tier; pytest.log counts them as "
+               "xfailed/xpassed, which is no failure):\n" + "\n".join(controls) if controls else ""))
 
 
 def regressions(entries: list[dict]) -> list[str]:
@@ -315,12 +373,22 @@ def run_provenance(attrs: list[dict]) -> dict:
     span from the first start to the last finish."""
     out = {}
     for key in PROVENANCE_KEYS:
-        values = sorted({_short_commit(str(a[key])) if key == "git_commit" else str(a[key]) for a in attrs if key in a})
+        values = sorted({_provenance_value(key, a) for a in attrs if key in a})
         out[key] = ", ".join(values) if values else "unknown"
     starts, ends = [a["started_at"] for a in attrs if "started_at" in a], [a["finished_at"] for a in attrs if "finished_at" in a]
     out["made"] = f"{min(starts)} to {max(ends)}" if starts and ends else "unknown"
     out["runs"] = len(attrs)
     return out
+
+
+def _provenance_value(key: str, attrs: dict) -> str:
+    """A run's value of a provenance key as the report shows it: a short commit; "fp32" for a run the CPU
+    trained (it has no TF32: the recorded "tf32" setting means float32 there)."""
+    if key == "git_commit":
+        return _short_commit(str(attrs[key]))
+    if key == "precision" and str(attrs.get("device", "")).startswith("cpu") and attrs[key] == "tf32":
+        return "fp32"
+    return str(attrs[key])
 
 
 def _short_commit(commit: str) -> str:
@@ -362,11 +430,30 @@ def case_rows(entry: dict) -> list[list[str]]:
     rows = []
     for c in entry.get("cases", []):
         closest = min(c.get("conditions") or [], key=_margin, default=None)
-        summary = c.get("summary", "")
-        rows.append([c["case"], "control" if c.get("control") else "main", c.get("outcome", ""), c.get("verdict", ""),
-                     f"{_key_number(closest)}; {_interval_text(closest)}" if closest else "-", summary,
+        never = [f"{j['name']}: {note}" for j in c.get("conditions") or [] for note in _never(j)]
+        left_out = [item for j in c.get("conditions") or [] for item in j.get("left_out") or []]
+        summary = c.get("summary", "") + (f" Left out: {'; '.join(left_out)}." if left_out else "")
+        rows.append([c["case"], "control" if c.get("control") else "main", c.get("outcome", ""),
+                     c.get("verdict", "") + (f" ({'; '.join(never)})" if never else ""),
+                     f"{_key_number(closest)}; {_interval_text(closest)}" if closest else "-", summary.strip(),
                      c.get("message", "")])
     return rows
+
+
+def finite_json(value):
+    """`value` with every non-finite number as the string "inf", "-inf" or "nan": claims.json is
+    strict JSON (which has no infinity), and float() reads the strings back."""
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    if isinstance(value, (str, bool)) or value is None:
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value) if math.isfinite(value) else str(float(value))
+    return value
 
 
 def _markdown_table(table: Table) -> list[str]:
@@ -376,12 +463,20 @@ def _markdown_table(table: Table) -> list[str]:
         "| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
 
 
-def _html_table(table: Table, classes: list[str] | None = None) -> str:
+def _html_table(table: Table, classes: list[str] | None = None, links: bool = False) -> str:
+    """A table; with `links` the first cell of each row (a claim id) links to that claim's section."""
     columns, rows = table
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    cell = lambda k, v: (f"<a href='#{anchor(str(v))}'>{html.escape(str(v))}</a>" if links and k == 0  # noqa: E731
+                         else html.escape(str(v)))
     body = "".join(f"<tr class='{(classes or [''] * len(rows))[i]}'>" + "".join(
-        f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for i, row in enumerate(rows))
+        f"<td>{cell(k, v)}</td>" for k, v in enumerate(row)) + "</tr>" for i, row in enumerate(rows))
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def anchor(claim_id: str) -> str:
+    """The id of a claim's section in both files ('ddmlp.noisy_learned_later' -> 'ddmlp-noisy_learned_later')."""
+    return claim_id.replace(".", "-")
 
 
 def contrasts(entries: list[dict]) -> list[list[str]]:
@@ -420,7 +515,7 @@ def evidence_pngs(entries: list[dict]) -> dict[str, bytes]:
 
     out = {}
     for e in entries:
-        fig = evidence_figure(e)
+        fig = evidence_figure(e, number)
         if fig is not None:
             out[e["id"]] = figure_png(fig)
     return out
@@ -436,7 +531,7 @@ def write_report(out_dir: Path, tier: str, entries: list[dict], paper_figures: d
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     tables, provenance = tables or {}, provenance or {}
-    (out_dir / "claims.json").write_text(json.dumps(entries, indent=2, default=float))
+    (out_dir / "claims.json").write_text(json.dumps(finite_json(entries), indent=2, default=float, allow_nan=False))
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(exist_ok=True)
     figures: dict[str, list[tuple[str, bytes]]] = {e["id"]: [] for e in entries}
@@ -462,9 +557,12 @@ PREAMBLE = ("Numbers: accuracies in percent with one decimal (71.2%), gains betw
 def _markdown(tier, entries, summary, provenance, tables, figures, contrast_rows) -> str:
     md = [f"# Claim report, tier `{tier}`", "", "## What made these numbers", ""]
     md += _markdown_table(provenance_table(provenance, entries)) if provenance else ["(no result files were read)"]
-    md += ["", PREAMBLE, "", "## Verdicts", ""] + _markdown_table(summary)
+    columns, rows = summary
+    linked = [[f"[{row[0]}](#{anchor(row[0])})", *row[1:]] for row in rows]
+    md += ["", PREAMBLE, "", "## Verdicts", "", tally(entries), ""] + _markdown_table((columns, linked))
     for e in entries:
-        md += ["", f"## `{e['id']}` ({e.get('section', '')})", "", e.get("statement", ""), ""]
+        md += ["", f"<a id=\"{anchor(e['id'])}\"></a>", "", f"## `{e['id']}` ({e.get('section', '')})", "",
+               e.get("statement", ""), ""]
         md += [f"- {label}: {text}" for label, text in _details(e) if text]
         if e.get("cases"):
             md += [""] + _markdown_table((CASE_COLUMNS, case_rows(e)))
@@ -494,7 +592,7 @@ def _html(tier, entries, summary, provenance, tables, figures, contrast_rows) ->
         imgs = "".join(f"<img alt='{html.escape(path)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
                        for path, png in figures.get(e["id"], []))
         sections.append(
-            f"<section><h2><code>{html.escape(e['id'])}</code> ({html.escape(e.get('section', ''))})</h2>"
+            f"<section id='{anchor(e['id'])}'><h2><code>{html.escape(e['id'])}</code> ({html.escape(e.get('section', ''))})</h2>"
             f"<p>{html.escape(e.get('statement', ''))}</p>{details}"
             + (_html_table((CASE_COLUMNS, case_rows(e))) if e.get("cases") else "")
             + (_html_table(tables[e["id"]]) if e["id"] in tables else "") + imgs + "</section>")
@@ -502,6 +600,7 @@ def _html(tier, entries, summary, provenance, tables, figures, contrast_rows) ->
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Claim report, tier {tier}</title>"
             f"<style>{CSS}</style></head><body><h1>Claim report, tier {tier}</h1>"
             f"<h2>What made these numbers</h2>{prov}<p>{html.escape(PREAMBLE)}</p>"
-            f"<h2>Verdicts</h2>{_html_table(summary, classes)}{''.join(sections)}"
+            f"<h2>Verdicts</h2><p><b>{html.escape(tally(entries))}</b></p>{_html_table(summary, classes, links=True)}"
+            f"{''.join(sections)}"
             + (f"<section><h2>Contrasts</h2>{_html_table((CONTRAST_COLUMNS, contrast_rows))}</section>" if contrast_rows else "")
             + "</body></html>")

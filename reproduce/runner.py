@@ -243,7 +243,13 @@ def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 
 def estimate(tier: str, papers: Sequence[str], dev, seed: int = 0,
              only: Sequence[str] | None = None) -> list[tuple[str, object, int, float, int, float]]:
     """(paper, run, steps, FLOPs, checkpoints, estimated seconds) for every run of the plan, from
-    step and probe times measured on `dev` under the current numerics (see `describe`)."""
+    step and probe times measured on `dev` under the current numerics (see `describe`).
+
+    Within a model family (a paper's runs of one replica count, batch size, optimizer and data set:
+    another width or depth) the seconds per step are one line in the FLOPs per step (`_family_fit`)
+    through all the family's timings, so the estimate grows with the FLOPs, and one timing that a
+    busy machine slowed moves it less.
+    """
     rows, calibrated = [], {}
     for paper, run in plan(tier, papers, seed, only):
         exp = experiment(paper)
@@ -251,12 +257,32 @@ def estimate(tier: str, papers: Sequence[str], dev, seed: int = 0,
         checkpoints = len({0.0, *run.train.checkpoints, float(run.train.epochs)})
         shape = (paper, steps, flops, checkpoints, len(run.replicas))  # the same for every seed of a run
         if shape not in calibrated:
-            seconds = steps * exp.calibrate(run, dev)
-            if hasattr(exp, "calibrate_probe"):
-                seconds += checkpoints * exp.calibrate_probe(run, dev)
-            calibrated[shape] = seconds
+            probe = checkpoints * exp.calibrate_probe(run, dev) if hasattr(exp, "calibrate_probe") else 0.0
+            calibrated[shape] = (exp.calibrate(run, dev), probe)
         rows.append((paper, run, steps, flops, checkpoints, calibrated[shape]))
-    return rows
+    families: dict[tuple, list[tuple[float, float]]] = {}
+    for paper, run, steps, flops, _, (step_s, _) in rows:
+        families.setdefault(_family(paper, run), []).append((flops / max(steps, 1), step_s))
+    fits = {key: _family_fit(points) for key, points in families.items()}
+    return [(paper, run, steps, flops, checkpoints, steps * fits[_family(paper, run)](flops / max(steps, 1)) + probe)
+            for paper, run, steps, flops, checkpoints, (_, probe) in rows]
+
+
+def _family(paper: str, run) -> tuple:
+    return (paper, len(run.replicas), run.train.batch_size, run.train.optimizer, getattr(run, "dataset", None))
+
+
+def _family_fit(points: list[tuple[float, float]]) -> Callable[[float], float]:
+    """Seconds per step as a + b * FLOPs per step with a, b >= 0 (a fixed cost per step plus a cost per
+    FLOP), least squares in relative error over the family's timings; one size of step: their median."""
+    import numpy as np
+    from scipy.optimize import nnls
+
+    x, y = np.array(points, dtype=float).T
+    if len(set(x)) < 2:
+        return lambda flops: float(np.median(y))
+    (a, b), _ = nnls(np.stack([np.ones_like(x), x], axis=1) / y[:, None], np.ones_like(y))
+    return lambda flops: float(a + b * flops)
 
 
 def _duration(seconds: float) -> str:

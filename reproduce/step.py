@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reproduce.devices import NUMERICS
+from reproduce.devices import NUMERICS, step_numerics
 from reproduce.spec import TrainSpec
 
 
@@ -50,16 +50,20 @@ class Step:
         self.sample_shape = tuple(inputs.shape[1:])
         self.flat_inputs = inputs.reshape(inputs.shape[0], -1)  # index_select on this view: 3x faster than inputs[index] on the CPU
         self.forward = _training_forward(model, inputs.device)
+        self.device = inputs.device
 
     def __call__(self, index: torch.Tensor) -> torch.Tensor:
         return self.eager(index)
 
     def eager(self, index: torch.Tensor) -> torch.Tensor:
-        batch_x = self.flat_inputs.index_select(0, index.reshape(-1)).view(*index.shape, *self.sample_shape)
-        loss = stacked_cross_entropy(self.forward(batch_x), self.labels.gather(1, index))
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        self.optimizer.step()
+        """One step under the training numerics (`devices.step_numerics`: TF32 only here, only with
+        --precision tf32); a graph captured from it keeps the kernels chosen under them."""
+        with step_numerics(self.device):
+            batch_x = self.flat_inputs.index_select(0, index.reshape(-1)).view(*index.shape, *self.sample_shape)
+            loss = stacked_cross_entropy(self.forward(batch_x), self.labels.gather(1, index))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            self.optimizer.step()
         return loss.detach()
 
 

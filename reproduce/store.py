@@ -69,8 +69,9 @@ VARIABLES: dict[str, tuple[str, str | None]] = {
     "cs_test": ("cosine similarity of test and training mean activations", "1"),
     "pair": ("test subset against training subset", None),
     "magnitude": ("mean absolute activation of the neuron", "1"),
-    "outlier_by_class": ("mean absolute activation of the layer's largest neuron on noisy samples, by group", "1"),
-    "grouping": ("how the noisy samples are grouped (true class or noisy label)", None),
+    "outlier_by_cell": ("mean absolute activation of the layer's largest neuron on noisy samples, per (true class, noisy label) cell", "1"),
+    "true_class": ("true class of the noisy samples in the cell", "1"),
+    "noisy_label": ("noisy label of the noisy samples in the cell", "1"),
     # smooth
     "volume_measure": ("accuracy, loss or sharpness norm over an augmentation volume (see measure)", "1"),
     "measure": ("measure over the volume", None),
@@ -86,9 +87,11 @@ VARIABLES: dict[str, tuple[str, str | None]] = {
     "model_accuracy": ("model accuracy", "1"),
     "model_test_prediction": ("model class prediction on the test sample", "1"),
     "test_select": ("test sample in the layer-selection split (1) or the scoring split (0)", "1"),
-    "retrain_accuracy": ("accuracy of the network retrained on MASC labels", "1"),
+    "retrain_accuracy": ("accuracy of the network retrained on MASC labels or on its own (relabel_kind)", "1"),
     "retrain_epoch": ("retraining epoch", "epoch"),
     "retrain_chosen_epoch": ("retraining epoch kept (best on the selection split)", "epoch"),
+    "relabel_kind": ("labels retrained on: MASC's relabeling or the model's own training labels", None),
+    "memorized_epoch": ("first checkpoint with training accuracy on the corrupted labels at the target (inf: never)", "epoch"),
     "relabel_layer": ("layer whose MASC labels were used for retraining", "1"),
     "relabel": ("MASC label used for retraining", "1"),
     # modnoise
@@ -278,13 +281,51 @@ class Store:
     def combine(self, tier: str, paper: str, runs: list[str]) -> xr.Dataset:
         """All runs of a paper and tier as one Dataset with a `run` dimension (padding with NaN).
 
-        Each run's `status` attribute (complete | diverged) becomes a coordinate along `run`, so a
-        claim can tell that a run diverged instead of judging its cut-short curves.
+        Dimensions line up by their coordinates (an outer join on each index). `replica` has no
+        index: its position means another setting in another run, so every per-replica coordinate
+        (init_seed, setting, noise_rate, ...) that differs between runs is kept per run, along
+        (run, replica), and is how a replica is picked (never by position). Each run's `status`
+        attribute (complete | diverged) and its `config` (JSON) become coordinates along `run`.
         """
         pieces = []
         for run in runs:
             with xr.open_dataset(self.path(tier, paper, run), engine=ENGINE) as ds:
-                status = [ds.attrs.get("status", "complete")]
-                pieces.append(ds.load().expand_dims(run=[run]).assign_coords(status=("run", status)))
+                extra = {key: ("run", [ds.attrs.get(key, default)]) for key, default in (("status", "complete"), ("config", ""))}
+                pieces.append(ds.load().expand_dims(run=[run]).assign_coords(extra))
         return xr.concat(pieces, dim="run", data_vars="all", coords="different", compat="equals",
                          join="outer", combine_attrs="drop_conflicts")
+
+    def tree(self, tier: str, papers: list[str]) -> xr.DataTree:
+        """Every stored run of the papers at this tier as a DataTree /<paper>/<run>: each run's Dataset
+        as stored (coordinates and attrs intact), `replica` labelled by its settings."""
+        nodes = {}
+        for paper in papers:
+            for path in sorted((Path(self.root) / tier / paper).glob("*.nc")):
+                with xr.open_dataset(path, engine=ENGINE) as ds:
+                    nodes[f"{paper}/{path.stem}"] = label_replicas(ds.load())
+        return xr.DataTree.from_dict(nodes, name=tier)
+
+
+def label_replicas(ds: xr.Dataset) -> xr.Dataset:
+    """`replica` as an index of labels built from the per-replica coordinates ('init_seed=3 noise_rate=0.8'),
+    so selecting or aligning replicas goes by what they are."""
+    if "replica" not in ds.dims:
+        return ds
+    keys = [str(k) for k, c in ds.coords.items() if c.dims == ("replica",) and k != "replica"]
+    labels = [" ".join(f"{k}={ds[k].values[i]}" for k in keys) or str(i) for i in range(ds.sizes["replica"])]
+    return ds.drop_vars("replica", errors="ignore").assign_coords(replica=labels)  # a position index goes
+
+
+def open_results(results: str | Path, tier: str, paper: str | None = None) -> xr.DataTree:
+    """The stored results of a tier as an xarray.DataTree: one node per paper, under it one per run,
+    each the run's Dataset as stored, with `replica` labelled by its settings (init_seed, noise rate,
+    ...), never by position. `paper` None: every paper with results. `reproduce.open_results` is this.
+
+        tree = reproduce.open_results("results", "quick", "modnoise")
+        tree["modnoise/add-m33-s0"].to_dataset()
+    """
+    from reproduce.experiments import PAPERS, check_paper, check_tier
+
+    check_tier(tier)
+    papers = [check_paper(paper)] if paper else [p for p in PAPERS if (Path(results) / tier / p).is_dir()]
+    return Store(Path(results)).tree(tier, papers)

@@ -122,11 +122,11 @@ def _time_step(model, spec, data, y, batch, device, repeats) -> float:
     indices = [torch.randint(data.shape[0], (replicas, batch), device=device) for _ in range(4)]
 
     def timed(k: int) -> float:
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         for i in range(k):
             step(indices[i % len(indices)])
-        _sync(device)
+        sync(device)
         return (time.perf_counter() - start) / k
 
     if step.graphed:
@@ -136,6 +136,6 @@ def _time_step(model, spec, data, y, batch, device, repeats) -> float:
     return min([first, *(timed(group) for _ in range(repeats - 1))])
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -13,8 +13,24 @@ value per seed. A condition's verdict under a rule:
   95% bounds (a two-sided 90% interval), judged against one half: "holds in most seeds".
   At n = 5 only 5 of 5 clears it (lower bound 0.55) and only 0 of 5 clears the failing side.
 `reproduced` when the interval clears the threshold, `not_reproduced` when it clears it on the
-failing side, `inconclusive` when it straddles. A conjunction of conditions is reproduced when
-every condition is, not reproduced when any is, inconclusive otherwise.
+failing side, `inconclusive` when it straddles; one seed gives no interval and is `inconclusive`.
+A conjunction of conditions is reproduced when every condition is, not reproduced when any is,
+inconclusive otherwise. A condition's own `rule` overrides the claim's.
+
+So that one seed cannot decide a verdict:
+- A censored statistic ("never happened", stored as +-inf) is refused under `t` (the mean of an
+  infinity is that infinity, whatever the other seeds say): judge it under `binomial` (inf is a seed
+  on one side like any other) or give it a finite, bounded form (the grid size in place of
+  "never", counted on the failing side). `never` names the event in words for the report.
+- A ratio (positive, multiplicative, heavy-tailed) takes `scale="log"`: the t-interval of the logs
+  against the log threshold, the geometric mean as aggregate, the interval reported back as ratios.
+- A bounded statistic (an accuracy in [0, 1], Spearman's rho in [-1, 1]) has its reported interval
+  clipped to `bounds`. The verdict is read off the unclipped interval; where the threshold (with
+  its tolerance) lies strictly inside the bounds the clipped interval reads the same verdict: a
+  bound x that clipping moves lies beyond b on the side away from the threshold, so x and b are on
+  the same side of it and every comparison gives the same answer.
+- `left_out` says what the statistic left out of a seed's data (the report shows it); where leaving
+  out changes the statistic's meaning the statistic raises StatisticError instead.
 
 Quantized statistics (an accuracy on n samples moves in steps of 1/n; Spearman's rho over m
 points in steps of 12 / (m (m^2 - 1))) are compared with a tolerance of half a quantum: values
@@ -37,6 +53,7 @@ RULES = {
     "binomial": "share of seeds where it holds, exact Clopper-Pearson one-sided 95% bounds, against 1/2",
 }
 OPS = (">=", ">", "<=", "<")
+SCALES = ("linear", "log")
 
 
 class StatisticError(ValueError):
@@ -54,7 +71,8 @@ class Condition:
 
     `quantum` is the step of a quantized statistic (1/n for an accuracy on n samples); the
     comparison tolerates half of it. Keep names short and in the paper's words: they are the
-    rows of the report.
+    rows of the report. `rule` (None: the claim's), `scale`, `bounds`, `never` and `left_out`:
+    see the module docstring.
     """
 
     name: str
@@ -63,15 +81,39 @@ class Condition:
     threshold: float
     quantum: float = 0.0
     unit: str = ""  # "accuracy" (a fraction, shown in percent) or "points" (a difference of accuracies); else plain
+    rule: str | None = None  # overrides the claim's rule for this condition
+    scale: str = "linear"  # "log" for a ratio
+    bounds: tuple[float, float] = (-math.inf, math.inf)  # the range the statistic can take
+    never: str = ""  # words for an infinite value, e.g. "no width fits"
+    left_out: Sequence[str] = ()  # what the statistic left out of a seed's data, e.g. "seed 3: class 7 empty"
 
     def __post_init__(self) -> None:
+        where = f"condition {self.name!r}"
         if self.op not in OPS:
-            raise StatisticError(f"condition {self.name!r}: unknown comparison {self.op!r}, use one of {OPS}")
+            raise StatisticError(f"{where}: unknown comparison {self.op!r}, use one of {OPS}")
+        if self.rule is not None and self.rule not in RULES:
+            raise StatisticError(f"{where}: unknown rule {self.rule!r}, use one of {', '.join(RULES)}")
+        if self.scale not in SCALES:
+            raise StatisticError(f"{where}: unknown scale {self.scale!r}, use one of {SCALES}")
+        low, high = (float(b) for b in self.bounds)
+        if not low < high:
+            raise StatisticError(f"{where}: bounds {self.bounds} are not a range (low < high)")
+        if isinstance(self.left_out, str) or not all(isinstance(x, str) for x in self.left_out):
+            raise StatisticError(f"{where}: left_out must be a tuple of strings, got {self.left_out!r}")
         if len(self.values) == 0:
-            raise StatisticError(f"condition {self.name!r} has no seeds")
-        bad = [i for i, v in enumerate(self.values) if math.isnan(float(v))]
+            raise StatisticError(f"{where} has no seeds")
+        values = [float(v) for v in self.values]
+        bad = [i for i, v in enumerate(values) if math.isnan(v)]
         if bad:
-            raise StatisticError(f"condition {self.name!r}: the statistic is NaN for seed(s) {bad}")
+            raise StatisticError(f"{where}: the statistic is NaN for seed(s) {bad}")
+        slack = 1e-9 * max([1.0] + [abs(b) for b in (low, high) if math.isfinite(b)])  # float sums at a bound
+        outside = [i for i, v in enumerate(values) if math.isfinite(v) and not low - slack <= v <= high + slack]
+        if outside:
+            raise StatisticError(f"{where}: seed(s) {outside} lie outside the statistic's bounds {self.bounds}: "
+                                 f"{[values[i] for i in outside]}")
+        if self.scale == "log" and (bad := [i for i, v in enumerate(values) if v <= 0]):
+            raise StatisticError(f"{where}: a ratio on the log scale must be positive, seed(s) {bad} are "
+                                 f"{[values[i] for i in bad]}")
 
     @property
     def tolerance(self) -> float:
@@ -86,30 +128,53 @@ class Condition:
         return {">=": value >= b, ">": value > b, "<=": value <= b, "<": value < b}[self.op]
 
     def judge(self, rule: str = "t") -> dict:
-        """n, per-seed values, aggregate, 95% interval and verdict of this condition under `rule`."""
+        """n, per-seed values, aggregate, 95% interval and verdict of this condition under its own
+        rule, else `rule`. The interval is None where there is none (one seed under `t`)."""
+        rule = self.rule or rule
         values = [float(v) for v in self.values]
+        interval: list[float] | None
         if rule == "t":
-            aggregate, (lo, hi) = float(np.mean(values)), t_interval(values)
-            clears, fails = self.holds(lo) and self.holds(hi), not self.holds(lo) and not self.holds(hi)
+            infinite = [i for i, v in enumerate(values) if math.isinf(v)]
+            if infinite:
+                i = infinite[0]
+                raise StatisticError(
+                    f"condition {self.name!r}: seed {i} is {values[i]} ({self.never or 'never happened'}): the t rule "
+                    "cannot average an infinity; judge it with rule='binomial' or give the statistic a finite form")
+            logs = self.scale == "log"
+            x = np.log(values) if logs else np.asarray(values)
+            back = np.exp if logs else (lambda v: v)
+            aggregate, span = float(back(np.mean(x))), t_interval(x)
+            if len(values) < 2:
+                interval, verdict = None, "inconclusive"  # nothing is decided on one seed
+            else:
+                lo, hi = (float(back(v)) for v in span)
+                verdict = self._verdict(self.holds(lo) and self.holds(hi), not self.holds(lo) and not self.holds(hi))
+                interval = [min(max(v, float(self.bounds[0])), float(self.bounds[1])) for v in (lo, hi)]  # reported clipped
         elif rule == "binomial":
             k = sum(self.holds(v) for v in values)
             aggregate, (lo, hi) = k / len(values), clopper_pearson(k, len(values))
-            clears, fails = lo > 0.5, hi < 0.5
+            interval, verdict = [lo, hi], self._verdict(lo > 0.5, hi < 0.5)
         else:
             raise StatisticError(f"unknown rule {rule!r}: use one of {', '.join(RULES)}")
-        verdict = "reproduced" if clears else "not_reproduced" if fails else "inconclusive"
         return dict(name=self.name, op=self.op, threshold=float(self.threshold), tolerance=self.tolerance,
-                    unit=self.unit, rule=rule, n=len(values), values=values, aggregate=aggregate, interval=[lo, hi], verdict=verdict)
+                    unit=self.unit, rule=rule, scale=self.scale, bounds=[float(b) for b in self.bounds], never=self.never,
+                    n_never=sum(math.isinf(v) for v in values), left_out=list(self.left_out), n=len(values),
+                    values=values, aggregate=aggregate, interval=interval, verdict=verdict)
+
+    @staticmethod
+    def _verdict(clears: bool, fails: bool) -> str:
+        return "reproduced" if clears else "not_reproduced" if fails else "inconclusive"
 
 
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Two-sided t-interval of the mean; one seed gives no interval (-inf, inf): nothing is decided on one seed."""
+    """Two-sided t-interval of the mean. One seed gives no interval, (nan, nan): nothing is decided
+    on one seed. An infinite or NaN value is refused: its mean is no mean of the other seeds."""
     x = np.asarray(values, dtype=float)
+    if not np.isfinite(x).all():
+        raise StatisticError(f"t-interval of non-finite values (seed(s) {np.flatnonzero(~np.isfinite(x)).tolist()}): "
+                             "judge an infinite statistic with rule='binomial' or give it a finite form")
     if x.size < 2:
-        return -math.inf, math.inf
-    if np.isinf(x).any():  # e.g. "never crossed": the mean is that infinity, the interval unbounded on its side
-        m = float(np.mean(x)) if not (np.isposinf(x).any() and np.isneginf(x).any()) else math.nan
-        return (m, math.inf) if m == math.inf else (-math.inf, m) if m == -math.inf else (-math.inf, math.inf)
+        return math.nan, math.nan
     mean, sem = float(x.mean()), float(stats.sem(x))
     if sem == 0:
         return mean, mean
@@ -183,3 +248,61 @@ def claim_verdict(main: Sequence[str], controls: Sequence[str], expected: str = 
     if verdict == "not_run":
         as_expected = True  # nothing judged, nothing regressed: the report says which command makes the results
     return dict(verdict=verdict, control=control, note=note, expected=expected, as_expected=bool(as_expected))
+
+
+# --- a difference of two means (two independent samples of seeds) ---------------------------
+
+def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Two-sided Welch t-interval of mean(b) - mean(a) for two independent samples of unequal variance
+    (Welch-Satterthwaite degrees of freedom); (-inf, inf) when either sample has fewer than two values."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.size < 2 or y.size < 2:
+        return -math.inf, math.inf
+    diff = float(y.mean() - x.mean())
+    va, vb = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return diff, diff
+    df = (va + vb) ** 2 / (va**2 / (x.size - 1) + vb**2 / (y.size - 1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+    return diff - half, diff + half
+
+
+@dataclass(frozen=True)
+class Difference:
+    """`mean(b) - mean(a) op threshold` for two independent sets of seeds (e.g. two corruption
+    degrees with different seed counts), judged by the Welch interval: every seed of both sides
+    counts, none is paired or dropped. Only the `t` rule applies (a share of seeds has no meaning
+    for a difference of means). `quantum` as in `Condition`."""
+
+    name: str
+    a: Sequence[float]
+    b: Sequence[float]
+    op: str
+    threshold: float
+    quantum: float = 0.0
+    unit: str = ""
+
+    def __post_init__(self) -> None:
+        for side, values in (("a", self.a), ("b", self.b)):
+            if len(values) == 0:
+                raise StatisticError(f"condition {self.name!r}: side {side} has no seeds")
+            bad = [i for i, v in enumerate(values) if not math.isfinite(float(v))]
+            if bad:
+                raise StatisticError(f"condition {self.name!r}: side {side} is not finite for seed(s) {bad}")
+        Condition(self.name, [0.0], self.op, self.threshold, self.quantum, self.unit)  # validates op
+
+    def judge(self, rule: str = "t") -> dict:
+        if rule != "t":
+            raise StatisticError(f"condition {self.name!r}: a difference of two means is judged by its Welch "
+                                 f"interval (rule t), not {rule!r}")
+        compare = Condition(self.name, [0.0], self.op, self.threshold, self.quantum, self.unit)
+        a, b = [float(v) for v in self.a], [float(v) for v in self.b]
+        aggregate, (lo, hi) = float(np.mean(b) - np.mean(a)), welch_interval(a, b)
+        clears, fails = compare.holds(lo) and compare.holds(hi), not compare.holds(lo) and not compare.holds(hi)
+        verdict = "reproduced" if clears else "not_reproduced" if fails else "inconclusive"
+        finite = math.isfinite(lo) and math.isfinite(hi)  # one seed on a side: no interval, nothing decided
+        return dict(name=self.name, op=self.op, threshold=float(self.threshold), tolerance=compare.tolerance,
+                    unit=self.unit, rule="welch", scale="linear", bounds=[-math.inf, math.inf], never="", n_never=0,
+                    left_out=[], n=len(a) + len(b), n_a=len(a), n_b=len(b), values=[*a, *b], values_a=a, values_b=b,
+                    aggregate=aggregate, interval=[lo, hi] if finite else None, verdict=verdict)

@@ -24,9 +24,9 @@ def fashion_mnist() -> None:
 @pytest.fixture
 def shrunk_medium(tmp_path, monkeypatch):
     """judge(paper, tier="medium") -> (pytest's output, that paper's claims.json entries by id): the
-    paper's medium (or small) runs shrunk to CPU size (REPRODUCE_SHRINK=1, same names, same code path)
-    are made in tmp_path and every claim case of the tier is judged on them; pytest's junit XML is at
-    tmp_path/junit.xml."""
+    paper's medium (or small) runs shrunk to CPU size (REPRODUCE_SHRINK=1, same names, same code
+    path) are made in tmp_path and every claim case of the tier is judged on them; pytest's junit
+    XML is at tmp_path/junit.xml."""
     from reproduce.experiments.shrink import SHRINK_ENV
     from reproduce.runner import make_results
 

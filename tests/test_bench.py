@@ -14,6 +14,7 @@ from reproduce.models import StackedMLP
 
 RATIO = re.compile(r"^(engine vs plain DataLoader loop|stacked replicas), .+: \S+ ([\d,]+) samples/s, "
                    r".+ ([\d,]+) samples/s: ([\d.]+)x$")
+ONCE = re.compile(r"^engine one-time cost per train\(\) call, tiny \w+: [\d.]+ s \(.+; not in the rate above\)$")
 STEP = re.compile(r"^step time, tiny MLP, batch 8, R=\d: tf32 ([\d,.]+) ms \([\d.]+ [GT]FLOP/s\), "
                   r"bf16 ([\d,.]+) ms \([\d.]+ [GT]FLOP/s\): bf16 ([\d.]+)x$")
 
@@ -42,6 +43,8 @@ def test_smoke_bench_lines_parse(tmp_path, monkeypatch, capsys):
     for m in ratios:
         a, b, ratio = (float(g.replace(",", "")) for g in m.groups()[1:])
         assert abs(ratio - a / b) <= 0.05 + 0.01 * a / b
+    once = [ONCE.match(line) for line in lines if line.startswith("engine one-time")]
+    assert len(once) == 2 and all(once), lines  # the capture and warm-up are not in the engine's rate
     steps = [STEP.match(line) for line in lines if line.startswith("step time")]
     assert len(steps) == 2 and all(steps), lines  # R = 1, 2 with --quick
     for m in steps:
@@ -53,6 +56,25 @@ def test_smoke_bench_lines_parse(tmp_path, monkeypatch, capsys):
     saved = json.loads((results / "bench" / "bench.json").read_text())
     assert saved["numbers"]["probe_share"]["ddmlp"]["probe_seconds"] == 2.5
     assert (results / "bench" / "bench.png").stat().st_size > 0
+
+
+def test_the_engine_rate_leaves_out_one_time_costs(monkeypatch):
+    """time_engine subtracts a short train() call from the whole one: a fixed cost added to every
+    call (a stand-in for warm-up and graph capture) moves the one-time line, not the rate."""
+    w = _tiny(True)[0]
+    real = bench.train
+
+    def train_with_a_fixed_cost(model, x, y, spec, *args, **kwargs):
+        result = real(model, x, y, spec, *args, **kwargs)
+        ticks[0] += 100.0 + result.steps  # 100 s once per call, then 1 s per step
+        return result
+
+    ticks = [0.0]
+    monkeypatch.setattr(bench, "train", train_with_a_fixed_cost)
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: ticks[0])
+    rate, once = bench.time_engine(w, torch.device("cpu"))
+    assert rate == w.replicas * w.spec.batch_size / 1.0  # samples of one step per second of one step
+    assert once == 100.0
 
 
 def test_stacked_quadratic_replica_equals_plain_net():
@@ -78,3 +100,58 @@ def test_engine_records_probe_and_train_seconds():
     attrs = result.dataset.attrs
     assert 0 < attrs["probe_seconds"] == result.probe_seconds <= attrs["train_seconds"] == result.seconds
     assert attrs["precision"] == "tf32" and attrs["steps"] == 8
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def _claims(path, verdicts):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([{"id": cid, "verdict": v, "expected": "reproduced", "cases": [
+        {"control": False, "conditions": [{"name": "gap", "n": 5, "aggregate": 0.3, "interval": [0.2, 0.4],
+                                           "threshold": 0.1, "op": ">="}]}]} for cid, v in verdicts.items()]))
+
+
+def test_gpu_summary_compares_the_quick_verdicts_with_the_cpus(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_summary", ROOT / "ci" / "gpu_summary.py")
+    gpu_summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_summary)
+    out = tmp_path / "check"
+    (out / "bench").mkdir(parents=True)
+    (out / "parts.txt").write_text("gpu-tests 0 12\nbench 0 80\nquick 0 140\nmedium 124 210\n")
+    (out / "bench" / "bench.json").write_text(json.dumps({"lines": ["engine vs plain DataLoader loop, x: 5.0x"]}))
+    _claims(out / "results" / "quick" / "claims.json", {"ddmlp.a": "reproduced", "ddmlp.b": "not_reproduced"})
+    _claims(out / "results" / "medium" / "claims.json", {"ddmlp.a": "reproduced"})
+    _claims(tmp_path / "cpu.json", {"ddmlp.a": "reproduced", "ddmlp.b": "not_reproduced"})
+    lines, ok = gpu_summary.summary(out, tmp_path / "cpu.json")
+    text = "\n".join(lines)
+    assert "| medium | 124 (timed out) | 210 |" in text and not ok  # a part cut off fails the check
+    assert "2 of 2 verdicts equal the CPU's" in text and "n=5, [0.2, 0.4]" in text
+    assert "- engine vs plain DataLoader loop, x: 5.0x" in text
+    (out / "parts.txt").write_text("gpu-tests 0 12\n")
+    assert gpu_summary.summary(out, tmp_path / "cpu.json")[1]
+    _claims(tmp_path / "cpu.json", {"ddmlp.a": "reproduced", "ddmlp.b": "reproduced"})
+    lines, ok = gpu_summary.summary(out, tmp_path / "cpu.json")
+    assert not ok and "- ddmlp.b: cpu reproduced -> gpu not_reproduced" in lines
+
+
+def test_the_gpu_checks_cpu_side_runs(tmp_path):
+    """ci/gpu-check.sh --dry-run: everything but the GPU steps, at test size (one paper), ends with
+    a summary and an archive; without a CPU claims.json to compare with it says so and exits 1."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "check"
+    done = subprocess.run(["bash", str(ROOT / "ci" / "gpu-check.sh"), "--dry-run", "--paper", "ddmlp", "--out", str(out),
+                           "--cpu-claims", str(tmp_path / "none.json")], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}, timeout=900)
+    summary = (out / "summary.md").read_text()
+    parts = dict(line.split()[:2] for line in (out / "parts.txt").read_text().splitlines())
+    assert parts == {"gpu-tests": "0", "bench": "0", "quick": "0", "medium": "0"}, done.stdout + summary
+    assert "no CUDA GPU visible" in (out / "gpu-tests.log").read_text()
+    assert "## medium verdicts" in summary and "| ddmlp." in summary.split("## medium verdicts")[1]
+    assert "no CPU claims.json to compare with" in summary and done.returncode == 1
+    assert (tmp_path / "check.tar.gz").stat().st_size > 0

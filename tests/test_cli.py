@@ -151,7 +151,7 @@ def test_report_prints_the_verdict_table_logs_pytest_and_exits_1_on_a_regression
     out = capsys.readouterr().out
     assert code == (1 if regressed else 0)
     assert "FULL PYTEST TRACEBACK" not in out and "FULL PYTEST TRACEBACK" in (tmp_path / "quick" / "pytest.log").read_text()
-    assert out.splitlines()[0].split()[:2] == ["claim", "verdict"] and "ddmlp.noisy_learned_later" in out
+    assert out.splitlines()[1].split()[:2] == ["claim", "verdict"] and "ddmlp.noisy_learned_later" in out
     assert ("REGRESSION" in out and "CS did not fall with depth" in out) == regressed
 
 

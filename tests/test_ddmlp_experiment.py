@@ -7,7 +7,9 @@ import torch
 from reproduce.engine import TrainSpec, log_schedule
 from reproduce.experiments import ddmlp
 from reproduce.experiments.shrink import SHRINK_ENV
-from reproduce.report import catalogue
+from reproduce.report import Claim, catalogue
+
+OUTLIER_SEEDS_ONLY = ("ddmlp.outlier_in_shallow_layers", "ddmlp.outlier_tracks_input_class")
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +43,7 @@ def test_probe_variables_have_named_dimensions(tiny_run):
     assert tiny_run.accuracy.dims == ("epoch", "replica", "split")
     assert tiny_run.cs.dims == ("epoch", "replica", "layer", "class")
     assert tiny_run.magnitude.dims == ("epoch", "replica", "layer", "neuron")
+    assert tiny_run.outlier_by_cell.dims == ("epoch", "replica", "layer", "true_class", "noisy_label")
     assert list(tiny_run.epoch.values) == [0.0, 0.5, 1.0, 2.0]
     assert list(tiny_run.layer_width.values) == [16, 8]
     assert str(tiny_run.model.values) == "mlp3"
@@ -57,15 +60,23 @@ def test_medium_runs_are_the_paper_widths_on_full_fashion_mnist(monkeypatch):
         assert [s for s, _ in run.replicas].count("noisy") == 3 == [s for s, _ in run.replicas].count("control")
 
 
-def test_medium_path_shrunk_runs_every_medium_claim_case(shrunk_medium, fashion_mnist):
-    """The medium configuration, shrunk by REPRODUCE_SHRINK=1 to CPU size (same names, same code
-    path), made and judged end to end: every medium case must run (not skip, not error) and
-    claims.json must list every ddmlp claim with 3 seeds. The medium verdicts wait for a GPU."""
-    stdout, entries = shrunk_medium("ddmlp")
-    assert set(entries) >= set(catalogue("ddmlp")), stdout[-3000:]
-    for claim_id in catalogue("ddmlp"):
+@pytest.mark.parametrize("tier", ["small", "medium"])
+def test_shrunk_path_runs_every_claim_case_of_the_tier(tier, shrunk_medium, fashion_mnist):
+    """The small and medium configurations, shrunk by REPRODUCE_SHRINK=1 to CPU size (same names,
+    same code path), made and judged end to end: every case of the tier must run (not skip, not
+    error) and claims.json must list every ddmlp claim judged there, with 3 seeds. The verdicts at
+    this size mean nothing; the real small verdicts come from `python -m reproduce --tier small`."""
+    stdout, entries = shrunk_medium("ddmlp", tier)
+    judged = [c for c, tiers in ((c, Claim.load(c).tiers) for c in catalogue("ddmlp")) if tiers[tier] != "not_at_tier"]
+    assert set(entries) >= set(judged), stdout[-3000:]
+    for claim_id in judged:
         cases = entries[claim_id]["cases"]
-        assert cases, f"{claim_id} has no medium case"
+        assert cases, f"{claim_id} has no {tier} case"
         for case in cases:
+            if case["outcome"] == "skipped":  # the outlier's layer and class tracking need an outlier to exist
+                assert "no outlier to locate" in case["message"], (claim_id, case["case"], case["message"])
+                continue
             assert case["outcome"] in ("passed", "failed", "xfailed", "xpassed"), (claim_id, case["case"], case["message"])
-            assert {c["n"] for c in case["conditions"]} == {3}, (claim_id, case["case"])
+            judged_on = {c["n"] for c in case["conditions"]}
+            # only the seeds with an outlier, for the outlier's own claims
+            assert judged_on == {3} or (tier == "small" and judged_on == {5}) or (claim_id in OUTLIER_SEEDS_ONLY and max(judged_on) <= 3), (claim_id, case["case"])

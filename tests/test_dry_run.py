@@ -15,3 +15,29 @@ def test_each_tiers_dry_run_finishes(tier, capsys):
     assert out.startswith(f"plan for tier {tier} on cpu:")
     assert re.search(r"^total: [\d.e+]+ FLOPs, about .+ on this device", out, re.M)
     assert re.search(r"^projection: .+ GPU-hours on one H100 SXM, ASSUMING 40%.+an assumption, not a measurement", out, re.M)
+
+
+def test_family_fit_grows_with_flops_and_absorbs_a_slowed_timing():
+    """Planted: 1 ms per step + 1 ns per FLOP, with the middle width timed 5x slow (a busy machine):
+    the fitted times still rise with the FLOPs, and the largest width is not under its neighbours."""
+    from reproduce.runner import _family_fit
+
+    flops = [1e5, 2e5, 4e5, 8e5, 1.6e6]
+    seconds = [1e-3 + 1e-9 * f for f in flops]
+    seconds[2] *= 5
+    fit = _family_fit(list(zip(flops, seconds)))
+    fitted = [fit(f) for f in flops]
+    assert fitted == sorted(fitted) and fitted[0] > 0
+    assert fit(3.2e6) > fit(1.6e6)
+
+
+def test_dry_run_estimate_grows_with_flops_within_a_paper():
+    from reproduce.runner import estimate
+
+    rows = estimate("full", ["modnoise"], __import__("torch").device("cpu"))
+    by_op = {}
+    for paper, run, steps, flops, _, seconds in rows:
+        by_op.setdefault(run.name.split("-")[0], []).append((flops, seconds))
+    for op, pairs in by_op.items():
+        pairs.sort()
+        assert [s for _, s in pairs] == sorted(s for _, s in pairs), (op, pairs)

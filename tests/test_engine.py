@@ -145,7 +145,7 @@ def test_stop_request_saves_mid_epoch_and_resumes_to_identical_numbers(tmp_path)
     with pytest.raises(engine.Preempted):
         run(state, progress=lambda n: engine.request_stop())  # asked at the end of epoch 1
     engine.clear_stop()
-    assert torch.load(state, weights_only=False)["step"] == 6  # the step where it was asked, not the checkpoint (12)
+    assert torch.load(state, weights_only=True)["step"] == 6  # the step where it was asked, not the checkpoint (12)
     resumed = run(state).dataset
     for ds in (whole, resumed):  # wall times differ between any two runs
         ds.attrs.pop("train_seconds"), ds.attrs.pop("probe_seconds")
@@ -209,25 +209,141 @@ def test_the_step_function_gives_the_numbers_of_the_old_loop(optimizer):
         assert torch.equal(a, b)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(),
-                    reason="needs a CUDA GPU: compares the whole-step CUDA graph with eager steps on the device")
-@pytest.mark.parametrize("precision", ["tf32", "bf16"])
-def test_cuda_graph_steps_equal_eager_steps(precision):
-    """On CUDA, train() captures full batches in one CUDA graph (partial batches stay eager): the
-    weights after three epochs match eager training on the same device."""
-    from reproduce.devices import NUMERICS
+class _Writes:
+    """A pickled object whose unpickling writes a file: a stand-in for code in a foreign state."""
 
-    x, y = (t.cuda() for t in _problem(n=100))
-    spec = TrainSpec(optimizer="adam", lr=1e-2, batch_size=16, epochs=3, warmup_epochs=0.5)
-    models, saved = [], (NUMERICS.precision, NUMERICS.cuda_graphs)
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def _small_run(state):
+    x, y = _problem()
+    spec = TrainSpec(lr=1e-2, batch_size=24, epochs=2, checkpoints=(1.0,))
+    return train(StackedMLP((1, 4, 4), [8], 3, seeds=[0, 1]), x, y, spec, _accuracy_probe(x, y), order_seeds=[0, 1],
+                 state_path=state)
+
+
+def _refused(tmp_path, capsys, kind):
+    """The run trained from step 0, the file is kept as <name>.<kind>-<time>, one line says so."""
+    aside = list(tmp_path.glob(f"state.pt.{kind}-*"))
+    assert len(aside) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(lines) == 1 and str(tmp_path / "state.pt") in lines[0] and aside[0].name in lines[0], lines
+    return aside[0], lines[0]
+
+
+def test_a_corrupt_state_is_kept_aside_and_the_run_starts_again(tmp_path, capsys):
+    state = tmp_path / "state.pt"
+    _small_run(state)
+    whole = state.read_bytes()
+    state.write_bytes(whole[: len(whole) // 2])  # cut short
+    result = _small_run(state)
+    assert result.steps == 8 and list(result.dataset.epoch.values) == [0.0, 1.0, 2.0]
+    aside, line = _refused(tmp_path, capsys, "corrupt")
+    assert aside.read_bytes() == whole[: len(whole) // 2] and "starts from the beginning" in line
+
+
+def test_a_state_carrying_a_pickled_object_is_refused_without_running_it(tmp_path, capsys):
+    from reproduce import state as states
+
+    target = tmp_path / "written-by-the-pickle"
+    torch.save({"format": states.FORMAT, "version": states.VERSION, "model": _Writes(target)}, tmp_path / "state.pt")
+    with pytest.raises(Exception):  # the check itself: unpickled without weights_only, the object runs
+        torch.load(tmp_path / "state.pt", weights_only=True)
+    result = _small_run(tmp_path / "state.pt")
+    assert not target.exists()
+    assert result.steps == 8
+    _, line = _refused(tmp_path, capsys, "foreign")
+    assert "it pickles builtins.open" in line or "pickles" in line
+
+
+def test_a_state_without_our_marker_is_refused(tmp_path, capsys):
+    torch.save({"model": {}, "step": 3}, tmp_path / "state.pt")  # plain tensors and values, but not ours
+    assert _small_run(tmp_path / "state.pt").steps == 8
+    _, line = _refused(tmp_path, capsys, "foreign")
+    assert "marker" in line
+
+
+@pytest.mark.parametrize("error", [OSError(5, "Input/output error"), torch.cuda.OutOfMemoryError("CUDA out of memory")])
+def test_io_and_out_of_memory_errors_are_raised_and_the_state_kept(tmp_path, monkeypatch, error):
+    from reproduce import state as states
+
+    state = tmp_path / "state.pt"
+    _small_run(state)
+    saved = state.read_bytes()
+
+    def fails(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(states.torch, "load", fails)
+    with pytest.raises(type(error)):
+        _small_run(state)
+    assert state.read_bytes() == saved and list(tmp_path.iterdir()) == [state]
+
+
+def test_saved_records_round_trip_through_plain_values(tmp_path):
+    """Probe pieces are saved as tensors and plain values (weights_only) and come back identical:
+    float32 and bool data, string and datetime coordinates, numpy scalars in attrs."""
+    from reproduce import state as states
+
+    pieces = {"acc": xr.DataArray(np.array([[0.5, 0.25]], dtype=np.float32), dims=("replica", "k"),
+                                  coords={"k": ["a", "bc"], "when": ("k", np.array(["2026-01-01", "2026-02-01"],
+                                                                                   dtype="datetime64[ns]"))},
+                                  attrs={"n": np.int64(3), "unit": "share", "grid": np.arange(3)}),
+              "hit": xr.DataArray(np.array([True, False]), dims=("replica",), name="hit")}
+    path = tmp_path / "s.pt"
+    states.save_state({"records": [(0.0, pieces)], "step": 1}, path)
+    back = states.read_state(path)
+    assert back["step"] == 1 and back["records"][0][0] == 0.0
+    for name, da in pieces.items():
+        xr.testing.assert_identical(back["records"][0][1][name], da)
+        assert back["records"][0][1][name].dtype == da.dtype
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_probes_run_in_full_float32_whatever_the_training_precision(precision, monkeypatch):
+    """TF32 and autocast belong to the training step: a probe sees TF32 off (matmul precision
+    "highest", cuDNN TF32 off) and no autocast, even where the caller left TF32 or autocast on;
+    the step uses its own autocast only (bf16) and turns TF32 on for CUDA only with --precision
+    tf32, and puts the flags back."""
+    from reproduce.devices import NUMERICS, step_numerics
+
+    monkeypatch.setattr(NUMERICS, "precision", precision)
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # left on by a caller
+    seen = []
+
+    def probe(model):
+        seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+                     torch.get_float32_matmul_precision(), torch.is_autocast_enabled("cpu")))
+        return {}
+
+    x, y = _problem()
+    spec = TrainSpec(batch_size=24, epochs=2, checkpoints=(1.0,))
+    inside, alone = (StackedMLP((1, 4, 4), [8], 3, seeds=[0, 1]) for _ in range(2))
     try:
-        for graphs in (False, True):
-            NUMERICS.precision, NUMERICS.cuda_graphs = precision, graphs
-            model = StackedMLP((1, 4, 4), [8, 8], 3, seeds=[1, 2]).cuda()
-            result = train(model, x, y, spec, lambda m: {}, order_seeds=[5, 6])
-            assert result.dataset.attrs["cuda_graphs"] == int(graphs)
-            models.append(model)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # a caller's autocast reaches neither probes nor steps
+            train(inside, x, y, spec, probe, order_seeds=[0, 1])
+        assert seen == [(False, False, "highest", False)] * 3
+        train(alone, x, y, spec, lambda m: {}, order_seeds=[0, 1])
+        assert all(torch.equal(a, b) for a, b in zip(inside.parameters(), alone.parameters()))
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32  # put back after each probe
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        with step_numerics(torch.device("cuda")):  # sets flags only: no GPU needed to check them
+            assert torch.backends.cuda.matmul.allow_tf32 == torch.backends.cudnn.allow_tf32 == (precision == "tf32")
+            assert torch.get_float32_matmul_precision() == ("high" if precision == "tf32" else "highest")
+        assert not torch.backends.cuda.matmul.allow_tf32 and torch.get_float32_matmul_precision() == "highest"
+        with step_numerics(torch.device("cpu")):
+            assert not torch.backends.cuda.matmul.allow_tf32
     finally:
-        NUMERICS.precision, NUMERICS.cuda_graphs = saved
-    for a, b in zip(*(m.parameters() for m in models)):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_resolving_the_device_leaves_tf32_off_for_the_process():
+    from reproduce.devices import resolve_device
+
+    resolve_device("cpu", "tf32")
+    assert torch.get_float32_matmul_precision() == "highest"

@@ -49,7 +49,7 @@ def _steps(progress: Path, run: str) -> int:
 
 def _saved_step(results: Path, run: str) -> int:
     state = results / "quick" / "ddmlp" / ".state" / f"{run}.pt"
-    return torch.load(state, weights_only=False)["step"] if state.exists() else 0
+    return torch.load(state, weights_only=True)["step"] if state.exists() else 0
 
 
 def _result(results: Path, run: str) -> Path:

@@ -25,7 +25,7 @@ def tiny_run(fashion_mnist):
 def test_stored_results_have_every_layer_subspace_and_split(tiny_run):
     one = run_of(tiny_run, "mlp-fashion_mnist")
     assert list(one.layer_name.values) == ["Input", "FC1(16)", "FC2(8)"]
-    assert one.masc_accuracy.sizes == {"replica": 7, "subspace": 2, "layer": 3, "split": 4}
+    assert one.masc_accuracy.sizes == {"replica": 7, "subspace": 3, "layer": 3, "split": 4}
     assert list(one.degree.values) == [*masc.DEGREES, 1.0]  # two seeds at p = 1.0 (extra_seeds), one elsewhere
     assert int(one.test_select.sum()) == 20  # the fixed 20% split
 
@@ -33,8 +33,22 @@ def test_stored_results_have_every_layer_subspace_and_split(tiny_run):
 def test_true_and_corrupted_subspaces_coincide_without_noise(tiny_run):
     one = run_of(tiny_run, "mlp-fashion_mnist").isel(replica=0)
     assert (one.label.values == one.original_label.values).all()
-    np.testing.assert_array_equal(one.masc_test_prediction.sel(subspace="corrupted"),
-                                  one.masc_test_prediction.sel(subspace="true"))
+    for other in ("true", "independent"):  # at p = 0 every subspace is built from the clean labels
+        np.testing.assert_array_equal(one.masc_test_prediction.sel(subspace="corrupted"),
+                                      one.masc_test_prediction.sel(subspace=other))
+
+
+def test_independent_corruption_has_the_degree_but_not_the_trained_labels(fashion_mnist):
+    spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=50, epochs=1)
+    run = masc.Run("mlp-fashion_mnist", "mlp", (8,), "fashion_mnist", spec, n_train=2000, n_test=100, degrees=(0.8,))
+    data, labels, _, _ = masc.prepare(run, torch.device("cpu"))
+    independent = masc.independent_labels(run, data)
+    true = data.train_y
+    # resample noise at 80%: a label keeps its class with probability 0.2 + 0.8 / 10 = 0.28
+    for noisy in (labels[0], independent[0]):
+        assert abs(float((noisy == true).double().mean()) - 0.28) < 0.04
+    # independent of the trained labels: they agree as two independent draws would, 0.28^2 + 0.72^2 / 9
+    assert abs(float((independent[0] == labels[0]).double().mean()) - (0.28**2 + 0.72**2 / 9)) < 0.04
 
 
 def test_accuracies_recompute_from_stored_predictions(tiny_run):
@@ -54,7 +68,8 @@ def test_input_layer_is_the_same_for_every_replica_with_the_same_labels(tiny_run
 def test_summary_table_and_figure(tiny_run):
     summary = degree_summary(run_of(tiny_run, "mlp-fashion_mnist"))
     assert set(summary) == set(masc.DEGREES)
-    assert all("retrained" in row and row["layers"][0] != "Input" for row in summary.values())
+    assert all("retrained" in row and "retrained_own" in row and row["layers"][0] != "Input" for row in summary.values())
+    assert all(row["seeds"]["train_fit"].shape == (row["replicas"],) for row in summary.values())
     columns, rows = masc_table1(tiny_run)
     assert len(rows) == 6 and len(columns) == len(rows[0])
     assert masc_by_layer(tiny_run).axes and masc_true_vs_corrupted(tiny_run).axes and masc_retraining(tiny_run).axes
@@ -71,16 +86,44 @@ def test_best_layer_never_picks_the_input():
     assert masc.best_layer(np.array([[0.9, 0.5, 0.6], [0.1, 0.7, 0.7]])).tolist() == [2, 1]
 
 
-@pytest.mark.parametrize("tier", ["quick", "medium", "full"])
+def test_doubled_model_is_two_identical_copies():
+    spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=50, epochs=1)
+    for arch, hidden in (("mlp", (6, 5)), ("cnn", (5,))):
+        run = masc.Run("x", arch, hidden, "fashion_mnist", spec, degrees=(0.0, 0.5), extra_seeds=((0.5, 2),))
+        model = masc._model(run)
+        twice = masc._doubled(run, model)
+        x = torch.rand(4, 1, 28, 28)
+        with torch.no_grad():
+            one, two = model(x), twice(x)
+        assert two.shape[0] == 2 * one.shape[0] == 6
+        assert torch.allclose(two[:3], one, atol=1e-6) and torch.allclose(two[3:], one, atol=1e-6)
+
+
+def test_first_memorized_epoch_and_stop_rule():
+    import xarray as xr
+    acc = xr.DataArray(np.array([[0.1, 0.1, 0.1], [0.995, 0.5, 0.2], [1.0, 0.99, 0.3]]), dims=("epoch", "replica"),
+                       coords={"epoch": [0.0, 5.0, 10.0]})
+    assert masc.first_memorized(acc, 0.99).tolist() == [5.0, 10.0, np.inf]
+    spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=50, epochs=1)
+    run = masc.Run("x", "mlp", (4,), "fashion_mnist", spec, degrees=(0.4, 0.8, 1.0), memorize=0.99)
+    stop = masc.memorized(run)
+    record = lambda v: (1.0, {"model_accuracy": xr.DataArray(np.array(v)[:, None], dims=("replica", "split"),  # noqa: E731
+                                                            coords={"split": ["train_corrupted"]})})
+    assert not stop([record([1.0, 0.98, 0.2])])
+    assert stop([record([1.0, 0.99, 0.2])])  # p = 1.0, the control, is not waited for
+
+
+@pytest.mark.parametrize("tier", ["quick", "small", "medium", "full"])
 def test_tier_configs(tier):
     runs = masc.runs(tier)
     names = [r.name for r in runs]
     assert len(set(names)) == len(names)
     for run in runs:
-        assert run.degrees == masc.DEGREES and run.retrain is not None
+        assert run.degrees == masc.DEGREES and (run.retrain is not None) == (tier != "quick")
         dataclasses.asdict(run)  # hashable into the store
     assert ("alexnet-cifar100" in [r.model for r in runs]) == (tier == "full")
-    seeds = {"quick": masc.QUICK_SEEDS, "medium": masc.MEDIUM_SEEDS, "full": masc.MEDIUM_SEEDS}[tier]
+    seeds = {"quick": masc.QUICK_SEEDS, "small": masc.SMALL_SEEDS, "medium": masc.MEDIUM_SEEDS,
+             "full": masc.MEDIUM_SEEDS}[tier]
     assert all(r.seeds_per_degree == seeds for r in runs)
     if tier == "medium":
         assert [r.model for r in runs] == ["cnn-fashion_mnist", "mlp-fashion_mnist"]
@@ -99,24 +142,27 @@ def test_shrunk_medium_runs_keep_names_and_code_path(monkeypatch):
     assert all(r.n_train == 160 and r.train.epochs == 2 and r.seeds_per_degree == 2 for r in shrunk)
 
 
-def test_medium_claims_run_end_to_end_on_the_shrunk_medium_runs(fashion_mnist, shrunk_medium, tmp_path):
-    """The medium path (runs, store, every medium claim case, claims.json) on CPU-sized copies of
-    the medium runs (REPRODUCE_SHRINK=1). The verdicts themselves mean nothing at this size."""
-    stdout, entries = shrunk_medium("masc")
+@pytest.mark.parametrize("tier", ["small", "medium"])
+def test_claims_run_end_to_end_on_the_shrunk_runs(tier, fashion_mnist, shrunk_medium, tmp_path):
+    """The small and medium paths (runs, store, every claim case, claims.json) on CPU-sized copies of
+    the runs (REPRODUCE_SHRINK=1). The verdicts themselves mean nothing at this size."""
+    stdout, entries = shrunk_medium("masc", tier)
     import xml.etree.ElementTree as ET
     cases = [c for c in ET.parse(tmp_path / "junit.xml").getroot().iter("testcase")]
     for case in cases:  # passed, failed or xfailed: never skipped, never an error
         assert case.find("error") is None, stdout[-3000:]
         skipped = case.find("skipped")
         assert skipped is None or skipped.get("type") == "pytest.xfail", stdout[-3000:]
-    medium = [r.model for r in masc.runs("medium")]
-    assert len(cases) == 3 * 2 * len(medium), stdout[-3000:]  # 3 claims x (main + control) x models
+    models = [r.model for r in masc.runs(tier)]
+    assert len(cases) == 3 * 2 * len(models), stdout[-3000:]  # 3 claims x (main + control) x models
     claims = list(entries.values())
     assert {c["id"] for c in claims} == {"masc.beats_model", "masc.true_label_subspaces_better",
                                          "masc.relabel_retraining_improves"}
-    seeds = {run.seeds_per_degree for run in masc.runs("medium")}  # the shrunk runs' (REPRODUCE_SHRINK is still set)
+    seeds = {run.seeds_per_degree for run in masc.runs(tier)}  # the shrunk runs' (REPRODUCE_SHRINK is still set)
     for claim in claims:
-        assert claim["cases"] and {j["n"] for c in claim["cases"] for j in c["conditions"]} == seeds, claim
+        # a Welch step counts the seeds of both degrees
+        ns = {j.get("n_a", j["n"]) for c in claim["cases"] for j in c["conditions"]}
+        assert claim["cases"] and ns == seeds, claim
 
 
 def test_stacked_cnn_replicas_are_independent():

@@ -3,12 +3,15 @@
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reproduce.measures.activations import (
+    cell_spreads,
+    class_mean_cs,
     cosine_similarity,
-    fall_after_peak,
+    fall_from_first_peak,
     first_crossing,
     group_sums,
     largest_drop,
@@ -16,6 +19,7 @@ from reproduce.measures.activations import (
     runner_up_ratio,
     tracked_outlier_ratio,
 )
+from reproduce.verdict import StatisticError
 
 
 def test_group_sums_match_a_loop():
@@ -107,23 +111,60 @@ def test_largest_drop_finds_the_fall_after_the_first_peak():
     assert largest_drop(np.array([0.1, 0.5, 0.9]))[0] == 0  # rising throughout: no fall
 
 
-def test_outlier_by_class_picks_the_largest_neuron_and_averages_per_group():
-    from reproduce.experiments.ddmlp import outlier_by_class
+def test_outlier_by_cell_picks_the_largest_neuron_and_averages_per_cell():
+    from reproduce.experiments.ddmlp import outlier_by_cell
 
-    k = 3
+    k = 2
     magnitude = [torch.tensor([[1.0, 5.0, 2.0]], dtype=torch.float64)]  # one replica, neuron 1 largest
-    sums = torch.zeros(1, 2 * k, 3, dtype=torch.float64)
-    sums[0, :, 1] = torch.tensor([2.0, 4.0, 6.0, 3.0, 3.0, 0.0])  # by true class, then by noisy label
-    counts = torch.tensor([[1.0, 2.0, 3.0, 1.0, 1.0, 0.0]], dtype=torch.float64)
-    out = outlier_by_class(magnitude, [sums], counts, k)
-    assert out.shape == (1, 1, 2, k)
-    assert out[0, 0, 0].tolist() == [2.0, 2.0, 2.0]
-    assert out[0, 0, 1, :2].tolist() == [3.0, 3.0] and torch.isnan(out[0, 0, 1, 2])  # an empty group is NaN
+    sums = torch.zeros(1, k * k, 3, dtype=torch.float64)
+    sums[0, :, 1] = torch.tensor([0.0, 6.0, 4.0, 0.0])  # cells (true, noisy): (0,1) sum 6, (1,0) sum 4
+    sums[0, :, 0] = 100.0  # another neuron: must not be picked
+    counts = torch.tensor([[0.0, 3.0, 1.0, 0.0]], dtype=torch.float64)
+    out = outlier_by_cell(magnitude, [sums], counts, k)
+    assert out.shape == (1, 1, k, k)
+    assert out[0, 0, 0, 1] == 2.0 and out[0, 0, 1, 0] == 4.0
+    assert torch.isnan(out[0, 0, 0, 0]) and torch.isnan(out[0, 0, 1, 1])  # empty cells (the diagonal) are NaN
 
 
-def test_fall_after_peak_skips_the_wiggles_of_early_learning():
-    # quick MLP5 seed: an early dip 0.423 -> 0.307 at epoch 0.2, the memorization fall 0.698 -> 0.636
-    acc = np.array([0.041, 0.1, 0.423, 0.307, 0.343, 0.316, 0.521, 0.616, 0.693, 0.698, 0.644, 0.636])
-    assert largest_drop(acc)[1] == 3
-    fall, at = fall_after_peak(acc)
-    assert fall == pytest.approx(0.062) and at == 11
+def test_cell_spreads_tell_a_true_class_neuron_from_a_noisy_label_neuron():
+    k = 10
+    true_class, noisy_label = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
+    off = true_class != noisy_label
+    follows_input = np.where(off, true_class.astype(float), np.nan)  # activation = the true class
+    t, l, empty = cell_spreads(follows_input)
+    assert l == pytest.approx(0) and t > 2 and empty == 0  # each column: 9 true classes, std about 2.85
+    follows_label = follows_input.T  # activation = the noisy label
+    t, l, _ = cell_spreads(follows_label)
+    assert t == pytest.approx(0) and l > 2
+    # equal footing: a neuron that follows both equally has equal spreads
+    both = np.where(off, true_class + noisy_label, np.nan).astype(float)
+    t, l, _ = cell_spreads(both)
+    assert t == pytest.approx(l)
+    holed = follows_input.copy()
+    holed[3, 5] = np.nan
+    assert cell_spreads(holed)[2] == 1  # an empty off-diagonal cell is counted, not hidden
+
+
+def test_class_mean_cs_refuses_a_class_without_noisy_samples():
+    cs = xr.DataArray(np.array([[0.9, 0.8, 0.7]]), dims=("layer", "class"), coords={"class": [0, 1, 2]})
+    assert class_mean_cs(cs).values.tolist() == [pytest.approx(0.8)]
+    cs[0, 1] = np.nan
+    with pytest.raises(StatisticError, match=r"class\(es\) \[1\]"):
+        class_mean_cs(cs)
+
+
+def test_fall_from_first_peak_takes_the_peak_before_the_noisy_labels_are_half_fitted():
+    # an early dip 0.423 -> 0.307 at epoch 0.2, the first peak 0.698 before half of the noisy subset is
+    # fitted, the memorization fall to 0.636, then a recovery to 0.68
+    acc = np.array([0.041, 0.1, 0.423, 0.307, 0.343, 0.316, 0.521, 0.616, 0.693, 0.698, 0.644, 0.636, 0.66, 0.68])
+    fitted = np.array([0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.15, 0.3, 0.6, 0.9, 1.0, 1.0])
+    peak, at = fall_from_first_peak(acc, fitted)
+    assert (peak, at) == (9, 11)
+    assert acc[peak] - acc[at] == pytest.approx(0.062) and acc[-1] - acc[at] == pytest.approx(0.044)
+    # a later, higher test accuracy (after the subset is half fitted) is not the first peak
+    acc2 = acc.copy()
+    acc2[-1] = 0.75
+    assert fall_from_first_peak(acc2, fitted) == (9, 11)
+    # rising throughout: the peak is the minimum after it, no fall
+    peak, at = fall_from_first_peak(np.array([0.1, 0.5, 0.9]), np.array([0.1, 0.6, 1.0]))
+    assert peak == at

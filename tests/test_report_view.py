@@ -64,9 +64,21 @@ def test_console_table_and_regressions():
                stub_entry("smooth.asymmetric_untouched_only", "quick", "not_at_tier")]
     text = console_summary(entries)
     lines = text.splitlines()
-    assert lines[0].split()[:2] == ["claim", "verdict"] and len(lines) >= 5
-    assert "n=3, [0.1, 0.4]" in text and "REGRESSION" in text and "not at this tier" in text.splitlines()[-1]
+    assert lines[0] == "3 claims: 1 reproduced, 1 not reproduced, 0 inconclusive, 1 not at tier; 1 regression"
+    assert lines[1].split()[:2] == ["claim", "verdict"] and len(lines) >= 6
+    assert "n=3, [0.1, 0.4]" in text and "REGRESSION" in text
+    assert any(line.startswith("smooth.asymmetric_untouched_only") and "not at this tier" in line for line in lines)
     assert regressions(entries) == ["masc.beats_model"]
+
+
+def test_console_table_wraps_long_texts_and_names_controls_not_enforced():
+    """The paper's value is wrapped over lines, never cut; an expected failure's control is named as not enforced."""
+    e = entry("ddmlp.noisy_learned_later")
+    e.update(expected="not_reproduced", verdict="not_reproduced", paper_value="word " * 30 + "END")
+    text = console_summary([e])
+    assert "END" in text and "..." not in text and max(len(line) for line in text.splitlines()[:-3]) < 250
+    assert "1 expected failures" in text.splitlines()[0]
+    assert "controls not enforced" in text and "ddmlp.noisy_learned_later quick-m0-control: NOT reproduced" in text
 
 
 def test_provenance_is_read_from_the_result_attrs():
@@ -82,17 +94,20 @@ def test_provenance_is_read_from_the_result_attrs():
 def test_one_legible_evidence_figure_per_claim_all_different(tmp_path):
     ids = ["ddmlp.noisy_learned_later", "ddmlp.separation_deepens_with_layers", "masc.beats_model"]
     entries = merge_entries([], [entry(i, shift=k) for k, i in enumerate(ids)], "quick", {"ddmlp", "masc"})
-    prov = {"ddmlp": run_provenance([{"device": "cpu", "device_name": "Xeon", "seed": 0}])}
+    prov = {"ddmlp": run_provenance([{"device": "cpu", "device_name": "Xeon", "seed": 0, "precision": "tf32"}])}
     write_report(tmp_path, "quick", entries, {}, {}, prov)
     pngs = {i: (tmp_path / "figures" / f"{i}.png").read_bytes() for i in ids}
     assert len(set(pngs.values())) == len(ids)
     for png in pngs.values():
         width, height = Image.open(io.BytesIO(png)).size
-        assert 500 <= width <= 1400 and 250 <= height <= 1200, (width, height)
+        assert 800 <= width <= 1400 and 250 <= height <= 1200, (width, height)
     assert not (tmp_path / "figures" / "smooth.hessian_peaks_too.png").exists()  # no conditions, no figure
     md, page = (tmp_path / "report.md").read_text(), (tmp_path / "report.html").read_text()
     for text in (md, page):
         assert "What made these numbers" in text and "Xeon" in text and "71.2%" in text
         assert all(claim_id in text for claim_id in all_claims())
     assert page.count("data:image/png;base64,") == len(ids)
+    assert "<a href='#ddmlp-noisy_learned_later'>" in page and "<section id='ddmlp-noisy_learned_later'>" in page
+    assert "[ddmlp.noisy_learned_later](#ddmlp-noisy_learned_later)" in md and '<a id="ddmlp-noisy_learned_later">' in md
+    assert f"{len(all_claims())} claims: 3 reproduced" in md and "fp32" in md  # the CPU trained: no TF32 there
     assert [e["id"] for e in json.loads((tmp_path / "claims.json").read_text())] == list(all_claims())

@@ -13,6 +13,8 @@ from reproduce.errors import UserError
 from reproduce.measures.sharpness import (
     VolumeSpec,
     OFFICIAL_ERASED,
+    colour_jitter,
+    colour_jitter_factors,
     jacobian_norm,
     loss_input_gradient,
     sharpness_over_volumes,
@@ -79,7 +81,7 @@ def _planted(s: list[float], size: int, seed: int = 0) -> torch.Tensor:
 def test_full_rank_32x32_erases_the_official_counts_from_the_base_image():
     s = [float(32 - i) for i in range(32)]  # 32 ... 1
     x = _planted(s, 32)
-    points, _ = svd_paths(x, paths=2, strengths=6)
+    points = svd_paths(x, paths=2, strengths=6)
     assert torch.equal(points[:, 0], x.expand(2, *x.shape))
     for p in range(2):
         for k, count in enumerate(OFFICIAL_ERASED, start=1):
@@ -93,29 +95,93 @@ def test_full_rank_32x32_erases_the_official_counts_from_the_base_image():
 
 @settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 10_000), rank=st.integers(4, 10))  # rank 4 keeps two values at the strongest erasure
-def test_rank_deficient_image_moves_and_every_direction_is_a_distinct_nonzero_value(seed, rank):
+def test_rank_deficient_image_moves_along_every_path(seed, rank):
     """The old degenerate case: an image with null singular values. Paths must erase non-zero
-    values only (every point k >= 1 moves, farther with k), and each tangent direction u_m must
-    be a non-zero displacement, orthogonal to (so different from) the others."""
+    values only: every point k >= 1 moves, farther with k, and the directions p differ."""
     s = sorted(torch.rand(rank, generator=torch.Generator().manual_seed(seed)).add(0.1).tolist(), reverse=True)
     x = _planted(s, 12, seed)
-    points, tangent = svd_paths(x, paths=3, strengths=4, directions=2)
-    assert tangent.shape == (2, 3, 5, 1, 1, 12, 12)
+    points = svd_paths(x, paths=3, strengths=4)
     distance = (points - x).flatten(2).norm(dim=-1)  # (P, K+1)
     assert (distance[:, 1:] > 1e-3).all()
     assert (distance[:, 1:].diff(dim=1) >= -1e-12).all()  # nested erasures: never closer with k
     assert not torch.allclose(points[0, 1], points[1, 1])  # directions p differ
-    norms = tangent.flatten(3).norm(dim=-1)  # (M, P, K+1)
-    assert (norms > 0.05).all()
-    inner = (tangent[0] * tangent[1]).flatten(2).sum(-1)
-    assert inner.abs().max() < 1e-9 and (tangent[0] - tangent[1]).flatten(2).norm(dim=-1).min() > 0.05
-    # at the base image, u_m erases the (m+1)-th smallest non-zero value: ||u_m|| is that value
-    assert norms[0, 0, 0].item() == pytest.approx(s[-1]) and norms[1, 0, 0].item() == pytest.approx(s[-2])
+
+
+def test_colour_directions_are_reproducible_from_their_seed():
+    """The tangent directions (Sec. 3.2, the authors' MultiColorJitter): 4 per image, factors in
+    [0.99, 1.01], the same for the same seed whatever the number of images drawn after, another
+    draw for another seed."""
+    f = colour_jitter_factors(50)
+    assert f.shape == (50, 4, 3) and f.dtype == torch.float64
+    assert (f >= 0.99).all() and (f <= 1.01).all() and f.std() > 0.004  # spread over the whole range
+    assert torch.equal(f, colour_jitter_factors(50, seed=44))
+    assert torch.equal(colour_jitter_factors(80)[:50], f)  # image i's directions do not depend on N
+    assert not torch.allclose(colour_jitter_factors(50, seed=45), f)
+
+
+def test_colour_jitter_planted_factors():
+    """T x = b (c (s x + (1 - s) grey) + (1 - c) mean(grey)): brightness scales, contrast pulls
+    toward the mean grey, saturation toward the grey image; on one channel saturation is the identity."""
+    torch.manual_seed(3)
+    x = torch.rand(2, 5, 3, 4, 4, dtype=torch.float64)  # (lead, N, C, H, W)
+    one = torch.ones(5, 1, 3, dtype=torch.float64)
+    only = lambda i, v: one.clone().index_fill_(2, torch.tensor([i]), v)  # noqa: E731
+    assert torch.allclose(colour_jitter(x, one)[0], x)
+    assert torch.allclose(colour_jitter(x, only(0, 1.01))[0], 1.01 * x)
+    grey = (x * torch.tensor([0.2989, 0.587, 0.114], dtype=torch.float64).view(3, 1, 1)).sum(-3, keepdim=True)
+    mean = grey.mean(dim=(-3, -2, -1), keepdim=True)
+    assert torch.allclose(colour_jitter(x, only(1, 0.99))[0], 0.99 * x + 0.01 * mean)
+    assert torch.allclose(colour_jitter(x, only(2, 0.99))[0], 0.99 * x + 0.01 * grey)
+    mono = x[:, :, :1]
+    assert torch.allclose(colour_jitter(mono, only(2, 0.99))[0], mono)  # saturation: identity on one channel
+    factors = colour_jitter_factors(5)
+    out = colour_jitter(mono, factors)
+    assert out.shape == (4, 2, 5, 1, 4, 4)
+    b, c = factors[..., 0].T.reshape(4, 1, 5, 1, 1, 1), factors[..., 1].T.reshape(4, 1, 5, 1, 1, 1)
+    assert torch.allclose(out, b * (c * mono + (1 - c) * mono.mean(dim=(-3, -2, -1), keepdim=True)))
+
+
+def test_tangent_hessian_of_a_quadratic_loss_along_colour_directions():
+    """A loss with a known input Hessian, L(x) = 1/2 (x - a)^T A (x - a): J(x) = A (x - a) is linear,
+    so Eq. 5 along the colour directions is exactly sqrt(mean_m ||A (T_m x - x)||^2) / 0.1, and
+    for brightness alone (T x = b x) it is |b - 1| ||A x|| / 0.1."""
+    torch.manual_seed(4)
+    d = 1 * 4 * 4
+    q = torch.randn(d, d, dtype=torch.float64)
+    hessian, a = q @ q.T, torch.randn(d, dtype=torch.float64)
+    jac = lambda z: (z.flatten(-3) - a) @ hessian  # noqa: E731  (A symmetric)
+    x = torch.rand(3, 1, 4, 4, dtype=torch.float64)
+    factors = colour_jitter_factors(3)
+    shifted = colour_jitter(x, factors)  # (M, N, C, H, W)
+    estimate = tangent_hessian_norm(jac(x), jac(shifted), 0.1, lead=1)
+    moves = (shifted - x).flatten(-3)  # (M, N, d)
+    truth = (moves @ hessian).norm(dim=-1).pow(2).mean(0).sqrt() / 0.1
+    torch.testing.assert_close(estimate, truth)
+    brightness = torch.ones(3, 4, 3, dtype=torch.float64)
+    brightness[..., 0] = torch.tensor([0.99, 1.01, 0.995, 1.005], dtype=torch.float64)
+    along = tangent_hessian_norm(jac(x), jac(colour_jitter(x, brightness)), 0.1, lead=1)
+    planted = (x.flatten(-3) @ hessian).norm(dim=-1) * torch.tensor([0.01, 0.01, 0.005, 0.005]).pow(2).mean().sqrt() / 0.1
+    torch.testing.assert_close(along, planted.double())
+
+
+def test_volumes_use_the_colour_directions_of_each_image_at_every_path_point():
+    """sharpness_over_volumes' Hessian at volume 0 is Eq. 5 along image n's own colour directions,
+    whatever the chunk size."""
+    torch.manual_seed(5)
+    w = torch.randn(3, 16, dtype=torch.float64)
+    model = lambda z: z.flatten(-3) @ w.T  # noqa: E731
+    x, y = torch.rand(6, 1, 4, 4, dtype=torch.float64), torch.randint(3, (6,))
+    out = sharpness_over_volumes(model, x, y, VolumeSpec(paths=2, strengths=2, chunk=4))
+    g0, _, _ = loss_input_gradient(model, x, y)
+    shifted = torch.stack([loss_input_gradient(model, t, y)[0] for t in colour_jitter(x, colour_jitter_factors(6))])
+    torch.testing.assert_close(out["hessian"][:, 0], tangent_hessian_norm(g0, shifted, 0.1, lead=1))
+    again = sharpness_over_volumes(model, x, y, VolumeSpec(paths=2, strengths=2, chunk=6))
+    torch.testing.assert_close(again["hessian"], out["hessian"])
 
 
 def test_fourteen_pixel_scaling_and_bad_input():
     x = _planted([float(14 - i) for i in range(14)], 14)
-    points, _ = svd_paths(x, paths=1, strengths=3)
+    points = svd_paths(x, paths=1, strengths=3)
     counts = [int((torch.linalg.svdvals(points[0, k, 0, 0]) > 1e-9).sum()) for k in range(4)]
     assert counts == [14, 12, 10, 7]  # 5, 10, 15 of 32 scaled to 14 values: 2, 4, 7 erased
     with pytest.raises(UserError):

@@ -1,5 +1,5 @@
 """The smooth experiment end to end on a tiny setting: what a run stores, and the sweep helpers;
-the medium path shrunk to CPU size through the medium claim cases."""
+the small and medium paths shrunk to CPU size through their claim cases."""
 
 import numpy as np
 import pytest
@@ -11,6 +11,7 @@ from reproduce.experiments import smooth
 from reproduce.experiments.shrink import SHRINK_ENV
 from reproduce.figures.smooth import sweep, threshold_of, thresholds
 from reproduce.measures.sharpness import VolumeSpec, interpolation_threshold, peak_at_threshold
+from reproduce.verdict import StatisticError
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +59,21 @@ def test_threshold_and_peak_criterion_on_planted_sweeps():
     assert not peak_at_threshold(widths, [1, 9, 5, 4, 2, 1], threshold=4)["holds"]  # two steps away
     assert not peak_at_threshold(widths, [1, 5, 9, 8, 7, 6], threshold=4)["holds"]  # no fall
     assert not peak_at_threshold(widths, [1, 5, 9, 4, 2, 1], threshold=None)["holds"]
+    with pytest.raises(StatisticError, match=r"width\(s\) \[3\]"):  # a NaN width is never dropped silently
+        peak_at_threshold(widths, [1, 5, float("nan"), 4, 2, 1], threshold=4)
+    with pytest.raises(StatisticError, match="training error"):
+        interpolation_threshold(widths, [0.3, float("nan"), 0.0, 0.0, 0.0, 0.0], 0.01)
 
 
 def test_quick_tier_is_the_stated_sweep(monkeypatch):
     monkeypatch.delenv(SHRINK_ENV, raising=False)
     quick = smooth.runs("quick")
-    assert [r.width for r in quick] == list(smooth.QUICK_WIDTHS) and all(r.seeds == 5 for r in quick)
+    assert [r.width for r in quick] == list(smooth.QUICK_WIDTHS) and all(r.seeds == 4 for r in quick)
     assert {r.train.optimizer for r in quick} == {"adam"} and all(r.train.weight_decay == 0 for r in quick)
+    small = smooth.runs("small")
+    assert [r.width for r in small] == list(smooth.SMALL_WIDTHS) and all(r.seeds == 4 for r in small)
+    assert {(r.train.optimizer, r.train.momentum, r.n_train, r.downsample) for r in small} == {("sgd", 0.9, 500, 2)}
+    assert all(r.volumes.hessian_directions == 4 and r.volumes.step == 0.1 for r in quick + small)
     medium = smooth.runs("medium")
     assert [r.width for r in medium] == list(smooth.MEDIUM_WIDTHS) and all(r.seeds == 3 for r in medium)
     assert all(r.dataset == "fashion_mnist" and r.downsample == 1 and r.noise == "flip" for r in medium)
@@ -75,20 +84,24 @@ def test_quick_tier_is_the_stated_sweep(monkeypatch):
 
 MEDIUM_CLAIMS = ("smooth.sharpness_peaks_at_threshold", "smooth.noisy_peak_higher", "smooth.hessian_peaks_too",
                  "smooth.volume_accuracy_grows")
+SMALL_CLAIMS = MEDIUM_CLAIMS[:3]  # the volume accuracy fits the quick tier and is judged there
 
 
-def test_medium_path_shrunk_runs_every_medium_claim_case(shrunk_medium, monkeypatch, fashion_mnist):
-    """The medium configuration, shrunk by REPRODUCE_SHRINK=1 to CPU size (same names, same code
-    path), made and judged end to end: every medium case must run (not skip, not error) and
-    claims.json must list every medium claim with 3 seeds. The medium verdicts wait for a GPU."""
+def test_small_and_medium_paths_shrunk_run_every_claim_case(shrunk_medium, monkeypatch, fashion_mnist):
+    """The small and medium configurations, shrunk by REPRODUCE_SHRINK=1 to CPU size (same names,
+    same code path), made and judged end to end: every case of the tier must run (not skip, not
+    error) and claims.json must list each of its claims with its seeds (4 small, 3 medium). The
+    verdicts wait for the real runs (small: one CPU, medium: a GPU)."""
     monkeypatch.setenv(SHRINK_ENV, "1")
-    names = [r.name for r in smooth.runs("medium")]
-    assert names == [f"fmnist-flip20-w{w}-s0" for w in smooth.MEDIUM_WIDTHS[:3]]
-    stdout, entries = shrunk_medium("smooth")
-    assert set(entries) >= set(MEDIUM_CLAIMS), stdout[-3000:]
-    for claim_id in MEDIUM_CLAIMS:
-        cases = entries[claim_id]["cases"]
-        assert len(cases) == 2, (claim_id, stdout[-3000:])  # the main case and its control
-        for case in cases:
-            assert case["outcome"] in ("passed", "failed", "xfailed", "xpassed"), (claim_id, case["case"], case["message"])
-            assert {c["n"] for c in case["conditions"]} == {3}, (claim_id, case["case"])
+    assert [r.name for r in smooth.runs("medium")] == [f"fmnist-flip20-w{w}-s0" for w in smooth.MEDIUM_WIDTHS[:3]]
+    assert [r.name for r in smooth.runs("small")] == [f"{smooth.SMALL_SETTING}-w{w}-s0" for w in smooth.SMALL_WIDTHS[:3]]
+    for tier, claims, seeds in (("small", SMALL_CLAIMS, 4), ("medium", MEDIUM_CLAIMS, 3)):
+        stdout, entries = shrunk_medium("smooth", tier)
+        assert set(entries) >= set(claims), stdout[-3000:]
+        for claim_id in claims:
+            cases = entries[claim_id]["cases"]
+            assert len(cases) == 2, (tier, claim_id, stdout[-3000:])  # the main case and its control
+            for case in cases:
+                assert case["outcome"] in ("passed", "failed", "xfailed", "xpassed"), (tier, claim_id, case["case"],
+                                                                                       case["message"])
+                assert {c["n"] for c in case["conditions"]} == {seeds}, (tier, claim_id, case["case"])

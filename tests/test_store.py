@@ -103,3 +103,37 @@ def test_combine_carries_each_runs_status(tmp_path):
     store.write(_ds(), "quick", "ddmlp", "b", {"n": "b"}, {"status": "diverged"})
     combined = store.combine("quick", "ddmlp", ["a", "b"])
     assert list(combined.status.values) == ["complete", "diverged"]
+
+
+def _noise_run(rates):
+    """Replicas that differ by noise rate, in another order per run (as two widths' runs may stack them)."""
+    return xr.Dataset({"accuracy": (("epoch", "replica"), np.array([rates, rates]) * 0.5)},
+                      coords={"epoch": [0.0, 1.0], "replica": np.arange(len(rates)), "noise_rate": ("replica", rates),
+                              "init_seed": ("replica", [0] * len(rates))})
+
+
+def test_combine_keeps_each_runs_replica_settings_and_config(tmp_path):
+    """Replica 1 is 100% noise in one run and 80% in the other: the settings stay per run, with the config."""
+    store = Store(tmp_path)
+    store.write(_noise_run([0.8, 1.0]), "quick", "modnoise", "a", {"n": "a"}, {})
+    store.write(_noise_run([1.0, 0.8]), "quick", "modnoise", "b", {"n": "b"}, {})
+    combined = store.combine("quick", "modnoise", ["a", "b"])
+    assert combined.noise_rate.dims == ("run", "replica")
+    picked = combined.accuracy.where(combined.noise_rate == 0.8).max("replica")
+    assert (picked == 0.4).all()
+    assert [json.loads(c) for c in combined.config.values] == [{"n": "a"}, {"n": "b"}]
+
+
+def test_open_results_is_a_tree_of_runs_with_replicas_labelled_by_settings(tmp_path):
+    import reproduce
+
+    store = Store(tmp_path)
+    store.write(_noise_run([0.8, 1.0]), "quick", "modnoise", "a", {"n": "a"}, {})
+    store.write(_noise_run([1.0, 0.8]), "quick", "modnoise", "b", {"n": "b"}, {})
+    tree = reproduce.open_results(tmp_path, "quick")
+    assert isinstance(tree, xr.DataTree) and set(tree.children) == {"modnoise"}
+    a, b = tree["modnoise/a"].to_dataset(), tree["modnoise/b"].to_dataset()
+    label = "noise_rate=0.8 init_seed=0"
+    assert float(a.accuracy.sel(replica=label)[0]) == float(b.accuracy.sel(replica=label)[0]) == 0.4
+    assert json.loads(a.attrs["config"]) == {"n": "a"}
+    assert reproduce.open_results(tmp_path, "quick", "modnoise")["modnoise"].children.keys() == {"a", "b"}

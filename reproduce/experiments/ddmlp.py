@@ -1,4 +1,4 @@
-"""Epoch-wise double descent in MLPs (papers/epochwise-double-descent-mlp.txt).
+"""Epoch-wise double descent in MLPs: Kubo et al., "Deep Exploration of Epoch-wise Double Descent in Noisy Data" (2025).
 
 One run trains one architecture with two stacked replicas per seed (seeds_per_setting seeds):
 - `noisy`: 30% `flip` noise, the paper's setting;
@@ -10,7 +10,7 @@ noisy subset against its noisy and its original labels, and the test set (Fig. 1
 similarity of clean and noisy mean activations per hidden layer and class (Eq. 1-4, Fig. 3) and
 the same for correctly and incorrectly predicted test samples (Fig. 4-5); and the mean absolute
 activation of every neuron over the training set (Eq. 5, Fig. 7), and of each layer's largest
-neuron on noisy samples by true class and by noisy label (Fig. 8).
+neuron on noisy samples per (true class, noisy label) cell (Fig. 8).
 """
 
 from __future__ import annotations
@@ -33,9 +33,8 @@ from reproduce.noise import corrupt_labels
 PAPER = "ddmlp"
 SETTINGS = ("noisy", "control")
 SPLITS = ("clean", "noisy", "noisy_original", "test")
-GROUPINGS = ("true_class", "noisy_label")  # how outlier_by_class groups the noisy samples
 TEST_PAIRS = ("correct_vs_clean", "correct_vs_noisy", "incorrect_vs_clean", "incorrect_vs_noisy")
-QUICK_N, QUICK_N_TEST, QUICK_EPOCHS = 1024, 1000, 100
+QUICK_N, QUICK_N_TEST, QUICK_EPOCHS = 512, 500, 60
 MEDIUM_LR = 1e-4
 MEDIUM_EPOCHS = {"mlp7": 500, "mlp5": 300, "mlp3": 300}
 PAPER_WIDTHS = {
@@ -78,21 +77,30 @@ QUICK_WIDTHS = {
     "mlp5": (512, 256, 128, 128),
     "mlp3": (256, 128),
 }
-QUICK_SEEDS = 5
+QUICK_SEEDS = 3
+# small: one CPU machine, what the quick budget cannot hold: the double descent needs the noisy subset
+# fully fitted, cheap with full-batch Adam steps on a few hundred images (docs/ddmlp.md has the search).
+# MLP7 shows it, MLP3 is the contrast of double_descent_only_largest; widths an eighth of the paper's.
+SMALL_MODELS, SMALL_N, SMALL_EPOCHS, SMALL_LR, SMALL_SEEDS = ("mlp7", "mlp3"), 256, 2000, 5e-3, 5
 MEDIUM_SEEDS = 3
 
 
 def runs(tier: str, seed: int = 0) -> list[Run]:
     """The runs of a tier; every run stacks each seed's noisy replica with its clean-label twin.
 
-    quick: Fashion-MNIST on two CPU cores, widths half the paper's in every layer, depths 7/5/3,
-    5 seeds (docs/quick-settings.md has the search). medium: one GPU, the paper's widths on the
+    quick: Fashion-MNIST on two CPU cores, widths a quarter of the paper's in every layer, depths 7/5/3,
+    3 seeds (docs/quick-settings.md has the search). small: MLP7 and MLP3 at an eighth of the paper's
+    widths, full-batch Adam on 256 images for many steps (docs/ddmlp.md). medium: one GPU, the paper's widths on the
     full Fashion-MNIST, 3 seeds (docs/ddmlp-medium.md). full: the paper's CIFAR-10 setting.
-    With REPRODUCE_SHRINK=1 the medium runs shrink to a CPU-sized copy (same names, same code path)
+    With REPRODUCE_SHRINK=1 the small and medium runs shrink to a CPU-sized copy (same names, same code path)
     so that a CPU test can drive the medium claim cases end to end.
     """
-    if tier == "small":  # one CPU machine, what the quick budget cannot hold; a copy of quick until searched
-        return runs("quick", seed)
+    if tier == "small":
+        spec = TrainSpec(optimizer="adam", lr=SMALL_LR, batch_size=0, epochs=SMALL_EPOCHS,
+                         checkpoints=log_schedule(SMALL_EPOCHS, first=1.0))
+        small = [Run(m, tuple(w // 2 for w in QUICK_WIDTHS[m]), "fashion_mnist", 0.3, spec, seed,
+                     seeds_per_setting=SMALL_SEEDS, n_train=SMALL_N, n_test=QUICK_N_TEST) for m in SMALL_MODELS]
+        return _shrunk(small) if shrinking() else small
     if tier == "quick":
         spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=64, epochs=QUICK_EPOCHS,
                          checkpoints=log_schedule(QUICK_EPOCHS, first=0.01))
@@ -125,7 +133,7 @@ def medium_runs(seed: int = 0) -> list[Run]:
 
 
 def _shrunk(medium: list[Run]) -> list[Run]:
-    """The medium runs at CPU size: narrow widths, a small subset, a few epochs; names unchanged."""
+    """The small or medium runs at test size: narrow widths, a small subset, a few epochs; names unchanged."""
     shrunk = []
     for run in medium:
         spec = replace(run.train, epochs=4, batch_size=64, lr=1e-3, checkpoints=log_schedule(4, first=0.5))
@@ -164,8 +172,8 @@ def make_probe(data: ImageData, labels: torch.Tensor, noisy: torch.Tensor, width
         train_sums = [torch.zeros(r, 2 * k, w, dtype=torch.float64, device=dev) for w in widths]
         test_sums = [torch.zeros(r, 2 * k, w, dtype=torch.float64, device=dev) for w in widths]
         magnitude = [torch.zeros(r, w, dtype=torch.float64, device=dev) for w in widths]
-        noisy_abs = [torch.zeros(r, 2 * k, w, dtype=torch.float64, device=dev) for w in widths]
-        noisy_count = torch.zeros(r, 2 * k, dtype=torch.float64, device=dev)
+        noisy_abs = [torch.zeros(r, k * k, w, dtype=torch.float64, device=dev) for w in widths]
+        noisy_count = torch.zeros(r, k * k, dtype=torch.float64, device=dev)
 
         def tally(split: int, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> None:
             per_sample = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")
@@ -182,14 +190,14 @@ def make_probe(data: ImageData, labels: torch.Tensor, noisy: torch.Tensor, width
             tally(1, logits, y, m)
             tally(2, logits, original, m)
             group = original + k * m.long()  # true class, and clean (0..K-1) or noisy (K..2K-1)
-            by_true, by_label = torch.where(m, original, -1), torch.where(m, y, -1)  # noisy samples only
+            cell = torch.where(m, original * k + y, -1)  # noisy samples only: (true class, noisy label)
             for layer, h in enumerate(hidden):
                 sums, _ = group_sums(h, group, 2 * k)
                 train_sums[layer] += sums
                 magnitude[layer] += h.abs().sum(1, dtype=torch.float64)
-                (true_sums, true_n), (label_sums, label_n) = group_sums(h.abs(), by_true, k), group_sums(h.abs(), by_label, k)
-                noisy_abs[layer] += torch.cat([true_sums, label_sums], 1)
-            noisy_count += torch.cat([true_n, label_n], 1)
+                cell_sums, cell_n = group_sums(h.abs(), cell, k * k)
+                noisy_abs[layer] += cell_sums
+            noisy_count += cell_n
         for start in range(0, data.test_x.shape[0], chunk):
             sl = slice(start, start + chunk)
             logits, hidden = model(data.test_x[sl], return_hidden=True)
@@ -220,7 +228,7 @@ def make_probe(data: ImageData, labels: torch.Tensor, noisy: torch.Tensor, width
         for layer, mag in enumerate(magnitude):
             padded[:, layer, : widths[layer]] = (mag / n).cpu()
         layer_coord = np.arange(1, layers + 1)
-        outlier = outlier_by_class(magnitude, noisy_abs, noisy_count, k)
+        outlier = outlier_by_cell(magnitude, noisy_abs, noisy_count, k)
         return {
             "loss": xr.DataArray((loss / count).cpu().numpy(), dims=("replica", "split"), coords={"split": list(SPLITS)}),
             "accuracy": xr.DataArray((correct / count).cpu().numpy(), dims=("replica", "split"), coords={"split": list(SPLITS)}),
@@ -232,26 +240,29 @@ def make_probe(data: ImageData, labels: torch.Tensor, noisy: torch.Tensor, width
             ),
             "magnitude": xr.DataArray(padded.numpy(), dims=("replica", "layer", "neuron"),
                                       coords={"layer": layer_coord, "neuron": np.arange(max_width)}),
-            "outlier_by_class": xr.DataArray(outlier.cpu().numpy(), dims=("replica", "layer", "grouping", "class"),
-                                             coords={"layer": layer_coord, "grouping": list(GROUPINGS), "class": np.arange(k)}),
+            "outlier_by_cell": xr.DataArray(outlier.cpu().numpy(), dims=("replica", "layer", "true_class", "noisy_label"),
+                                            coords={"layer": layer_coord, "true_class": np.arange(k),
+                                                    "noisy_label": np.arange(k)}),
         }
 
     return probe
 
 
-def outlier_by_class(magnitude: list[torch.Tensor], noisy_abs: list[torch.Tensor], noisy_count: torch.Tensor,
-                     k: int) -> torch.Tensor:
+def outlier_by_cell(magnitude: list[torch.Tensor], noisy_abs: list[torch.Tensor], noisy_count: torch.Tensor,
+                    k: int) -> torch.Tensor:
     """Fig. 8: mean |activation| of each layer's largest neuron (by mean |activation| over the training
-    set, i* of Eq. 5 at this checkpoint) on noisy samples, grouped by true class and by noisy label.
+    set, i* of Eq. 5 at this checkpoint) on noisy samples, per (true class, noisy label) cell.
 
-    Returns (R, layers, 2, K); NaN where a group has no noisy sample. Only the largest neuron is kept,
-    so the cost is two grouped sums per layer and the storage a few numbers per checkpoint.
+    Returns (R, layers, K, K); NaN where a cell has no noisy sample (the diagonal, under flip noise).
+    The two-way table puts both groupings on equal footing: along a row the true class is fixed and
+    the noisy label varies, along a column the reverse, each over the same cells. Only the largest
+    neuron is kept, so the storage is K^2 numbers per layer and checkpoint.
     """
-    counts = noisy_count.view(-1, 2, k)
+    counts = noisy_count.view(-1, k, k)
     per_layer = []
     for mag, sums in zip(magnitude, noisy_abs):
         star = mag.argmax(1)  # (R,)
-        picked = sums.gather(2, star.view(-1, 1, 1).expand(-1, 2 * k, 1)).view(-1, 2, k)
+        picked = sums.gather(2, star.view(-1, 1, 1).expand(-1, k * k, 1)).view(-1, k, k)
         per_layer.append(torch.where(counts > 0, picked / counts.clamp(min=1), torch.full_like(picked, float("nan"))))
     return torch.stack(per_layer, 1)
 
@@ -279,6 +290,7 @@ def execute(run: Run, device: torch.device, state_path=None, progress=None) -> x
         diverged=int(result.diverged),
         diverged_epoch=float(result.diverged_epoch) if result.diverged else float("nan"),
         train_seconds=result.seconds,
+        probe_seconds=result.probe_seconds,
         n_test=int(data.test_y.shape[0]),  # test accuracies move in steps of 1 / n_test
         steps=result.steps,
     )

@@ -7,7 +7,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
-from reproduce.measures.activations import fall_after_peak, tracked_outlier_ratio
+from reproduce.measures.activations import class_mean_cs, fall_from_first_peak, tracked_outlier_ratio
 
 
 def replicas(ds: xr.Dataset, model: str, setting: str) -> list[xr.Dataset]:
@@ -67,13 +67,13 @@ def ddmlp_separation(ds: xr.Dataset) -> Figure:
     for ax, model in zip(axes[0], models):
         noisy = replicas(ds, model, "noisy")
         x = _log_epochs(ax, noisy[0].epoch.values)
-        cs = np.stack([r.cs.mean("class").values for r in noisy])  # (seed, epoch, layer)
+        cs = np.stack([class_mean_cs(r.cs).values for r in noisy])  # (seed, epoch, layer)
         layers = noisy[0].layer.values
         for i, layer in enumerate(layers):
             color = (0.1, 0.2 + 0.6 * i / max(len(layers) - 1, 1), 0.9 - 0.5 * i / max(len(layers) - 1, 1))
             ax.fill_between(x, cs[:, :, i].min(0), cs[:, :, i].max(0), color=color, alpha=0.2, lw=0)
             ax.plot(x, cs[:, :, i].mean(0), color=color, label=f"layer {layer}")
-        twins = [r.cs.mean("class").min("layer").values for r in replicas(ds, model, "control")]
+        twins = [class_mean_cs(r.cs).min("layer").values for r in replicas(ds, model, "control")]
         _seed_lines(ax, x, twins, "k", "twins (min over layers)", ":")
         ax.set_title(f"{model} ({len(noisy)} seeds)")
     axes[0, 0].set_ylabel("CS(l), clean vs noisy")
@@ -81,10 +81,14 @@ def ddmlp_separation(ds: xr.Dataset) -> Figure:
     return fig
 
 
+def _first_peak(run: xr.Dataset) -> tuple[int, int]:
+    """Indices of the first peak of test accuracy and of its later minimum (Fig. 1; fall_from_first_peak)."""
+    return fall_from_first_peak(run.accuracy.sel(split="test").values, run.accuracy.sel(split="noisy").values)
+
+
 def _onset(run: xr.Dataset) -> float:
-    """Epoch of the test-accuracy minimum after its peak: the onset of re-generalization (Fig. 1)."""
-    _, at = fall_after_peak(run.accuracy.sel(split="test").values)
-    return float(run.epoch.values[at])
+    """Epoch of the test-accuracy minimum after its first peak: the onset of re-generalization (Fig. 1)."""
+    return float(run.epoch.values[_first_peak(run)[1]])
 
 
 def ddmlp_outlier(ds: xr.Dataset) -> Figure:
@@ -125,19 +129,23 @@ def _best_ratio(run: xr.Dataset) -> np.ndarray:
 
 
 def ddmlp_test_accuracy(ds: xr.Dataset) -> Figure:
-    """Fig. 1's test curve for MLP7: noisy replicas against their clean-label twins, every seed,
-    each noisy seed's minimum after the peak marked."""
+    """Fig. 1's test curve for MLP7 over log epochs: noisy replicas and their clean-label twins together,
+    every seed, each seed's first peak (^), later minimum (v) and the recovery to the end (a bar from
+    the minimum to the last value) marked."""
     fig, _, axes = _panels(ds, ["mlp7"])
     ax = axes[0, 0]
     for setting, color, label in (("noisy", "C3", "30% noise"), ("control", "C0", "clean-label twin")):
         runs = replicas(ds, "mlp7", setting)
         x = _log_epochs(ax, runs[0].epoch.values)
         _seed_lines(ax, x, [r.accuracy.sel(split="test").values for r in runs], color, label)
-        if setting == "noisy":
-            for run in runs:
-                _, at = fall_after_peak(run.accuracy.sel(split="test").values)
-                ax.plot(x[at], run.accuracy.sel(split="test").values[at], "v", color=color)
+        for run in runs:
+            acc = run.accuracy.sel(split="test").values
+            peak, at = _first_peak(run)
+            ax.plot(x[peak], acc[peak], "^", color=color, ms=5)
+            ax.plot(x[at], acc[at], "v", color=color, ms=5)
+            ax.plot([x[-1], x[-1]], [acc[at], acc[-1]], color=color, lw=2, alpha=0.5)
     ax.set_ylabel("test accuracy")
+    ax.set_title("^ first peak, v later minimum, bar at the end: recovery")
     ax.legend(fontsize=7)
     return fig
 
@@ -174,16 +182,17 @@ def ddmlp_outlier_layers(ds: xr.Dataset) -> Figure:
 
 def ddmlp_outlier_by_class(ds: xr.Dataset) -> Figure:
     """Fig. 8 analogue: the largest neuron's mean |activation| on noisy samples (final checkpoint, in
-    the layer with the largest r) by true class and by noisy label, every noisy seed."""
+    the layer with the largest r) by true class (averaged over noisy labels) and by noisy label
+    (averaged over true classes), every noisy seed; both from the same (true class, noisy label) cells."""
     fig, models, axes = _panels(ds)
     for ax, model in zip(axes[0], models):
         for run in replicas(ds, model, "noisy"):
             ratios = {int(l): tracked_outlier_ratio(run.magnitude.sel(layer=l).dropna("neuron", how="all").values)[1][-1]
                       for l in run.layer.values}
-            layer = max(ratios, key=ratios.get)
-            by = run.outlier_by_class.isel(epoch=-1).sel(layer=layer)
-            ax.plot(by["class"], by.sel(grouping="true_class"), "o-", color="C3", lw=0.6)
-            ax.plot(by["class"], by.sel(grouping="noisy_label"), "s--", color="C0", lw=0.6)
+            cells = run.outlier_by_cell.isel(epoch=-1).sel(layer=max(ratios, key=ratios.get)).values
+            classes = np.arange(cells.shape[0])
+            ax.plot(classes, [np.mean(row[~np.isnan(row)]) for row in cells], "o-", color="C3", lw=0.6)
+            ax.plot(classes, [np.mean(col[~np.isnan(col)]) for col in cells.T], "s--", color="C0", lw=0.6)
         ax.plot([], [], "o-", color="C3", label="by true class")
         ax.plot([], [], "s--", color="C0", label="by noisy label")
         ax.set_xlabel("class")

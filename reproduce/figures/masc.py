@@ -44,20 +44,27 @@ def degree_summary(run: xr.Dataset) -> dict[float, dict]:
     degree's replicas in init-seed order, so seed k pairs across degrees); the row's own numbers
     are their means, as the paper's Table 1 averages its three runs."""
     acc = run.masc_accuracy
-    model_eval = run.model_accuracy.dropna("epoch", how="all").isel(epoch=-1).sel(split="test_eval").values
+    final = run.model_accuracy.dropna("epoch", how="all").isel(epoch=-1)
+    model_eval = final.sel(split="test_eval").values
     replicas = np.arange(run.sizes["replica"])
-    per_replica = {"model": model_eval}
-    for subspace, key in (("corrupted", "masc"), ("true", "masc_true")):
+    # train_fit: the model's final training accuracy on the corrupted labels it saw (memorization)
+    per_replica = {"model": model_eval, "train_fit": final.sel(split="train_corrupted").values}
+    if "memorized_epoch" in run:
+        per_replica["memorized_epoch"] = run.memorized_epoch.values
+    for subspace, key in (("corrupted", "masc"), ("true", "masc_true"), ("independent", "masc_independent")):
+        if subspace not in acc.subspace.values:
+            continue  # results made before the independent-corruption control
         a = acc.sel(subspace=subspace)
         best = _best_hidden(a.sel(split="test_select").values)
         per_replica[key] = a.sel(split="test_eval").values[replicas, best]
         per_replica[f"{subspace}_layer"] = best
         if subspace == "corrupted":
             per_replica["input"] = a.sel(split="test_eval").values[:, 0]
-    if "retrain_accuracy" in run:
-        per_replica["retrained"] = np.array([
-            float(run.retrain_accuracy.sel(retrain_epoch=e, split="test_eval").isel(replica=i))
-            for i, e in enumerate(run.retrain_chosen_epoch.values)])
+    if "retrain_accuracy" in run and "relabel_kind" in run.retrain_accuracy.dims:
+        for kind, key in (("masc", "retrained"), ("own", "retrained_own")):
+            curve = run.retrain_accuracy.sel(relabel_kind=kind, split="test_eval")
+            chosen = run.retrain_chosen_epoch.sel(relabel_kind=kind).values
+            per_replica[key] = np.array([float(curve.sel(retrain_epoch=e).isel(replica=i)) for i, e in enumerate(chosen)])
     per_replica["gain"] = per_replica["masc"] - per_replica["model"]
     with np.errstate(divide="ignore", invalid="ignore"):
         per_replica["relative_gain"] = np.where(model_eval > 0, per_replica["gain"] / model_eval, np.nan)
@@ -87,7 +94,7 @@ PAPER_ROW = {"mlp-mnist": "MLP-MNIST", "cnn-fashion_mnist": "CNN-Fashion-MNIST"}
 
 def masc_table1(ds: xr.Dataset) -> tuple[list[str], list[list]]:
     """Table 1 analogue: our relative gain (seed mean, 95% t-interval, every seed) beside the paper's."""
-    columns = ["run", "degree", "seeds", "model test acc", "best layer", "MASC test acc", "input MASC", "gain (points)",
+    columns = ["run", "degree", "seeds", "model train acc (corrupted labels, min/mean)", "model test acc", "best layer", "MASC test acc", "input MASC", "gain (points)",
                "relative gain (ours, mean [95% interval])", "relative gain per seed", *[f"paper {k}" for k in PAPER_TABLE1]]
     rows = []
     for model in np.atleast_1d(ds["model"].values):
@@ -96,7 +103,9 @@ def masc_table1(ds: xr.Dataset) -> tuple[list[str], list[list]]:
             rel = row["seeds"]["relative_gain"]
             lo, hi = t_interval(rel)
             paper = [f"{PAPER_TABLE1[k][p]:.1f}%" if p in PAPER_TABLE1[k] else "" for k in PAPER_TABLE1]
-            rows.append([label, f"{p:.0%}", row["replicas"], f"{100 * row['model']:.1f}%", "/".join(sorted(set(row["layers"]))),
+            fit = row["seeds"]["train_fit"]
+            rows.append([label, f"{p:.0%}", row["replicas"], f"{100 * fit.min():.1f}% / {100 * fit.mean():.1f}%",
+                         f"{100 * row['model']:.1f}%", "/".join(sorted(set(row["layers"]))),
                          f"{100 * row['masc']:.1f}%", f"{100 * row['input']:.1f}%", f"{100 * row['gain']:+.1f}",
                          f"{100 * rel.mean():+.1f}% [{100 * lo:+.1f}, {100 * hi:+.1f}]",
                          " ".join(f"{100 * v:+.1f}%" for v in rel), *paper])
@@ -149,7 +158,8 @@ def masc_by_layer(ds: xr.Dataset) -> Figure:
 
 def masc_true_vs_corrupted(ds: xr.Dataset) -> Figure:
     """Fig. 3 analogue: best-hidden-layer MASC test accuracy with true-label against corrupted-label
-    subspaces over the corruption degree, each seed a thin line, seed means thick; one panel per run."""
+    subspaces (and the control's independently corrupted labels) over the corruption degree, each
+    seed a thin line, seed means thick; one panel per run."""
     models = [str(m) for m in np.atleast_1d(ds["model"].values)]
     fig = Figure(figsize=(3.6 * len(models), 3.0))
     axes = fig.subplots(1, len(models), squeeze=False)[0]
@@ -157,7 +167,10 @@ def masc_true_vs_corrupted(ds: xr.Dataset) -> Figure:
         summary = degree_summary(run_of(ds, model))
         degrees = sorted(summary)
         for key, color, label in (("masc_true", "C1", "true-label subspaces"), ("masc", "C0", "corrupted-label subspaces"),
+                                  ("masc_independent", "C2", "independently corrupted labels (control)"),
                                   ("model", "k", "model")):
+            if key not in summary[degrees[0]]:
+                continue
             common = min(len(summary[p]["seeds"][key]) for p in degrees)  # seeds present at every degree
             per_seed = np.stack([summary[p]["seeds"][key][:common] for p in degrees])  # (degree, seed)
             ax.plot(degrees, per_seed, color=color, lw=0.5, alpha=0.5)
@@ -173,7 +186,8 @@ def masc_true_vs_corrupted(ds: xr.Dataset) -> Figure:
 
 def masc_retraining(ds: xr.Dataset) -> Figure:
     """Fig. 4 analogue: the model's test accuracy over relabel-retraining epochs (epoch 0 = before),
-    each seed a thin line with the epoch early stopping kept marked; one column per degree, one row per run."""
+    each seed a thin line on MASC's labels (solid) and on its own training labels (dotted, the
+    baseline), with the epoch early stopping kept marked; one column per degree, one row per run."""
     models = [str(m) for m in np.atleast_1d(ds["model"].values)]
     degrees = sorted(set(run_of(ds, models[0]).degree.values.tolist()))
     fig = Figure(figsize=(2.4 * len(degrees), 2.4 * len(models)))
@@ -182,10 +196,11 @@ def masc_retraining(ds: xr.Dataset) -> Figure:
         run = run_of(ds, model)
         for ax, p in zip(row, degrees):
             for i in np.nonzero(run.degree.values == p)[0]:
-                curve = run.retrain_accuracy.isel(replica=i).sel(split="test_eval").dropna("retrain_epoch")
-                line, = ax.plot(curve.retrain_epoch, curve, lw=0.7)
-                chosen = float(run.retrain_chosen_epoch.isel(replica=i))
-                ax.plot([chosen], [float(curve.sel(retrain_epoch=chosen))], "o", color=line.get_color(), ms=3)
+                for kind, style in (("masc", "-"), ("own", ":")):
+                    curve = run.retrain_accuracy.sel(relabel_kind=kind).isel(replica=i).sel(split="test_eval").dropna("retrain_epoch")
+                    line, = ax.plot(curve.retrain_epoch, curve, style, lw=0.7, color="C0" if kind == "masc" else "0.4")
+                    chosen = float(run.retrain_chosen_epoch.sel(relabel_kind=kind).isel(replica=i))
+                    ax.plot([chosen], [float(curve.sel(retrain_epoch=chosen))], "o", color=line.get_color(), ms=3)
             ax.set_title(f"{model}, {p:.0%}", fontsize=8)
             ax.set_xlabel("retraining epoch", fontsize=7)
         row[0].set_ylabel("test accuracy")

@@ -2,13 +2,16 @@
 
 A measure knows nothing about training: it takes activations, labels and masks (or the stored
 per-neuron magnitudes) and returns numbers. Equation numbers refer to
-papers/epochwise-double-descent-mlp.txt.
+Kubo et al., "Deep Exploration of Epoch-wise Double Descent in Noisy Data" (2025).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import xarray as xr
+
+from reproduce.verdict import StatisticError
 
 
 def group_sums(h: torch.Tensor, group: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,12 +106,47 @@ def largest_drop(values: np.ndarray) -> tuple[float, int]:
     return float(drop[at]), at
 
 
-def fall_after_peak(accuracy: np.ndarray, near: float = 0.9) -> tuple[float, int]:
-    """Fig. 1's fall of test accuracy: the largest drop (`largest_drop`) counted from the first
-    checkpoint where accuracy reaches `near` x its highest value, so that the wiggles of the first
-    epochs of learning (e.g. 0.42 -> 0.31 at epoch 0.2 on the way to 0.70) are not taken for the
-    fall while the noisy labels are fitted. Returns (fall, index of the minimum after the peak)."""
+def fall_from_first_peak(accuracy: np.ndarray, fitted: np.ndarray, half: float = 0.5) -> tuple[int, int]:
+    """Fig. 1's first descent: the first peak is the highest test accuracy before the noisy subset is
+    half fitted to its noisy labels (`fitted`, their accuracy on the noisy labels, first reaches `half`),
+    and the fall runs from there to the lowest test accuracy at or after it. Returns the indices
+    (peak, minimum); the fall is accuracy[peak] - accuracy[minimum], the recovery accuracy[-1] -
+    accuracy[minimum]. If the subset is never half fitted, every checkpoint may hold the peak.
+    Learning's early wiggles (0.42 -> 0.31 at epoch 0.2 on the way to 0.70) cannot be taken for the
+    fall: the peak is the highest value of the whole clean-learning phase, not a running maximum."""
     accuracy = np.asarray(accuracy, dtype=np.float64)
-    start = int(np.nonzero(accuracy >= near * accuracy.max())[0][0])
-    fall, at = largest_drop(accuracy[start:])
-    return fall, start + at
+    reached = np.nonzero(np.asarray(fitted, dtype=np.float64) >= half)[0]
+    end = max(int(reached[0]), 1) if reached.size else accuracy.size
+    peak = int(np.argmax(accuracy[:end]))
+    return peak, peak + int(np.argmin(accuracy[peak:]))
+
+
+def class_mean_cs(cs: xr.DataArray) -> xr.DataArray:
+    """CS(l) of Eq. 4: the mean of CS_c(l) over *all* classes. A class without noisy (or clean)
+    samples has no CS_c (NaN); skipping it would average over fewer classes than Eq. 4 does, so it
+    raises StatisticError naming the classes instead."""
+    missing = cs.isnull().any([d for d in cs.dims if d != "class"])
+    if bool(missing.any()):
+        raise StatisticError(f"Eq. 4 averages CS over every class, but class(es) {[int(c) for c in cs['class'][missing].values]} "
+                             "have no noisy or no clean sample at this tier")
+    return cs.mean("class", skipna=False)
+
+
+def cell_spreads(cells: np.ndarray) -> tuple[float, float, int]:
+    """Fig. 8 on equal footing: a neuron's mean |activation| on noisy samples per (true class, noisy
+    label) cell, (K, K) with NaN for empty cells (the diagonal, under flip noise). Returns the spread
+    over true classes with the noisy label fixed (std down each column, averaged over columns), the
+    spread over noisy labels with the true class fixed (std along each row, averaged over rows), and
+    the number of off-diagonal cells left out as empty. Each spread is taken over the same cells, so
+    a neuron that follows only the input has a large first and a small second spread, one that
+    follows only the noisy label the reverse."""
+    cells = np.asarray(cells, dtype=np.float64)
+    k = cells.shape[0]
+    filled = ~np.isnan(cells)
+
+    def spread(table: np.ndarray, mask: np.ndarray) -> float:
+        stds = [np.std(col[m]) for col, m in zip(table.T, mask.T) if m.sum() >= 2]
+        return float(np.mean(stds)) if stds else float("nan")
+
+    empty = int((~filled).sum() - (~filled[np.arange(k), np.arange(k)]).sum())
+    return spread(cells, filled), spread(cells.T, filled.T), empty

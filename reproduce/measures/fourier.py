@@ -1,5 +1,5 @@
 """Fourier (frequency) extraction of a two-layer modular-arithmetic network
-(papers/modular-arithmetic-label-noise.txt; Gromov 2023, Doshi et al. 2024).
+("Unveiling Memorization-Generalization Coexistence: A Case Study on Arithmetic Tasks with Label Noise"; Gromov 2023, Doshi et al. 2024).
 
 A network that has learned (a + b) mod P computes with neurons whose input weights for a and for
 b, and whose output weights, are each a single cosine of one frequency k over the residues. Under

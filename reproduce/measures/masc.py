@@ -1,4 +1,4 @@
-"""The Minimum Angle Subspace Classifier (MASC) of papers/masc-decoding-generalization.txt.
+"""The Minimum Angle Subspace Classifier (MASC) of "Decoding Generalization from Memorization in Deep Neural Networks".
 
 Algorithms 1-3 of the paper: for one layer, the training outputs of each class, together with
 their negatives, give a PCA basis keeping 99% of the variance (Alg. 3); a sample is assigned the

@@ -1,5 +1,5 @@
 """A task-agnostic partition of a layer's neurons into a generalizing and a memorizing group
-(papers/modular-arithmetic-label-noise.txt: the proposed partition, compared with frequency
+("Unveiling Memorization-Generalization Coexistence: A Case Study on Arithmetic Tasks with Label Noise": the proposed partition, compared with frequency
 extraction).
 
 It uses no knowledge of the task's structure, only a held-out split of the *noisy* training set

@@ -1,4 +1,4 @@
-"""Input-space sharpness of the loss over data-driven volumes (papers/smooth-interpolation-sharpness.txt).
+"""Input-space sharpness of the loss over data-driven volumes (Gamba et al., "Deep double descent via smooth interpolation", 2023).
 
 - Jacobian norm (Eq. 1-2): the Frobenius norm of d loss / d x at a training point. Samples are
   independent in eval mode, so one backward pass of the *summed* loss gives every sample's own
@@ -8,8 +8,13 @@
   authors' 5, 10, 15, 20, 22, 25 of 32, scaled to the channel's rank), direction p shifts that
   window by p. Erasing values that are already zero would move nothing (most 14x14 Fashion-MNIST
   channels have several), so they are never counted.
-- Tangent Hessian norm (Eq. 5): finite differences of Jacobians along M weak augmentations
-  u_m of each path point: u_m erases the (m+1)-th smallest singular value the point still has.
+- Tangent Hessian norm (Eq. 5): finite differences of Jacobians along M weak colour
+  transformations of each path point (Sec. 3.2: photometric changes stay on the data manifold),
+  as the authors' code draws them (MultiColorJitter, TangentHessianNorm): per base image M = 4
+  directions, each a brightness, contrast and saturation factor from [0.99, 1.01] out of a seeded
+  stream, the same at every point of the image's paths; reported as
+  sqrt(mean_m ||J(x) - J(T_m x)||^2) / 0.1. On one-channel images saturation is the identity
+  (the grey image is its own greyscale), so only brightness and contrast move a Fashion-MNIST point.
 - Volumes (Eq. 6-7): P geodesic paths x -> x^{p,1} -> ... -> x^{p,K} of increasing strength; a
   measure is integrated along each path (trapezoids over its Euclidean segments), normalised by the
   path's length and averaged over paths. Volume size v uses the first v augmentations per path;
@@ -30,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from reproduce.errors import UserError
+from reproduce.verdict import StatisticError
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 
@@ -92,34 +98,61 @@ def erasure_masks(s: torch.Tensor, shape: tuple[int, int], paths: int, strengths
     return out
 
 
-def tangent_masks(kept: torch.Tensor, directions: int) -> torch.Tensor:
-    """The singular value each tangent direction u_m erases at a point: (M, *kept.shape) one-hot.
-
-    u_m erases the (m+1)-th smallest singular value the point still has (kept: non-zero and not yet
-    erased by the path), a strength-1 weak augmentation of that point (Eq. 5, Yu et al.'s erasure of
-    one small singular value); with fewer than m+1 left it takes the (m mod left)+1-th."""
-    from_smallest = kept.flip(-1).long().cumsum(-1).flip(-1)  # how many kept values are <= this one
-    left = kept.sum(-1, keepdim=True)
-    masks = [kept & (from_smallest == (m % left.clamp_min(1)) + 1) for m in range(directions)]
-    return torch.stack(masks) if masks else kept.new_zeros((0, *kept.shape))
-
-
-def svd_paths(x: torch.Tensor, paths: int, strengths: int, directions: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Geodesic paths of weak augmentations (Sec. 3.3-3.4) and the tangent directions at their points.
-
-    x (..., C, H, W): one SVD per channel matrix. Returns the points x^{p,k} (P, K+1, *x.shape),
-    k = 0 being x itself, and the displacements u_m (M, P, K+1, *x.shape) at every point: minus the
-    rank-one component of the singular value u_m erases, so ||u_m|| is that value (never 0) and
-    different m are orthogonal."""
+def svd_paths(x: torch.Tensor, paths: int, strengths: int) -> torch.Tensor:
+    """Geodesic paths of weak augmentations (Sec. 3.3-3.4): the points x^{p,k} (P, K+1, *x.shape)
+    of x (..., C, H, W), one SVD per channel matrix, k = 0 being x itself."""
     if x.dim() < 3:
         raise UserError(f"svd_paths needs images (..., C, H, W), got shape {tuple(x.shape)}")
     u, s, vh = torch.linalg.svd(x, full_matrices=False)
     erased = erasure_masks(s, tuple(x.shape[-2:]), paths, strengths)  # (P, K+1, ..., C, w)
     points = (u * (s * ~erased).unsqueeze(-2)) @ vh
     points[:, 0] = x
-    kept = nonzero_singular_values(s, tuple(x.shape[-2:])) & ~erased
-    tangent = -((u * (s * tangent_masks(kept, directions)).unsqueeze(-2)) @ vh)
-    return points, tangent
+    return points
+
+
+# The authors' weak colour transformation for the tangent Hessian (MultiColorJitter): factors from
+# [1 - JITTER, 1 + JITTER], hue untouched, 4 directions from a stream seeded with 44; the Jacobian
+# difference is divided by TANGENT_STEP.
+JITTER = 0.01
+TANGENT_DIRECTIONS = 4
+TANGENT_SEED = 44
+TANGENT_STEP = 0.1
+GREY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale
+
+
+def colour_jitter_factors(n: int, directions: int = TANGENT_DIRECTIONS, seed: int = TANGENT_SEED,
+                          jitter: float = JITTER) -> torch.Tensor:
+    """Brightness, contrast and saturation factors (n, M, 3) of the M tangent directions of each of
+    n base images, uniform in [1 - jitter, 1 + jitter], drawn image after image from one stream
+    seeded with `seed` (float64): image i's directions depend on the seed and i only, so they are the
+    same at every width, model seed, checkpoint and chunk size."""
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(rng.uniform(1 - jitter, 1 + jitter, (n, directions, 3)))
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    """The greyscale image of x (..., C, H, W) broadcast over its C channels (C = 1: x itself)."""
+    if x.shape[-3] == 1:
+        return x
+    if x.shape[-3] != 3:
+        raise UserError(f"colour transformations need 1 or 3 channels, got {x.shape[-3]}")
+    w = x.new_tensor(GREY_WEIGHTS).view(3, 1, 1)
+    return (x * w).sum(-3, keepdim=True).expand_as(x)
+
+
+def colour_jitter(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """The M colour-transformed copies T_m x (M, *x.shape) of images x (..., N, C, H, W), factors
+    (N, M, 3) as `colour_jitter_factors` (brightness b, contrast c, saturation s):
+    T x = b * (c * (s x + (1 - s) grey(x)) + (1 - c) mean(grey(x))), torchvision's adjust_brightness,
+    adjust_contrast and adjust_saturation composed. They are linear and commute, so the random order
+    of the authors' code does not change T x; unlike torchvision we do not clamp to [0, 1]
+    (a clamp is not a colour change, and SVD-path points leave [0, 1] by small amounts)."""
+    f = factors.to(x).movedim(1, 0)  # (M, N, 3)
+    b, c, s = (f[..., i].view(f.shape[0], *([1] * (x.dim() - 4)), f.shape[1], 1, 1, 1) for i in range(3))
+    grey = _grey(x)
+    saturated = s * x + (1 - s) * grey
+    mean = grey.mean(dim=(-3, -2, -1), keepdim=True)  # the grey of a saturation change is grey(x)
+    return b * (c * saturated + (1 - c) * mean)
 
 
 def volume_integral(values: torch.Tensor, points: torch.Tensor, lead: int) -> torch.Tensor:
@@ -140,43 +173,49 @@ def volume_integral(values: torch.Tensor, points: torch.Tensor, lead: int) -> to
     return torch.stack(out)
 
 
-def tangent_hessian_norm(grad: torch.Tensor, shifted_grads: torch.Tensor, delta: float, lead: int) -> torch.Tensor:
-    """Eq. 5 per sample: (1/delta) * sqrt(mean_m ||J(x) - J(x + delta u_m)||_F^2).
+def tangent_hessian_norm(grad: torch.Tensor, shifted_grads: torch.Tensor, step: float, lead: int) -> torch.Tensor:
+    """Eq. 5 per sample as the authors compute it: sqrt(mean_m ||J(x) - J(T_m x)||_F^2) / step.
 
-    `grad` (*lead_shape, *sample) is J at the points, `shifted_grads` (M, same) at x + delta u_m.
-    As delta -> 0 this tends to the RMS over m of ||H u_m||, the Hessian along the tangent
-    directions u_m. The paper's constant 1/(M^2 delta^2) only rescales every model alike; we keep
-    the RMS form, whose limit does not depend on M or delta."""
+    `grad` (*lead_shape, *sample) is J at the points, `shifted_grads` (M, same) at the M weak
+    colour transformations T_m x = x + delta u_m. With step = delta this tends to the RMS over m of
+    ||H u_m||, the Hessian along the tangent directions u_m; the authors divide by 0.1 whatever the
+    size of T_m x - x (about 1% of x). The paper's constant 1/(M^2 delta^2) in place of the mean
+    only rescales every model alike."""
     diff = (shifted_grads - grad.unsqueeze(0)).flatten(1 + lead).pow(2).sum(-1)  # (M, *lead_shape)
-    return diff.mean(0).sqrt() / delta
+    return diff.mean(0).sqrt() / step
 
 
 @dataclass(frozen=True)
 class VolumeSpec:
-    """How far and how finely to sample volumes: P paths of K strengths, M Hessian directions."""
+    """How far and how finely to sample volumes: P paths of K strengths; the tangent Hessian's M
+    colour directions per image (factors within 1 +- jitter, stream seeded by tangent_seed)."""
 
     paths: int = 3
     strengths: int = 3
-    hessian_directions: int = 2
-    delta: float = 1.0  # finite-difference step along a strength-1 augmentation
+    hessian_directions: int = TANGENT_DIRECTIONS
+    jitter: float = JITTER
+    tangent_seed: int = TANGENT_SEED
+    step: float = TANGENT_STEP  # what the Jacobian difference is divided by (the authors' 0.1)
     chunk: int = 256  # base samples per batch of the measure
-    method: str = "svd-path-nonzero"  # svd_paths: from the base image, non-zero singular values only
+    method: str = "svd-path-nonzero, colour-jitter tangent"  # how the paths and the tangent directions are built
 
 
 def sharpness_over_volumes(model: Model, x: torch.Tensor, y: torch.Tensor, spec: VolumeSpec = VolumeSpec()) -> dict[str, torch.Tensor]:
     """Accuracy, loss, Jacobian norm and tangent Hessian norm over volumes around every sample.
 
     x: (N, C, H, W) base images, shared by all replicas; y: (*lead, N) labels (lead = () for one
-    classifier, (R,) for stacked replicas, whose model takes (R, B, C, H, W)). Returns each
-    measure as (*lead, N, V) with V = K+1 volume sizes (0 = at the point).
+    classifier, (R,) for stacked replicas, whose model takes (R, B, C, H, W)). Image n's tangent
+    directions are the n-th of `colour_jitter_factors`, applied at every point of its paths.
+    Returns each measure as (*lead, N, V) with V = K+1 volume sizes (0 = at the point).
     """
     lead = y.dim() - 1
     outs: dict[str, list[torch.Tensor]] = {"accuracy": [], "loss": [], "jacobian": [], "hessian": []}
     m = spec.hessian_directions
+    factors = colour_jitter_factors(x.shape[0], m, spec.tangent_seed, spec.jitter)
     for start in range(0, x.shape[0], spec.chunk):
         xb, yb = x[start : start + spec.chunk], y[..., start : start + spec.chunk]
-        points, shifts = svd_paths(xb, spec.paths, spec.strengths, m)  # (P, K+1, n, C, H, W), (M, P, K+1, n, ...)
-        every = torch.cat([points.unsqueeze(0), points.unsqueeze(0) + spec.delta * shifts])  # (1+M, P, K+1, n, ...)
+        points = svd_paths(xb, spec.paths, spec.strengths)  # (P, K+1, n, C, H, W)
+        every = torch.cat([points.unsqueeze(0), colour_jitter(points, factors[start : start + spec.chunk])])
         flat = every.reshape(-1, *xb.shape[1:])  # ((1+M)(P)(K+1) n, C, H, W)
         count = flat.shape[0] // xb.shape[0]
         lead_shape = yb.shape[:-1]
@@ -192,29 +231,39 @@ def sharpness_over_volumes(model: Model, x: torch.Tensor, y: torch.Tensor, spec:
         path_points = points.view(*points.shape[:2], *([1] * lead), *points.shape[2:]).expand(
             *points.shape[:2], *lead_shape, *points.shape[2:])  # (P, K+1, *lead, n, C, H, W)
         jac = grad[0].flatten(3 + lead).norm(dim=-1)
-        hess = tangent_hessian_norm(grad[0], grad[1:], spec.delta, lead + 3)
+        hess = tangent_hessian_norm(grad[0], grad[1:], spec.step, lead + 3)
         for name, values in (("accuracy", correct[0]), ("loss", loss[0]), ("jacobian", jac), ("hessian", hess)):
             outs[name].append(volume_integral(values, path_points, lead + 1).movedim(0, -1))
     return {name: torch.cat(parts, dim=-2) for name, parts in outs.items()}
 
 
+def _no_nan(widths: np.ndarray, values: np.ndarray, what: str) -> None:
+    """A width whose statistic is NaN (a diverged run, an empty subset) would silently drop out of
+    the argmax or the threshold and move them: an error of the statistic instead."""
+    bad = [int(w) for w, v in zip(widths, values) if np.isnan(v)]
+    if bad:
+        raise StatisticError(f"{what} is NaN at width(s) {bad}: the sweep cannot be judged without them")
+
+
 def interpolation_threshold(widths, train_error, tolerance: float) -> int | None:
     """The smallest width whose training error (on the labels it trained on, noisy ones included)
     is below `tolerance` (Belkin et al.'s interpolation threshold); None if no width gets there."""
-    order = np.argsort(np.asarray(widths))
-    for i in order:
-        if float(np.asarray(train_error)[i]) < tolerance:
-            return int(np.asarray(widths)[i])
+    widths, train_error = np.asarray(widths), np.asarray(train_error, dtype=float)
+    _no_nan(widths, train_error, "the training error")
+    for i in np.argsort(widths):
+        if train_error[i] < tolerance:
+            return int(widths[i])
     return None
 
 
 def peak_at_threshold(widths, values, threshold: int | None) -> dict:
-    """The paper's model-wise peak (CLAIMS.md): the argmax width is within one grid step of the
+    """The paper's model-wise peak (Fig. 2): the argmax width is within one grid step of the
     threshold width, and the largest width's value is below half the peak."""
     widths, values = np.asarray(widths), np.asarray(values, dtype=float)
     order = np.argsort(widths)
     widths, values = widths[order], values[order]
-    peak = int(np.nanargmax(values))
+    _no_nan(widths, values, "the measure")
+    peak = int(np.argmax(values))
     ratio = float(values[-1] / values[peak]) if values[peak] > 0 else float("nan")
     steps = abs(peak - int(np.nonzero(widths == threshold)[0][0])) if threshold in widths else None
     holds = bool(steps is not None and steps <= 1 and ratio < 0.5)
