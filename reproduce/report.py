@@ -14,6 +14,8 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +165,8 @@ def points(gain: float) -> str:
 
 def number(value, unit: str = "") -> str:
     """A condition's number: accuracies and gains by the conventions above, anything else 3 digits."""
+    if isinstance(value, str):  # "inf" / "-inf" as claims.json stores a non-finite number
+        value = float(value)
     if value is None or (isinstance(value, float) and value != value):
         return "-"
     if unit == "accuracy":
@@ -183,8 +187,12 @@ def _margin(condition: dict) -> float:
     aggregate, threshold = condition.get("aggregate"), condition.get("threshold")
     if aggregate is None or threshold is None or aggregate != aggregate:
         return float("-inf")
-    low, high = condition.get("interval") or (aggregate, aggregate)
+    if not condition.get("interval"):
+        return float("-inf")  # no interval (one seed): decides nothing
+    low, high = (float(v) for v in condition["interval"])
     width = max(high - low, 1e-12)
+    if condition.get("rule") == "binomial":  # the interval is of the share of seeds, which must clear 1/2
+        return (low - 0.5) / width
     return (low - threshold) / width if condition.get("op", ">=").startswith(">") else (threshold - high) / width
 
 
@@ -195,19 +203,33 @@ def headline(entry: dict) -> dict | None:
 
 
 def _interval_text(condition: dict | None) -> str:
+    """n and the 95% interval (of the share of seeds under the binomial rule); never an infinite one."""
     if condition is None:
         return "-"
-    unit = condition.get("unit", "")
-    low, high = condition.get("interval") or (None, None)
-    return f"n={condition.get('n', '?')}, [{number(low, unit)}, {number(high, unit)}]"
+    unit, n, interval = condition.get("unit", ""), condition.get("n", "?"), condition.get("interval")
+    if not interval or not all(math.isfinite(float(v)) for v in interval):
+        text = f"n={n}, no interval" + (" (1 seed)" if n == 1 else "")
+    elif condition.get("rule") == "binomial":
+        text = f"n={n}, share [{float(interval[0]):.2f}, {float(interval[1]):.2f}]"
+    else:
+        text = f"n={n}, [{number(interval[0], unit)}, {number(interval[1], unit)}]"
+    return text + "".join(f"; {note}" for note in _never(condition))
+
+
+def _never(condition: dict) -> list[str]:
+    """'no width fits in 2 of 5 seeds' where seeds were infinite (the event never happened)."""
+    k = condition.get("n_never") or 0
+    return [f"{condition.get('never') or 'infinite'} in {k} of {condition.get('n', '?')} seeds"] if k else []
 
 
 def _key_number(condition: dict | None) -> str:
     if condition is None:
         return "-"
-    unit = condition.get("unit", "")
-    return (f"{condition['name']}: {number(condition.get('aggregate'), unit)} "
-            f"({condition.get('op', '')} {number(condition.get('threshold'), unit)})")
+    unit, name = condition.get("unit", ""), condition["name"]
+    threshold = f"{condition.get('op', '')} {number(condition.get('threshold'), unit)}"
+    if condition.get("rule") == "binomial" and condition.get("aggregate") is not None and condition.get("n"):
+        return f"{name}: {round(float(condition['aggregate']) * condition['n'])} of {condition['n']} seeds {threshold}"
+    return f"{name}: {number(condition.get('aggregate'), unit)} ({threshold})"
 
 
 def _verdict_cell(entry: dict) -> str:
@@ -408,11 +430,30 @@ def case_rows(entry: dict) -> list[list[str]]:
     rows = []
     for c in entry.get("cases", []):
         closest = min(c.get("conditions") or [], key=_margin, default=None)
-        summary = c.get("summary", "")
-        rows.append([c["case"], "control" if c.get("control") else "main", c.get("outcome", ""), c.get("verdict", ""),
-                     f"{_key_number(closest)}; {_interval_text(closest)}" if closest else "-", summary,
+        never = [f"{j['name']}: {note}" for j in c.get("conditions") or [] for note in _never(j)]
+        left_out = [item for j in c.get("conditions") or [] for item in j.get("left_out") or []]
+        summary = c.get("summary", "") + (f" Left out: {'; '.join(left_out)}." if left_out else "")
+        rows.append([c["case"], "control" if c.get("control") else "main", c.get("outcome", ""),
+                     c.get("verdict", "") + (f" ({'; '.join(never)})" if never else ""),
+                     f"{_key_number(closest)}; {_interval_text(closest)}" if closest else "-", summary.strip(),
                      c.get("message", "")])
     return rows
+
+
+def finite_json(value):
+    """`value` with every non-finite number as the string "inf", "-inf" or "nan": claims.json is
+    strict JSON (which has no infinity), and float() reads the strings back."""
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    if isinstance(value, (str, bool)) or value is None:
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value) if math.isfinite(value) else str(float(value))
+    return value
 
 
 def _markdown_table(table: Table) -> list[str]:
@@ -490,7 +531,7 @@ def write_report(out_dir: Path, tier: str, entries: list[dict], paper_figures: d
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     tables, provenance = tables or {}, provenance or {}
-    (out_dir / "claims.json").write_text(json.dumps(entries, indent=2, default=float))
+    (out_dir / "claims.json").write_text(json.dumps(finite_json(entries), indent=2, default=float, allow_nan=False))
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(exist_ok=True)
     figures: dict[str, list[tuple[str, bytes]]] = {e["id"]: [] for e in entries}

@@ -301,6 +301,8 @@ class Difference:
         aggregate, (lo, hi) = float(np.mean(b) - np.mean(a)), welch_interval(a, b)
         clears, fails = compare.holds(lo) and compare.holds(hi), not compare.holds(lo) and not compare.holds(hi)
         verdict = "reproduced" if clears else "not_reproduced" if fails else "inconclusive"
+        finite = math.isfinite(lo) and math.isfinite(hi)  # one seed on a side: no interval, nothing decided
         return dict(name=self.name, op=self.op, threshold=float(self.threshold), tolerance=compare.tolerance,
-                    unit=self.unit, rule="welch", n=len(a) + len(b), n_a=len(a), n_b=len(b), values=[*a, *b],
-                    values_a=a, values_b=b, aggregate=aggregate, interval=[lo, hi], verdict=verdict)
+                    unit=self.unit, rule="welch", scale="linear", bounds=[-math.inf, math.inf], never="", n_never=0,
+                    left_out=[], n=len(a) + len(b), n_a=len(a), n_b=len(b), values=[*a, *b], values_a=a, values_b=b,
+                    aggregate=aggregate, interval=[lo, hi] if finite else None, verdict=verdict)

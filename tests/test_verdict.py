@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reproduce.verdict import Condition, StatisticError, claim_verdict, clopper_pearson, judge, spearman_quantum
+from reproduce.verdict import OPS, Condition, StatisticError, claim_verdict, clopper_pearson, judge, spearman_quantum
 
 
 def test_clear_effect_is_reproduced_and_its_mirror_is_not():
@@ -103,3 +103,154 @@ def test_control_of_an_expected_failure_is_reported_not_enforced():
     h = claim_verdict(["inconclusive"], ["inconclusive"], expected="not_reproduced")
     assert h["control"] == "inconclusive" and h["as_expected"]
     assert not claim_verdict(["reproduced"], ["inconclusive"])["as_expected"]
+
+
+# --- censored, ratio and bounded statistics: one seed cannot decide ---------------------------
+
+FOUR_PASS = [25.0, 25.0, 25.0, 10.0]  # noisy/clean half-way factors far above 3
+FOUR_FAIL = [1.0, 1.2, 0.9, 1.1]
+
+
+def test_one_infinite_seed_under_binomial_gives_the_verdict_the_other_four_support():
+    """inf is one seed on one side, like any other: where it agrees with the four, their verdict;
+    where it disagrees it can hold a verdict back (inconclusive) but never make it."""
+    assert Condition("x", FOUR_PASS, ">=", 3).judge()["verdict"] == "reproduced"
+    assert Condition("x", FOUR_PASS + [math.inf], ">=", 3, rule="binomial").judge()["verdict"] == "reproduced"
+    assert Condition("x", FOUR_FAIL + [-math.inf], ">=", 3, rule="binomial").judge()["verdict"] == "not_reproduced"
+    assert Condition("x", FOUR_FAIL + [math.inf], ">=", 3, rule="binomial").judge()["verdict"] == "inconclusive"
+    assert Condition("x", FOUR_PASS + [-math.inf], ">=", 3, rule="binomial").judge()["verdict"] == "inconclusive"
+
+
+def test_one_censored_seed_in_a_finite_form_gives_the_verdict_the_other_four_support():
+    """"Never reached half-way" as its finite bound, the last checkpoint over the clean half-way
+    epoch (40): a lower bound of the factor, so counted on the failing side of the truth."""
+    four = Condition("factor", FOUR_PASS, ">=", 3, scale="log").judge()["verdict"]
+    five = Condition("factor", FOUR_PASS + [40.0], ">=", 3, scale="log").judge()["verdict"]
+    assert four == five == "reproduced"
+    four = Condition("factor", FOUR_FAIL, ">=", 3, scale="log").judge()["verdict"]
+    five = Condition("factor", FOUR_FAIL + [1.5], ">=", 3, scale="log").judge()["verdict"]
+    assert four == five == "not_reproduced"
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf])
+@pytest.mark.parametrize("scale", ["linear", "log"])
+def test_infinity_under_the_t_rule_is_one_line_naming_the_condition_and_seed(value, scale):
+    if scale == "log" and value < 0:
+        return  # a ratio is positive: refused earlier, see test_log_scale_refuses_a_non_positive_ratio
+    with pytest.raises(StatisticError, match=r"'grid steps': seed 2 is -?inf \(no width fits\).*binomial") as info:
+        judge([Condition("grid steps", [3.0, 4.0, value, 5.0], "<=", 10, scale=scale, never="no width fits")])
+    assert "\n" not in str(info.value)
+
+
+def test_t_interval_refuses_non_finite_values():
+    from reproduce.verdict import t_interval
+
+    for bad in (math.inf, -math.inf, math.nan):
+        with pytest.raises(StatisticError):
+            t_interval([1.0, 2.0, bad])
+    assert all(math.isnan(v) for v in t_interval([1.0]))  # one seed: no interval
+
+
+@pytest.mark.parametrize("rule", ["t", "binomial"])
+def test_nan_is_an_error_under_every_rule(rule):
+    with pytest.raises(StatisticError, match=r"NaN for seed\(s\) \[3\]"):
+        Condition("x", [1.0, 2.0, 3.0, math.nan], ">=", 0, rule=rule)
+
+
+def test_ratios_on_the_log_scale_one_large_seed_cannot_swing():
+    """MLP5's factors at another base seed: every seed far above 3, yet the arithmetic t-interval
+    [-7.5, 81.5] straddles 3. On the log scale: the geometric mean 27.5 with [9.9, 76.4], clear of 3."""
+    factors = [25.0, 25.0, 25.0, 100.0, 10.0]
+    arithmetic = Condition("factor", factors, ">=", 3).judge()
+    assert arithmetic["verdict"] == "inconclusive" and arithmetic["interval"][0] == pytest.approx(-7.47, abs=0.01)
+    log = Condition("factor", factors, ">=", 3, scale="log").judge()
+    assert log["verdict"] == "reproduced" and log["scale"] == "log"
+    assert log["aggregate"] == pytest.approx(math.prod(factors) ** (1 / 5))
+    assert log["interval"][0] == pytest.approx(9.87, abs=0.01) and log["interval"][1] == pytest.approx(76.42, abs=0.01)
+    assert Condition("factor", [1.0, 1.2, 0.9, 1.1, 1.0], ">=", 3, scale="log").judge()["verdict"] == "not_reproduced"
+
+
+def test_log_scale_refuses_a_non_positive_ratio():
+    with pytest.raises(StatisticError, match=r"'factor'.*positive, seed\(s\) \[1\]"):
+        Condition("factor", [2.0, 0.0, 3.0], ">=", 1, scale="log")
+
+
+def test_bounded_interval_is_clipped_and_the_verdict_unchanged():
+    accuracies = [0.999, 1.0, 0.998, 1.0, 0.994]
+    free = Condition("train accuracy", accuracies, ">=", 0.99).judge()
+    bounded = Condition("train accuracy", accuracies, ">=", 0.99, bounds=(0, 1)).judge()
+    assert free["interval"][1] > 1 and bounded["interval"][1] == 1.0 and bounded["interval"][0] == free["interval"][0]
+    assert bounded["verdict"] == free["verdict"] == "reproduced" and bounded["bounds"] == [0.0, 1.0]
+    with pytest.raises(StatisticError, match="outside the statistic's bounds"):
+        Condition("rho", [0.5, -1.5], "<", 0, bounds=(-1, 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=2, max_size=8), st.floats(0.001, 0.999), st.sampled_from(OPS),
+       st.sampled_from([0.0, 0.01]))
+def test_clipped_interval_reads_the_same_verdict_where_the_threshold_is_inside_the_bounds(values, threshold, op, quantum):
+    """The proof of the module docstring, checked: a bound clipping moves lies beyond the range on
+    the side away from the threshold, so it compares with the threshold as the range's end does."""
+    c = Condition("acc", values, op, threshold, quantum=quantum, bounds=(0, 1))
+    if not 0 < c.bound() < 1:
+        return  # the claim is then not about the inside of the range
+    j = c.judge()
+    low, high = j["interval"]
+    assert 0 <= low <= high <= 1
+    reread = "reproduced" if c.holds(low) and c.holds(high) else "not_reproduced" if not (c.holds(low) or c.holds(high)) else "inconclusive"
+    assert reread == j["verdict"] == Condition("acc", values, op, threshold, quantum=quantum).judge()["verdict"]
+
+
+def test_a_condition_rule_overrides_the_claim_rule_through_judge():
+    conditions = [Condition("steps", [3.0, 4.0, math.inf, 5.0, 2.0], "<=", 10, rule="binomial", never="no width fits"),
+                  Condition("factor", [5.0, 5.2, 4.9, 5.1, 5.0], ">=", 3)]
+    verdict, judged = judge(conditions, rule="t")  # the claim's rule, as the judge fixture passes it
+    assert [j["rule"] for j in judged] == ["binomial", "t"]
+    assert judged[0]["n_never"] == 1 and judged[0]["never"] == "no width fits"
+    assert verdict == "inconclusive"  # 4 of 5 seeds: the never-seed holds the verdict back, it does not decide it
+
+
+def test_left_out_is_recorded_and_must_be_strings():
+    j = Condition("CS", [0.2, 0.3], "<", 1, left_out=("seed 1: class 7 has no noisy sample",)).judge()
+    assert j["left_out"] == ["seed 1: class 7 has no noisy sample"]
+    with pytest.raises(StatisticError, match="left_out"):
+        Condition("CS", [0.2, 0.3], "<", 1, left_out="seed 1: class 7")
+
+
+def test_report_of_a_censored_condition_has_no_infinite_interval(tmp_path):
+    """Rendered through write_report: claims.json is strict JSON, the interval finite or absent,
+    the never-seeds in words beside the verdict, what was left out shown under the case."""
+    import json
+    import re
+
+    from reproduce.report import stub_entry, write_report
+
+    censored = Condition("grid steps", [3.0, 4.0, math.inf, 5.0, math.inf], "<=", 10, rule="binomial",
+                         never="no width fits", left_out=("seed 4: width 64 did not train",)).judge()
+    one_seed = Condition("bump", [0.1], ">", 0).judge()
+    case = {"case": "quick-mlp", "control": False, "outcome": "failed", "verdict": "inconclusive", "message": "",
+            "summary": "steps", "numbers": {"steps": [3.0, math.inf]}, "conditions": [censored, one_seed]}
+    entry = {**stub_entry("smooth.sharpness_peaks_at_threshold", "quick", "inconclusive"), "expected": "reproduced",
+             "as_expected": False, "cases": [case]}
+    write_report(tmp_path, "quick", [entry], {})
+
+    def refuse(constant):
+        raise AssertionError(f"claims.json holds {constant}, which is not JSON")
+
+    stored = json.loads((tmp_path / "claims.json").read_text(), parse_constant=refuse)
+    values = [c for e in stored for k in e["cases"] for c in k["conditions"]][0]["values"]
+    assert values == [3.0, 4.0, "inf", 5.0, "inf"] and [float(v) for v in values][2] == math.inf
+    for text in ((tmp_path / "report.md").read_text(), (tmp_path / "report.html").read_text()):
+        assert "no width fits in 2 of 5 seeds" in text and "no interval (1 seed)" in text
+        assert "seed 4: width 64 did not train" in text
+        assert not re.search(r"\[[^\]\n]*inf", text, re.IGNORECASE)
+
+
+def test_headline_reads_a_binomial_share_against_one_half():
+    """The share's interval is not on the statistic's scale: 4 of 5 seeds is closer to failing than
+    a t-interval far above its threshold."""
+    from reproduce.report import headline
+
+    share = Condition("steps", [3.0, 4.0, math.inf, 5.0, 2.0], "<=", 10, rule="binomial").judge()
+    clear = Condition("factor", [5.0, 5.2, 4.9, 5.1, 5.0], ">=", 3).judge()
+    assert headline({"cases": [{"control": False, "conditions": [clear, share]}]})["name"] == "steps"

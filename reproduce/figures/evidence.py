@@ -4,7 +4,10 @@ One small panel per condition of the criterion. In each panel every case is a co
 per-seed values as dots, the aggregate with its 95% interval as an error bar, main cases in blue
 and control cases (where the criterion must fail) in orange; the threshold is a dashed line with
 its tolerance shaded. The verdict of the claim can be read off the figure: reproduced where every
-main interval clears its threshold on the passing side.
+main interval clears its threshold on the passing side. An infinite seed (the event never
+happened) is a triangle at the panel's edge; a condition judged under the binomial rule shows
+"k/n" seeds holding above its column instead of an error bar (its interval is of the share, not
+of the statistic); a ratio on the log scale is drawn on a log axis.
 
 It is built from the entry, not from the results, so it is the same for every paper and needs no
 per-paper code; the papers' own figure analogues (Claim.figure) are shown beside it.
@@ -63,16 +66,36 @@ def _panel(ax, name: str, cases: list[tuple[dict, dict]], number: Callable[[floa
         if tolerance:
             ax.axhspan(threshold - tolerance, threshold + tolerance, color="0.85", zorder=0)
     rng = np.random.default_rng(0)  # fixed jitter: the same results give the same figure
+    edge = []  # (x, +1 | -1, color) of infinite seeds, drawn at the axis edge once the limits are known
     for x, (case, condition) in enumerate(cases):
         color = CONTROL if case.get("control") else MAIN
-        values = np.asarray([v for v in condition.get("values") or [] if v is not None], dtype=float)
-        if values.size:
-            ax.plot(x + rng.uniform(-0.12, 0.12, values.size), values, "o", ms=4, color=color, alpha=0.55)
+        values = np.asarray([float(v) for v in condition.get("values") or [] if v is not None], dtype=float)  # "inf" too
+        jitter = x + rng.uniform(-0.12, 0.12, values.size)
+        finite = np.isfinite(values)
+        if finite.any():
+            ax.plot(jitter[finite], values[finite], "o", ms=4, color=color, alpha=0.55)
+        edge += [(j, np.sign(v), color) for j, v in zip(jitter[~finite], values[~finite]) if not np.isnan(v)]
         aggregate, interval = condition.get("aggregate"), condition.get("interval")
-        if aggregate is not None and np.isfinite(aggregate):
-            low, high = interval if interval and None not in interval else (aggregate, aggregate)
+        if condition.get("rule") == "binomial" and aggregate is not None:
+            n = len(values)
+            ax.text(x, 1.0, f"{round(float(aggregate) * n)}/{n}", transform=ax.get_xaxis_transform(), ha="center",
+                    va="bottom", fontsize=7, color=color)
+        elif aggregate is not None and np.isfinite(float(aggregate)):
+            aggregate = float(aggregate)
+            low, high = (float(v) for v in interval) if interval and None not in interval else (aggregate, aggregate)
+            if not (np.isfinite(low) and np.isfinite(high)):
+                low = high = aggregate  # no interval (one seed, or an old report's infinite one): the mark alone
             ax.errorbar([x + 0.25], [aggregate], yerr=[[max(aggregate - low, 0)], [max(high - aggregate, 0)]], fmt="s", ms=5,
                         color=color, capsize=4, lw=1.5)
+    if first.get("scale") == "log":
+        ax.set_yscale("log")
+    if edge:
+        bottom, top = ax.get_ylim()
+        for x, sign, color in edge:
+            ax.plot([x], [top if sign > 0 else bottom], "^" if sign > 0 else "v", ms=6, color=color, clip_on=False)
+        ax.set_ylim(bottom, top)
+        ax.text(0.01, 0.01, f"triangles at the edge: {first.get('never') or 'infinite'} ({len(edge)} seeds)",
+                transform=ax.transAxes, fontsize=6, va="bottom")
     ax.set_xticks(range(len(cases)), [_short(case["case"]) for case, _ in cases], rotation=30, ha="right", fontsize=7)
     ax.set_xlim(-0.6, len(cases) - 0.4)
     ax.tick_params(axis="y", labelsize=7)
@@ -88,12 +111,14 @@ def _scaled(condition: dict, scale: float) -> dict:
     """The condition's numbers times `scale` (fractions to percent or points), for the axis."""
     if scale == 1.0:
         return condition
-    times = lambda v: None if v is None else v * scale  # noqa: E731
+    times = lambda v: None if v is None else float(v) * scale  # noqa: E731  float(): claims.json's "inf"
     out = {**condition, "values": [times(v) for v in condition.get("values") or []]}
-    for key in ("aggregate", "threshold", "tolerance"):
+    for key in ("threshold", "tolerance"):
         out[key] = times(condition.get(key))
-    if condition.get("interval"):
-        out["interval"] = [times(v) for v in condition["interval"]]
+    if condition.get("rule") != "binomial":  # under binomial they are a share of seeds, not the statistic
+        out["aggregate"] = times(condition.get("aggregate"))
+        if condition.get("interval"):
+            out["interval"] = [times(v) for v in condition["interval"]]
     return out
 
 
