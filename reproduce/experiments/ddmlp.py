@@ -77,7 +77,7 @@ QUICK_WIDTHS = {
     "mlp5": (512, 256, 128, 128),
     "mlp3": (256, 128),
 }
-QUICK_SEEDS = 3
+QUICK_SEEDS = 5
 # small: one CPU machine, what the quick budget cannot hold: the double descent needs the noisy subset
 # fully fitted, cheap with full-batch Adam steps on a few hundred images (docs/ddmlp.md has the search).
 # MLP7 shows it, MLP3 is the contrast of double_descent_only_largest; widths an eighth of the paper's.
@@ -89,7 +89,7 @@ def runs(tier: str, seed: int = 0) -> list[Run]:
     """The runs of a tier; every run stacks each seed's noisy replica with its clean-label twin.
 
     quick: Fashion-MNIST on two CPU cores, widths a quarter of the paper's in every layer, depths 7/5/3,
-    3 seeds (docs/quick-settings.md has the search). small: MLP7 and MLP3 at an eighth of the paper's
+    5 seeds (docs/quick-settings.md has the search). small: MLP7 and MLP3 at an eighth of the paper's
     widths, full-batch Adam on 256 images for many steps (docs/ddmlp.md). medium: one GPU, the paper's widths on the
     full Fashion-MNIST, 3 seeds (docs/ddmlp-medium.md). full: the paper's CIFAR-10 setting.
     With REPRODUCE_SHRINK=1 the small and medium runs shrink to a CPU-sized copy (same names, same code path)
