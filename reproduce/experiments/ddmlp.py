@@ -78,6 +78,10 @@ QUICK_WIDTHS = {
     "mlp3": (256, 128),
 }
 QUICK_SEEDS = 5
+# Six checkpoints a decade (not 1-2-5): a half-way epoch lands on a checkpoint, so a ratio of two
+# such epochs moves in steps of about 1.5x, not 2-2.5x; on the 1-2-5 grid one twin of MLP5 read
+# a factor of 5 and its control was inconclusive (docs/ddmlp.md).
+QUICK_MANTISSAS = (1, 1.5, 2, 3, 5, 7)
 # small: one CPU machine, what the quick budget cannot hold: the double descent needs the noisy subset
 # fully fitted, cheap with full-batch Adam steps on a few hundred images (docs/ddmlp.md has the search).
 # MLP7 shows it, MLP3 is the contrast of double_descent_only_largest; widths an eighth of the paper's.
@@ -103,7 +107,7 @@ def runs(tier: str, seed: int = 0) -> list[Run]:
         return _shrunk(small) if shrinking() else small
     if tier == "quick":
         spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=64, epochs=QUICK_EPOCHS,
-                         checkpoints=log_schedule(QUICK_EPOCHS, first=0.01))
+                         checkpoints=log_schedule(QUICK_EPOCHS, first=0.01, mantissas=QUICK_MANTISSAS))
         return [Run(m, w, "fashion_mnist", 0.3, spec, seed, seeds_per_setting=QUICK_SEEDS, n_train=QUICK_N,
                     n_test=QUICK_N_TEST) for m, w in QUICK_WIDTHS.items()]
     if tier == "medium":
