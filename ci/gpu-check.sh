@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     --paper) shift; while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do papers+=("$1"); shift; done ;;
     --dry-run) dry=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "gpu-check: unknown option $1 (see bash ci/gpu-check.sh --help)" >&2; exit 2 ;;
   esac
 done
