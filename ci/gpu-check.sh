@@ -17,7 +17,8 @@
 # and running the check again resumes (the results store keeps finished runs and training states).
 # With the device bundle (.device/, made by the project's device-bundle tool: wheels for netCDF4,
 # cftime, submitit and Fashion-MNIST's files) the script sources .device/env.sh first.
-# Exit code: 0 when every part passed and every quick verdict equals the CPU's, 1 otherwise.
+# Exit code: 0 when every part passed and every quick verdict equals the CPU's, 1 otherwise (with --dry-run the
+# GPU tests exit 5, nothing collected, and the shrunk medium may exit 1: its verdicts are not the tier's).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

@@ -150,7 +150,8 @@ def test_the_gpu_checks_cpu_side_runs(tmp_path):
                           env={**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}, timeout=900)
     summary = (out / "summary.md").read_text()
     parts = dict(line.split()[:2] for line in (out / "parts.txt").read_text().splitlines())
-    assert parts == {"gpu-tests": "0", "bench": "0", "quick": "0", "medium": "0"}, done.stdout + summary
+    # pytest exits 5 when the module skips (no CUDA); the shrunk medium's verdicts may differ from the tier's (exit 1)
+    assert parts.pop("medium") in ("0", "1") and parts == {"gpu-tests": "5", "bench": "0", "quick": "0"}, summary
     assert "no CUDA GPU visible" in (out / "gpu-tests.log").read_text()
     assert "## medium verdicts" in summary and "| ddmlp." in summary.split("## medium verdicts")[1]
     assert "no CPU claims.json to compare with" in summary and done.returncode == 1
