@@ -127,7 +127,7 @@ def _plain(value):
             a = a.view("i8")
         if a.dtype.kind in _TORCH_DTYPES and a.dtype.isnative:
             try:
-                return {"__array__": torch.from_numpy(a), "dtype": value.dtype.str}
+                return {"__array__": torch.from_numpy(a.copy() if not a.flags.writeable else a), "dtype": value.dtype.str}
             except TypeError:  # a dtype torch has no tensor for
                 pass
         return {"__array__": a.tolist(), "dtype": value.dtype.str, "shape": list(a.shape)}
