@@ -139,6 +139,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         from reproduce.runner import describe, plan
 
+        if args.threads:  # calibrate at the thread count the run would use
+            import torch
+
+            torch.set_num_threads(args.threads)
+
         print(describe(args.tier, args.paper, args.device, args.seed, args.run, args.precision))
         if args.executor == "slurm":
             from reproduce.executors import describe_array

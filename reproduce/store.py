@@ -322,7 +322,7 @@ def open_results(results: str | Path, tier: str, paper: str | None = None) -> xr
     ...), never by position. `paper` None: every paper with results. `reproduce.open_results` is this.
 
         tree = reproduce.open_results("results", "quick", "modnoise")
-        tree["modnoise/add-m33-s0"].to_dataset()
+        tree["modnoise/add-m513-s0"].to_dataset()
     """
     from reproduce.experiments import PAPERS, check_paper, check_tier
 

@@ -13,7 +13,7 @@ def test_each_tiers_dry_run_finishes(tier, capsys):
     assert main(["--tier", tier, "--dry-run", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"plan for tier {tier} on cpu:")
-    assert re.search(r"^total: [\d.e+]+ FLOPs, about .+ on this device", out, re.M)
+    assert re.search(r"^total: [\d.e+]+ FLOPs, about .+ on this device \(CPU .*\(1 threads\)\)", out, re.M)  # --threads
     assert re.search(r"^projection: .+ GPU-hours on one H100 SXM, ASSUMING 40%.+an assumption, not a measurement", out, re.M)
 
 
