@@ -1,4 +1,4 @@
-"""Claims of the MASC paper (papers/masc-decoding-generalization.txt).
+"""Claims of the MASC paper ("Decoding Generalization from Memorization in Deep Neural Networks" (anonymous, under review)).
 
 Each statistic is recomputed per seed from the stored per-layer MASC accuracies
 (reproduce/figures/masc.py, `degree_summary`): the best hidden layer is chosen per replica on the

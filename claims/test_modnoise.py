@@ -1,8 +1,8 @@
-"""Claims of the modular-arithmetic label-noise paper (papers/modular-arithmetic-label-noise.txt).
+"""Claims of the modular-arithmetic label-noise paper (README, Papers).
 
 Each statistic is computed here per seed from the stored results (the seeds of a setting are
 stacked replicas of one run) and judged over the seeds by the `judge` fixture under the claim's
-rule; the criteria are CLAIMS.md's and the issue's, word for word in data/claims/modnoise.json.
+rule; the criteria are those of data/claims/modnoise.json.
 Controls apply the same criterion where the phenomenon must be absent (an untrained network, 100%
 noise, tagged-only noise) and must clearly fail there.
 """
@@ -53,7 +53,7 @@ EARLY = Claim.load("modnoise.noisy_memorized_faster_early", figure=modnoise_lear
 
 
 # --- modnoise.fourier_extraction_recovers ----------------------------------------------------
-# Two controls per operation, each its own case (CLAIMS.md): the same replicas untrained (their
+# Two controls per operation, each its own case (data/claims/modnoise.json): the same replicas untrained (their
 # epoch-0 checkpoint) and the replicas trained on 100% flip noise.
 CONTROLS = {tier: [f"{m}:{c}" for m in ms for c in ("untrained", "noise100")] for tier, ms in MODELS.items()}
 

@@ -1,4 +1,4 @@
-"""Decoding generalization from memorizing networks with MASC (papers/masc-decoding-generalization.txt).
+"""Decoding generalization from memorizing networks with MASC ("Decoding Generalization from Memorization in Deep Neural Networks" (anonymous, under review)).
 
 One run trains one architecture on one data set, with the six corruption degrees of the paper
 (`resample` noise, p = 0, .2, .4, .6, .8, 1.0) x seeds stacked as replicas. During training the
