@@ -1,4 +1,4 @@
-"""Claims of the modular-arithmetic label-noise paper (README, Papers).
+"""Claims of the modular-arithmetic label-noise paper (README, "The papers").
 
 Each statistic is computed here per seed from the stored results (the seeds of a setting are
 stacked replicas of one run) and judged over the seeds by the `judge` fixture under the claim's

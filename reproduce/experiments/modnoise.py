@@ -1,5 +1,5 @@
 """Memorization and generalization coexist: modular arithmetic under label noise
-(README, Papers; setting from Gromov 2023 and Doshi et al. 2024).
+(README, "The papers"; setting from Gromov 2023 and Doshi et al. 2024).
 
 The task is (a ∘ b) mod P for ∘ in {+, -, *}; the input is the one-hot vector of a concatenated
 with that of b; the P classes are the residues. For multiplication a and b run over 1..P-1 (zero is
