@@ -141,7 +141,8 @@ def _shrunk(medium: list[Run]) -> list[Run]:
     shrunk = []
     for run in medium:
         spec = replace(run.train, epochs=4, batch_size=64, lr=1e-3, checkpoints=log_schedule(4, first=0.5))
-        shrunk.append(replace(run, hidden=tuple(w // 16 for w in run.hidden), train=spec,
+        # at least 16 neurons a layer: a layer of 4 can go all but silent, and Eq. 5 is then 0/0
+        shrunk.append(replace(run, hidden=tuple(max(w // 16, 16) for w in run.hidden), train=spec,
                               n_train=400, n_test=200))
     return shrunk
 
