@@ -37,6 +37,7 @@ from reproduce.measures.fourier import (OPERATIONS, extract_global, extract_per_
 from reproduce.measures.partition import ablation_scores, partition, subnetwork_output
 from reproduce.models import StackedTwoLayer, two_layer_logits
 from reproduce.noise import corrupt_labels
+from reproduce.state import RefusedState, read_state
 
 PAPER = "modnoise"
 SPLITS = ("clean", "noisy", "noisy_original", "holdout", "test")
@@ -199,8 +200,8 @@ def _probes_done(state_path) -> int:
     if state_path is None or not Path(state_path).exists():
         return 0
     try:
-        return len(torch.load(state_path, map_location="cpu", weights_only=False)["records"])
-    except Exception:  # the engine discards a state it cannot read and starts afresh
+        return len(read_state(Path(state_path))["records"])
+    except RefusedState:  # the engine moves a state it refuses aside and starts afresh
         return 0
 
 
