@@ -290,17 +290,22 @@ class Difference:
             bad = [i for i, v in enumerate(values) if not math.isfinite(float(v))]
             if bad:
                 raise StatisticError(f"condition {self.name!r}: side {side} is not finite for seed(s) {bad}")
-        Condition(self.name, [0.0], self.op, self.threshold, self.quantum, self.unit)  # validates op
+        _ = self._compare  # validates op
+
+    @property
+    def _compare(self) -> Condition:
+        """The inequality with its tolerance, applied to the interval's ends."""
+        return Condition(self.name, [0.0], self.op, self.threshold, self.quantum, self.unit)
 
     def judge(self, rule: str = "t") -> dict:
         if rule != "t":
             raise StatisticError(f"condition {self.name!r}: a difference of two means is judged by its Welch "
                                  f"interval (rule t), not {rule!r}")
-        compare = Condition(self.name, [0.0], self.op, self.threshold, self.quantum, self.unit)
+        compare = self._compare
         a, b = [float(v) for v in self.a], [float(v) for v in self.b]
         aggregate, (lo, hi) = float(np.mean(b) - np.mean(a)), welch_interval(a, b)
-        clears, fails = compare.holds(lo) and compare.holds(hi), not compare.holds(lo) and not compare.holds(hi)
-        verdict = "reproduced" if clears else "not_reproduced" if fails else "inconclusive"
+        verdict = Condition._verdict(compare.holds(lo) and compare.holds(hi),
+                                     not compare.holds(lo) and not compare.holds(hi))
         finite = math.isfinite(lo) and math.isfinite(hi)  # one seed on a side: no interval, nothing decided
         return dict(name=self.name, op=self.op, threshold=float(self.threshold), tolerance=compare.tolerance,
                     unit=self.unit, rule="welch", scale="linear", bounds=[-math.inf, math.inf], never="", n_never=0,
