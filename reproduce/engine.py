@@ -15,6 +15,9 @@ run and the bench); the names other modules import from here are re-exported.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 from contextlib import contextmanager
 import threading
@@ -34,7 +37,7 @@ from reproduce.state import load_state, save_state
 from reproduce.step import make_step
 from reproduce.timing import seconds_per_step, training_cost
 
-__all__ = ["TrainSpec", "log_schedule", "TrainResult", "train", "Preempted", "request_stop", "clear_stop",
+__all__ = ["TrainSpec", "log_schedule", "TrainResult", "train", "fingerprint", "Preempted", "request_stop", "clear_stop",
            "Probe", "seconds_per_step", "training_cost"]
 
 
@@ -94,6 +97,20 @@ def train(
                       stop_when=stop_when)
 
 
+def fingerprint(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, spec: TrainSpec,
+                order_seeds: Sequence[int]) -> str:
+    """What a saved state was trained for: the spec, the data orders, the model's parameter names and
+    shapes, the inputs' shape and the labels themselves. A state resumes only into the same training;
+    resumed into another (the tier's settings edited between a kill and the rerun) it would give
+    numbers of neither, or fail at every resume."""
+    digest = hashlib.sha256(labels.detach().cpu().contiguous().numpy().tobytes())
+    text = json.dumps({"spec": dataclasses.asdict(spec), "order_seeds": [int(s) for s in order_seeds],
+                       "parameters": {k: list(v.shape) for k, v in model.state_dict().items()},
+                       "inputs": [list(inputs.shape), str(inputs.dtype)], "labels": digest.hexdigest()},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 @contextmanager
 def _flush_denormals(device: torch.device):
     """Adam's second moments and late gradients sink into float32 denormals, which the CPU computes
@@ -125,7 +142,8 @@ def _train(model, inputs, labels, spec, probe, *, order_seeds, state_path, save_
     if len(orders) != replicas:
         raise ValueError(f"{len(orders)} order seeds for {replicas} replicas")
 
-    state = load_state(state_path)
+    made_for = fingerprint(model, inputs, labels, spec, order_seeds)
+    state = load_state(state_path, made_for)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -158,6 +176,7 @@ def _train(model, inputs, labels, spec, probe, *, order_seeds, state_path, save_
                 "seconds": seconds + time.perf_counter() - started,
                 "diverged_epoch": diverged_epoch,
                 "probe_seconds": probe_seconds,
+                "made_for": made_for,
             },
             state_path,
         )

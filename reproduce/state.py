@@ -9,7 +9,9 @@ resumes. The probe records (xarray pieces) are written as plain dicts of tensors
 A state is never deleted for failing to load: one that cannot be read (cut short, garbage) is
 moved aside as `<name>.corrupt-<time>`, one that is not ours (no `format` marker of this package,
 another format version, or a pickled object that weights_only refuses) as `<name>.foreign-<time>`,
-each with one line on stderr naming both files; the run then starts from the beginning. A state is
+and one saved by another training (its `made_for` fingerprint differs: another configuration, other
+labels or another model, as after an edit of the tier's settings) as `<name>.stale-<time>`, each
+with one line on stderr naming both files; the run then starts from the beginning. A state is
 a cache of work, so a run that cannot use it can still give the right numbers by training again,
 and the file stays for whoever wants to look at it; stopping instead would hold up a whole tier
 (or a requeued Slurm task, again and again) on a file nobody can load. Errors of the machine, not
@@ -33,12 +35,12 @@ import xarray as xr
 from reproduce import faults
 
 FORMAT = "reproduce.train-state"
-VERSION = 1
+VERSION = 2  # 2: states carry `made_for`
 _TORCH_DTYPES = "biufc"  # numpy kinds that torch.from_numpy takes (bool, ints, floats, complex)
 
 
 class RefusedState(Exception):
-    """A state file that is not ours, or cannot be read: `kind` is "foreign" or "corrupt"."""
+    """A state file that is not ours, or cannot be read: `kind` is "foreign", "stale" or "corrupt"."""
 
     def __init__(self, kind: str, reason: str):
         super().__init__(reason)
@@ -59,13 +61,14 @@ def save_state(state: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_state(path: Path | None) -> dict | None:
+def load_state(path: Path | None, made_for: str | None = None) -> dict | None:
     """The state saved at `path` (tensors on the CPU; the caller moves them), or None where there is
-    none or it was refused (then moved aside, and one line says where)."""
+    none or it was refused (then moved aside, and one line says where). `made_for`: the fingerprint
+    of the training that wants it; a state saved by another is refused as stale."""
     if path is None or not path.exists():
         return None
     try:
-        return read_state(path)
+        return read_state(path, made_for)
     except RefusedState as refused:
         aside = _move_aside(path, refused.kind)
         print(f"training state {path} refused: {refused}; moved to {aside.name}, the run starts from the beginning",
@@ -73,9 +76,10 @@ def load_state(path: Path | None) -> dict | None:
         return None
 
 
-def read_state(path: Path) -> dict:
-    """Read a state with weights_only=True; RefusedState where it is corrupt or not ours. OSError and
-    torch.cuda.OutOfMemoryError (a RuntimeError) pass through untouched."""
+def read_state(path: Path, made_for: str | None = None) -> dict:
+    """Read a state with weights_only=True; RefusedState where it is corrupt, not ours, or (given
+    `made_for`) saved by another training. OSError and torch.cuda.OutOfMemoryError (a RuntimeError)
+    pass through untouched."""
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not a state of ours
         raise RefusedState("corrupt", "not a torch zip archive (cut short or garbage)")
     try:
@@ -92,6 +96,9 @@ def read_state(path: Path) -> dict:
         raise RefusedState("foreign", f"no {FORMAT!r} marker: not a training state of this package")
     if state.get("version") != VERSION:
         raise RefusedState("foreign", f"format version {state.get('version')!r}, this package reads {VERSION}")
+    if made_for is not None and state.get("made_for") != made_for:
+        raise RefusedState("stale", f"saved by another training (fingerprint {state.get('made_for')}, this one {made_for}:"
+                                    " another configuration, other labels or another model)")
     state["records"] = [(epoch, {k: _to_xarray(v) for k, v in pieces.items()}) for epoch, pieces in state["records"]]
     return state
 

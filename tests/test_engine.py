@@ -1,5 +1,6 @@
 """The training engine: schedule, stacking, divergence, and resume after a kill."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -265,6 +266,28 @@ def test_a_state_without_our_marker_is_refused(tmp_path, capsys):
     assert _small_run(tmp_path / "state.pt").steps == 8
     _, line = _refused(tmp_path, capsys, "foreign")
     assert "marker" in line
+
+
+@pytest.mark.parametrize("change", ["lr", "labels"])
+def test_a_state_saved_by_another_training_is_kept_aside_as_stale(tmp_path, capsys, change):
+    """A partial state of one training is not resumed into another (the tier's settings or labels
+    edited between a kill and the rerun): it is moved aside and the run gives a fresh run's numbers."""
+    x, y = _problem()
+    spec = TrainSpec(lr=1e-2, batch_size=24, epochs=2, checkpoints=(1.0,))
+    model = lambda: StackedMLP((1, 4, 4), [8], 3, seeds=[0, 1])  # noqa: E731
+    state = tmp_path / "state.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(model(), x, y, spec, _accuracy_probe(x, y), order_seeds=[0, 1], state_path=state, stop_after_steps=3)
+    other_spec = dataclasses.replace(spec, lr=2e-2) if change == "lr" else spec
+    other_y = y.roll(1, dims=1) if change == "labels" else y
+    resumed = train(model(), x, other_y, other_spec, _accuracy_probe(x, other_y), order_seeds=[0, 1], state_path=state)
+    fresh = train(model(), x, other_y, other_spec, _accuracy_probe(x, other_y), order_seeds=[0, 1])
+    for ds in (resumed.dataset, fresh.dataset):  # wall times differ between any two runs
+        del ds.attrs["train_seconds"], ds.attrs["probe_seconds"]
+    xr.testing.assert_identical(resumed.dataset, fresh.dataset)
+    assert resumed.steps == fresh.steps == 8
+    _, line = _refused(tmp_path, capsys, "stale")
+    assert "saved by another training" in line
 
 
 @pytest.mark.parametrize("error", [OSError(5, "Input/output error"), torch.cuda.OutOfMemoryError("CUDA out of memory")])

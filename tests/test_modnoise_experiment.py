@@ -147,3 +147,29 @@ def test_replicas_train_independently_of_their_stack():
     one = modnoise.execute(modnoise.Run("add", 9, (("flip", 0.8),), SPEC, seed=2, p=7), torch.device("cpu"))
     both = modnoise.execute(modnoise.Run("add", 9, (("flip", 0.2), ("flip", 0.8)), SPEC, seed=2, p=7), torch.device("cpu"))
     assert np.allclose(one.accuracy.sel(replica=0).values, both.accuracy.sel(replica=1).values, equal_nan=True)
+
+
+def _killed_then_run(run: modnoise.Run, state, monkeypatch, kill_after: int, rerun: modnoise.Run):
+    """Execute `run` until `kill_after` steps (then a stand-in for a kill), then `rerun` on the same state."""
+    from reproduce import engine
+
+    with monkeypatch.context() as patch:
+        patch.setattr(modnoise, "train", lambda *a, **k: engine.train(*a, **k, stop_after_steps=kill_after))
+        with pytest.raises(KeyboardInterrupt):
+            modnoise.execute(run, torch.device("cpu"), state_path=state)
+    return modnoise.execute(rerun, torch.device("cpu"), state_path=state)
+
+
+@pytest.mark.parametrize("rerun", ["same", "edited"])
+def test_a_resumed_run_probes_the_epochs_of_an_uninterrupted_one(tmp_path, monkeypatch, rerun):
+    """The probe counts the checkpoints a resumed run probed already, so the light (per-step) and full
+    probes fall on the same epochs as in an uninterrupted run; a state of another training (the
+    settings edited before the rerun) is refused by the engine and counts none."""
+    spec = TrainSpec(optimizer="adamw", lr=3e-3, batch_size=0, epochs=12, weight_decay=1.0, checkpoints=log_schedule(12))
+    run = modnoise.Run("add", 9, SETTINGS[:2], spec, seed=2, p=7, order_until=6)
+    other = dataclasses.replace(run, train=dataclasses.replace(spec, lr=5e-3)) if rerun == "edited" else run
+    resumed = _killed_then_run(run, tmp_path / "state.pt", monkeypatch, kill_after=4, rerun=other)
+    whole = modnoise.execute(other, torch.device("cpu"))
+    for name in ("accuracy", "test_accuracy", "power"):
+        np.testing.assert_array_equal(resumed[name].values, whole[name].values, err_msg=name)
+    assert list(tmp_path.glob("state.pt.stale-*")) if rerun == "edited" else not list(tmp_path.glob("state.pt.*"))

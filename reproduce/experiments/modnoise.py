@@ -31,7 +31,7 @@ import torch.nn.functional as F
 import xarray as xr
 
 from reproduce.experiments.shrink import shrinking
-from reproduce.engine import TrainSpec, log_schedule, seconds_per_step, train, training_cost
+from reproduce.engine import TrainSpec, fingerprint, log_schedule, seconds_per_step, train, training_cost
 from reproduce.measures.fourier import (OPERATIONS, extract_global, extract_per_neuron, group_order, neuron_spectrum,
                                         primitive_root)
 from reproduce.measures.partition import ablation_scores, partition, subnetwork_output
@@ -195,12 +195,13 @@ def checkpoint_epochs(run: Run) -> list[float]:
     return sorted(e for e in {0.0, *run.train.checkpoints, *fine, float(last)} if e <= last)
 
 
-def _probes_done(state_path) -> int:
-    """Checkpoints a resumed run has probed already (0 for a fresh one): its probe counts on from there."""
+def _probes_done(state_path, made_for: str) -> int:
+    """Checkpoints a resumed run has probed already (0 for a fresh one): its probe counts on from there.
+    `made_for`: the training's fingerprint, so a state the engine will refuse as stale counts 0."""
     if state_path is None or not Path(state_path).exists():
         return 0
     try:
-        return len(read_state(Path(state_path))["records"])
+        return len(read_state(Path(state_path), made_for)["records"])
     except RefusedState:  # the engine moves a state it refuses aside and starts afresh
         return 0
 
@@ -276,8 +277,10 @@ def execute(run: Run, device: torch.device, state_path=None, progress=None) -> x
     n_train = int((data.split == 0).sum())
     x_train = one_hot_pairs(data.pairs[:n_train], run.p)
     spec = dataclasses.replace(run.train, checkpoints=tuple(checkpoint_epochs(run)))
-    result = train(model, x_train, data.labels[:, :n_train], spec, make_probe(run, data, _probes_done(state_path)),
-                   order_seeds=[20_000 + s for _, _, s in run.replicas], state_path=state_path, progress=progress)
+    labels, order_seeds = data.labels[:, :n_train], [20_000 + s for _, _, s in run.replicas]
+    done = _probes_done(state_path, fingerprint(model, x_train, labels, spec, order_seeds))
+    result = train(model, x_train, labels, spec, make_probe(run, data, done),
+                   order_seeds=order_seeds, state_path=state_path, progress=progress)
     ds = result.dataset
     with torch.no_grad():
         order = group_order(run.op, run.p)
