@@ -63,7 +63,7 @@ def test_runs_of_different_shapes_combine(tiny_runs, tmp_path):
 def test_quick_tier_plan():
     runs = modnoise.runs("quick")
     assert {r.model for r in runs} == {"add-m513", "sub-m513", "mul-m513"}
-    assert all(r.train.batch_size == 0 and r.train.optimizer == "adamw" and r.seeds_per_setting == 3 for r in runs)
+    assert all(r.train.batch_size == 0 and r.train.optimizer == "adamw" and r.seeds_per_setting == 5 for r in runs)
     steps, flops = modnoise.steps_and_flops(runs[0])
     assert steps == 70 and flops > 0
     add = runs[0]

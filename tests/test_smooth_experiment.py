@@ -68,7 +68,7 @@ def test_threshold_and_peak_criterion_on_planted_sweeps():
 def test_quick_tier_is_the_stated_sweep(monkeypatch):
     monkeypatch.delenv(SHRINK_ENV, raising=False)
     quick = smooth.runs("quick")
-    assert [r.width for r in quick] == list(smooth.QUICK_WIDTHS) and all(r.seeds == 4 for r in quick)
+    assert [r.width for r in quick] == list(smooth.QUICK_WIDTHS) and all(r.seeds == 6 for r in quick)
     assert {r.train.optimizer for r in quick} == {"adam"} and all(r.train.weight_decay == 0 for r in quick)
     small = smooth.runs("small")
     assert [r.width for r in small] == list(smooth.SMALL_WIDTHS) and all(r.seeds == 4 for r in small)

@@ -87,7 +87,7 @@ WIDTH_SPEC = TrainSpec(optimizer="adamw", lr=1e-2, batch_size=0, epochs=300, wei
 
 
 def runs(tier: str, seed: int = 0) -> list[Run]:
-    """quick: P = 59, width 513, 70 epochs, 3 seeds per setting: Fourier extraction, partition and the
+    """quick: P = 59, width 513, 70 epochs, 5 seeds per setting: Fourier extraction, partition and the
     learning order (every step a checkpoint up to epoch 50); small: the width claim, addition mod 59 at
     widths 2^k + 1 (k = 4..9), 20% flip noise and the 100% control, `WIDTH_SPEC`, 5 seeds; medium: P = 97,
     the paper's widths 2^k + 1 (k = 4..12), 3 seeds; full: every noise level everywhere.
@@ -101,7 +101,9 @@ def runs(tier: str, seed: int = 0) -> list[Run]:
     if tier == "quick":
         spec = TrainSpec(optimizer="adamw", lr=3e-3, batch_size=0, epochs=70, weight_decay=1.0,
                          checkpoints=log_schedule(70, mantissas=(1, 3)))
-        return _largest(spec, seed, p=59, width=513, seeds=3, rates=(0.8, 1.0), order_until=50)
+        # 5 seeds, not 3: with 3, addition's extracted accuracy (0.990 [0.944, 1] against 0.95) was
+        # inconclusive at base seed 1 while reproduced at base seed 0 (docs/stability.md)
+        return _largest(spec, seed, p=59, width=513, seeds=5, rates=(0.8, 1.0), order_until=50)
     if tier == "small":
         out = _width_sweep(WIDTH_SPEC, seed, p=59, widths=SMALL_WIDTHS, seeds=5)
         return [_shrunk(r) for r in out] if shrinking() else out
