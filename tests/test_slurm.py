@@ -1,14 +1,15 @@
 """The Slurm executor against a real single-node cluster (ci/slurm.sh starts it; skipped where it cannot).
 
 Quick-tier ddmlp runs are made locally with one torch thread and on the cluster, and must store
-the same numbers: the smallest (mlp3-s0) as a Slurm array task with one CPU, and the largest
-(mlp7-s0) as a task preempted twice mid-run: first the graceful way (USR2, as Slurm signals before
+the same numbers: the smallest (mlp3-s0) as a Slurm array task with one CPU, and mlp5-s0 as a
+task preempted twice mid-run: first the graceful way (USR2, as Slurm signals before
 preemption or the time limit: submitit calls the task's checkpoint and requeues it), then the hard
 way (`scontrol requeue`: the task is killed and resumes from its last saved state).
 
-The preempted run is the largest because a hard requeue only kills a task that is still training
-KillWait (ci/slurm.sh: 10 s) after the requeue: submitit ignores the SIGTERM that comes first. The
-quick mlp3 finishes its last 50 epochs in about 6 s, so it completed instead of being killed.
+The preempted run is not the smallest because a hard requeue only kills a task that is still
+training KillWait (ci/slurm.sh: 10 s) after the requeue: submitit ignores the SIGTERM that comes
+first. The quick mlp3 finished its last 50 epochs in about 6 s, so it completed instead of being
+killed; mlp5 has about 40 s of them at one thread (mlp7, twice that, made CI slower for nothing).
 """
 
 import os
@@ -26,7 +27,7 @@ import xarray as xr
 
 ROOT = Path(__file__).resolve().parent.parent
 ARRAY_RUN = "mlp3-s0"  # the smallest quick run
-PREEMPTED_RUN = "mlp7-s0"  # the largest: about 40 s of training left after the first restart
+PREEMPTED_RUN = "mlp5-s0"  # about 40 s of training left after the first restart, at one thread
 REQUEUE_GAP_S = 2.0  # after a requeue, wait this long before starting the job (see _restarted)
 ARGS = ["--tier", "quick", "--paper", "ddmlp", "--no-report"]
 
