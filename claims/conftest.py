@@ -21,13 +21,14 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
-from reproduce.report import (CaseOutcome, Claim, claim_entries, figure_png, merge_entries, read_json, run_provenance,
-                              write_report)
+from reproduce.report import (CaseOutcome, Claim, _never, claim_entries, figure_png, merge_entries, read_json,
+                              run_provenance, write_report)
 from reproduce.verdict import Condition, judge as judge_conditions
+from reproduce.experiments import TIERS
 from reproduce.runner import make_results, plan
 from reproduce.store import ENGINE, Store
 
-TIER_ORDER = ("quick", "small", "medium", "full")
+TIER_ORDER = TIERS  # cheapest first
 OUTCOMES = pytest.StashKey[list]()
 DATASETS = pytest.StashKey[dict]()
 CLAIMS = pytest.StashKey[dict]()
@@ -226,7 +227,7 @@ def judge(request: pytest.FixtureRequest):
 
 def _condition_text(j: dict) -> str:
     interval = "no interval" if j["interval"] is None else "[{:.4g}, {:.4g}]".format(*j["interval"])
-    never = f", {j['never'] or 'infinite'} in {j['n_never']} of {j['n']} seeds" if j.get("n_never") else ""
+    never = "".join(", " + text for text in _never(j))
     return (f"{j['name']} {j['op']} {j['threshold']:g}: {j['verdict']} ({j['rule']}, n={j['n']}, "
             f"{j['aggregate']:.4g} {interval}{never})")
 

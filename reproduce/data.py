@@ -89,8 +89,12 @@ def stratified_indices(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     return picked[torch.randperm(picked.numel(), generator=generator)]
 
 
+def _default_cache() -> Path:
+    return Path.home() / ".cache" / "reproduce" / "data"
+
+
 def cache_dir(root: str | Path | None = None) -> Path:
-    return Path(root or os.environ.get("REPRODUCE_DATA") or Path.home() / ".cache" / "reproduce" / "data")
+    return Path(root or os.environ.get("REPRODUCE_DATA") or _default_cache())
 
 
 def load_dataset(name: str, root: str | Path | None = None, download: bool = True,
@@ -170,7 +174,7 @@ def _idx_data(name: str, files: dict[str, Path]) -> ImageData:
 
 def _chosen(cache: Path) -> bool:
     """Whether the data folder was named by the user (an argument or REPRODUCE_DATA), not the default."""
-    return cache != Path.home() / ".cache" / "reproduce" / "data"
+    return cache != _default_cache()
 
 
 def _torchvision_download(dataset: str, cache: Path) -> bool:

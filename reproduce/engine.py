@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 from contextlib import contextmanager
 import threading
@@ -35,6 +34,7 @@ from reproduce.probes import Probe, _run_probe
 from reproduce.spec import TrainSpec, log_schedule
 from reproduce.state import load_state, save_state
 from reproduce.step import make_step
+from reproduce.store import config_hash
 from reproduce.timing import seconds_per_step, training_cost
 
 __all__ = ["TrainSpec", "log_schedule", "TrainResult", "train", "fingerprint", "Preempted", "request_stop", "clear_stop",
@@ -104,11 +104,9 @@ def fingerprint(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, sp
     resumed into another (the tier's settings edited between a kill and the rerun) it would give
     numbers of neither, or fail at every resume."""
     digest = hashlib.sha256(labels.detach().cpu().contiguous().numpy().tobytes())
-    text = json.dumps({"spec": dataclasses.asdict(spec), "order_seeds": [int(s) for s in order_seeds],
-                       "parameters": {k: list(v.shape) for k, v in model.state_dict().items()},
-                       "inputs": [list(inputs.shape), str(inputs.dtype)], "labels": digest.hexdigest()},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return config_hash({"spec": dataclasses.asdict(spec), "order_seeds": [int(s) for s in order_seeds],
+                        "parameters": {k: list(v.shape) for k, v in model.state_dict().items()},
+                        "inputs": [list(inputs.shape), str(inputs.dtype)], "labels": digest.hexdigest()})
 
 
 @contextmanager

@@ -191,8 +191,8 @@ def ddmlp_outlier_by_class(ds: xr.Dataset) -> Figure:
                       for l in run.layer.values}
             cells = run.outlier_by_cell.isel(epoch=-1).sel(layer=max(ratios, key=ratios.get)).values
             classes = np.arange(cells.shape[0])
-            ax.plot(classes, [np.mean(row[~np.isnan(row)]) for row in cells], "o-", color="C3", lw=0.6)
-            ax.plot(classes, [np.mean(col[~np.isnan(col)]) for col in cells.T], "s--", color="C0", lw=0.6)
+            ax.plot(classes, np.nanmean(cells, axis=1), "o-", color="C3", lw=0.6)
+            ax.plot(classes, np.nanmean(cells, axis=0), "s--", color="C0", lw=0.6)
         ax.plot([], [], "o-", color="C3", label="by true class")
         ax.plot([], [], "s--", color="C0", label="by noisy label")
         ax.set_xlabel("class")

@@ -149,8 +149,8 @@ def modnoise_learning_curves(ds: xr.Dataset, model: str | None = None) -> Figure
             for split, label, color in subsets:
                 acc = one.accuracy.sel(split=split).values
                 ax.plot(epochs, acc, color=color, linewidth=0.8, alpha=0.6, label=label if k == 0 else None)
-                if split in ("clean", "noisy"):
-                    half = first_crossing(epochs, acc)
+                half = first_crossing(epochs, acc) if split in ("clean", "noisy") else np.nan
+                if not np.isnan(half):  # a subset that never gets half way has no marker
                     ax.plot([half], [acc[np.nonzero(epochs == half)[0][0]]], "o" if split == "clean" else "x",
                             color=color, markersize=5, label=f"{split} half-way" if k == 0 else None)
         ax.set_xlabel("step (= epoch, full batch)")
