@@ -25,7 +25,7 @@ def tiny_run(fashion_mnist):
 def test_stored_results_have_every_layer_subspace_and_split(tiny_run):
     one = run_of(tiny_run, "mlp-fashion_mnist")
     assert list(one.layer_name.values) == ["Input", "FC1(16)", "FC2(8)"]
-    assert one.masc_accuracy.sizes == {"replica": 7, "subspace": 3, "layer": 3, "split": 4}
+    assert one.masc_accuracy.sizes == {"replica": 7, "subspace": len(masc.SUBSPACES), "layer": 3, "split": 4}
     assert list(one.degree.values) == [*masc.DEGREES, 1.0]  # two seeds at p = 1.0 (extra_seeds), one elsewhere
     assert int(one.test_select.sum()) == 20  # the fixed 20% split
 
@@ -33,7 +33,7 @@ def test_stored_results_have_every_layer_subspace_and_split(tiny_run):
 def test_true_and_corrupted_subspaces_coincide_without_noise(tiny_run):
     one = run_of(tiny_run, "mlp-fashion_mnist").isel(replica=0)
     assert (one.label.values == one.original_label.values).all()
-    for other in ("true", "independent"):  # at p = 0 every subspace is built from the clean labels
+    for other in ("true", "independent", "independent2"):  # at p = 0 every subspace is built from the clean labels
         np.testing.assert_array_equal(one.masc_test_prediction.sel(subspace="corrupted"),
                                       one.masc_test_prediction.sel(subspace=other))
 
@@ -42,13 +42,15 @@ def test_independent_corruption_has_the_degree_but_not_the_trained_labels(fashio
     spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=50, epochs=1)
     run = masc.Run("mlp-fashion_mnist", "mlp", (8,), "fashion_mnist", spec, n_train=2000, n_test=100, degrees=(0.8,))
     data, labels, _, _ = masc.prepare(run, torch.device("cpu"))
-    independent = masc.independent_labels(run, data)
+    first, second = masc.independent_labels(run, data)[:, 0]
     true = data.train_y
     # resample noise at 80%: a label keeps its class with probability 0.2 + 0.8 / 10 = 0.28
-    for noisy in (labels[0], independent[0]):
+    for noisy in (labels[0], first, second):
         assert abs(float((noisy == true).double().mean()) - 0.28) < 0.04
-    # independent of the trained labels: they agree as two independent draws would, 0.28^2 + 0.72^2 / 9
-    assert abs(float((independent[0] == labels[0]).double().mean()) - (0.28**2 + 0.72**2 / 9)) < 0.04
+    # independent of the trained labels and of each other: two independent draws agree with
+    # probability 0.28^2 + 0.72^2 / 9
+    for a, b in ((first, labels[0]), (second, labels[0]), (first, second)):
+        assert abs(float((a == b).double().mean()) - (0.28**2 + 0.72**2 / 9)) < 0.04
 
 
 def test_accuracies_recompute_from_stored_predictions(tiny_run):

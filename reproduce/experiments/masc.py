@@ -32,9 +32,12 @@ from reproduce.noise import corrupt_labels
 PAPER = "masc"
 DEGREES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 # Subspaces from the labels the model trained on, from the true labels, and from the true labels
-# corrupted again, independently, at the same degree: labels with no more information than the
-# trained ones, the control of `true_label_subspaces_better` (at p = 0 all three are the clean labels).
-SUBSPACES = ("corrupted", "true", "independent")
+# corrupted again, twice, independently, at the same degree: labels with no more information than the
+# trained ones. `true_label_subspaces_better` compares the true labels with the first independent
+# corruption; its placebo control compares the two independent corruptions, which differ by chance
+# alone (at p = 0 every subspace is built from the clean labels).
+SUBSPACES = ("corrupted", "true", "independent", "independent2")
+INDEPENDENT_SEEDS = (40_000, 50_000)  # the label seeds of the two independent corruptions (plus the replica seed)
 RELABELS = ("masc", "own")  # retraining on MASC's relabeling, and on the model's own training labels (the baseline)
 MEMORIZE_DEGREES = 0.8  # the stop rule waits for every replica up to this degree (p = 1.0 is the control)
 SPLITS = ("train_corrupted", "train_true", "test_select", "test_eval")
@@ -73,6 +76,7 @@ class Run:
     # stacked training ends at the first checkpoint where every replica of degree <= MEMORIZE_DEGREES
     # fits its corrupted labels to at least `memorize`; each replica's first such epoch is stored.
     memorize: float | None = None
+    independent_draws: int = len(INDEPENDENT_SEEDS)  # independent corruptions probed (in the config hash: older files lack the second)
     paper: str = field(default=PAPER, init=False)
 
     @property
@@ -261,7 +265,7 @@ def layer_outputs(model: torch.nn.Module, x: torch.Tensor, layer: int, chunk: in
 def masc_probe(model: torch.nn.Module, data: ImageData, labels: torch.Tensor, independent: torch.Tensor,
                variance: float, num_layers: int) -> dict[str, torch.Tensor]:
     """MASC on every layer and replica, with the SUBSPACES of the corrupted, true and independently
-    corrupted labels (Sec. 4-5).
+    corrupted labels (Sec. 4-5); `independent` is (draws, R, N).
 
     Returns per-sample predictions: train (R, S, L, N) and test (R, S, L, n_test), int16 on the CPU,
     and the number of principal components (R, S, L, K).
@@ -275,7 +279,7 @@ def masc_probe(model: torch.nn.Module, data: ImageData, labels: torch.Tensor, in
         train_out = layer_outputs(model, data.train_x, layer)
         test_out = layer_outputs(model, data.test_x, layer)
         for i in range(r):
-            for s, fit_labels in enumerate((labels[i], data.train_y, independent[i])):
+            for s, fit_labels in enumerate((labels[i], data.train_y, *independent[:, i])):
                 sub = masc.fit_subspaces(train_out[i], fit_labels, k, variance)
                 components[i, s, layer] = sub.ranks.to(torch.int32)
                 train_pred[i, s, layer] = masc.predict(sub, train_out[i]).cpu().to(torch.int16)
@@ -285,9 +289,11 @@ def masc_probe(model: torch.nn.Module, data: ImageData, labels: torch.Tensor, in
 
 
 def independent_labels(run: Run, data: ImageData) -> torch.Tensor:
-    """The true training labels corrupted again at each replica's degree, with a seed of their own (R, N)."""
-    return torch.stack([corrupt_labels(data.train_y.cpu(), data.num_classes, "resample", degree, seed=40_000 + seed).labels
-                        for degree, seed in run.replicas])
+    """The true training labels corrupted again at each replica's degree, once per INDEPENDENT_SEEDS,
+    each draw with a seed of its own (D, R, N)."""
+    return torch.stack([torch.stack([corrupt_labels(data.train_y.cpu(), data.num_classes, "resample", degree,
+                                                    seed=base + seed).labels for degree, seed in run.replicas])
+                        for base in INDEPENDENT_SEEDS[:run.independent_draws]])
 
 
 def memorized(run: Run):

@@ -51,9 +51,8 @@ def degree_summary(run: xr.Dataset) -> dict[float, dict]:
     per_replica = {"model": model_eval, "train_fit": final.sel(split="train_corrupted").values}
     if "memorized_epoch" in run:
         per_replica["memorized_epoch"] = run.memorized_epoch.values
-    for subspace, key in (("corrupted", "masc"), ("true", "masc_true"), ("independent", "masc_independent")):
-        if subspace not in acc.subspace.values:
-            continue  # results made before the independent-corruption control
+    for subspace, key in (("corrupted", "masc"), ("true", "masc_true"), ("independent", "masc_independent"),
+                          ("independent2", "masc_independent2")):
         a = acc.sel(subspace=subspace)
         best = _best_hidden(a.sel(split="test_select").values)
         per_replica[key] = a.sel(split="test_eval").values[replicas, best]
