@@ -7,20 +7,20 @@
     python -m reproduce report --tier T [--results DIR] [--paper KEY ...] [--claim ID ...] [--seed N]
     python -m reproduce bench [--quick] [--device D] [--results DIR]   (speed ratios; see reproduce/bench.py)
     python -m reproduce stability --tier quick [--results DIR] [--threads T ...] [--seeds S ...]
+    python -m reproduce expect --tier T [--results DIR]   (record DIR/T/claims.json as the measured expectations)
     python -m reproduce --version
 
-The claim verdicts come from the claim tests (pytest claims -m TIER), so the report a user reads
-is exactly what CI checks; their full output goes to DIR/TIER/pytest.log and the console ends with
-the verdict table. Exit codes: 0 every verdict is the tier's expected one, 1 a claim regressed,
-2 bad input (any UserError, printed as one line).
+The claim verdicts come from reproduce.judge.judge_tier, the same function each claim test
+(pytest claims -m TIER) calls, so the report a user reads is exactly what CI checks; the console
+ends with the verdict table. Exit codes: 0 no claim regressed (a contradicted prediction is shown,
+not counted), 1 a claim regressed (a measured expectation contradicted, or an error), 2 bad input
+(any UserError, printed as one line).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,11 +29,11 @@ from reproduce import __version__
 from reproduce.errors import UserError, _Parser, check_writable
 from reproduce.experiments import PAPERS, TIERS, check_paper, check_tier
 
-CLAIMS_DIR = Path(__file__).resolve().parent.parent / "claims"  # beside the package: in a checkout and installed
 VERBS = {"run": "make the results, then the report (the default verb)",
          "report": "rebuild the report from stored results (trains nothing)",
          "bench": "speed ratios of the engine (its options: python -m reproduce bench --help)",
-         "stability": "the quick tier at several thread counts and base seeds: do the verdicts change?"}
+         "stability": "the quick tier at several thread counts and base seeds: do the verdicts change?",
+         "expect": "record a tier's claims.json as its measured expectations (data/expected/TIER.json)"}
 
 
 def _at_least_one(text: str) -> int:
@@ -83,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     stability.add_argument("--threads", type=_at_least_one, nargs="+", default=[1, 2], help="default 1 2")
     stability.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="default 0 1 2")
     stability.add_argument("--paper", nargs="+", default=list(PAPERS), help=f"papers (default all: {', '.join(PAPERS)})")
+    expect = verbs.add_parser("expect", help=VERBS["expect"], description=(
+        "Write data/expected/TIER.json from DIR/TIER/claims.json: each claim's verdict there becomes the tier's "
+        "measured expectation, citing the commit that judged it and the one that made the results. Every claim "
+        "of the tier must have been judged (none not run)."))
+    expect.add_argument("--tier", required=True, help=f"one of {', '.join(TIERS)}")
+    expect.add_argument("--results", type=Path, default=Path("results"), help="results store (default results/)")
     return p
 
 
@@ -117,6 +123,11 @@ def _main(argv: list[str] | None) -> int:
         for paper in args.paper:
             check_paper(paper)
         return stability(args.tier, args.results, args.threads, args.seeds, args.paper)
+    if args.command == "expect":
+        from reproduce.judge import record_expected
+
+        print(f"wrote {record_expected(check_tier(args.tier), args.results)}")
+        return 0
     check_tier(args.tier)
     for paper in args.paper:
         check_paper(paper)
@@ -153,6 +164,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     check_writable(args.results)
     if not args.no_report:
+        from reproduce.report import check_report
+
         check_report(args.results / args.tier, args.seed)
     from reproduce.executors import make_results
 
@@ -175,9 +188,9 @@ def _check_diverged(tier: str, papers: list[str], results: Path, seed: int, only
 
 def _papers_of_claims(claims: list[str], papers: list[str]) -> list[str]:
     """The papers of the claims asked for, checked against data/claims/*.json."""
-    from reproduce.report import all_claims
+    from reproduce.judge import declared
 
-    known = {claim: entry["paper"] for claim, entry in all_claims().items()}
+    known = {claim: c.paper for claim, c in declared().items()}
     for claim in claims:
         if claim not in known:
             raise UserError(f"unknown claim {claim!r}: choose from {', '.join(sorted(known))}")
@@ -205,57 +218,27 @@ def _papers_with_results(tier: str, papers: list[str], results: Path, seed: int)
 
 def report(tier: str, results: Path, papers: list[str], seed: int = 0, device: str = "cpu",
            claims: list[str] | None = None) -> int:
-    """Run the claim tests of the tier on the stored results (their plugin merges them into the
-    report), with pytest's output in DIR/TIER/pytest.log; print the verdict table.
+    """Judge the tier's claims of these papers on the stored results (reproduce.judge.judge_tier),
+    merge them into the tier's report and print the verdict table.
 
-    Returns 0 when every verdict judged now is the tier's expected one, 1 when a claim regressed.
+    Returns 0 when no claim judged now regressed, 1 when one did.
     """
-    import pytest
-
-    from reproduce.report import console_summary, read_json, regressions
+    from reproduce.judge import judge_tier
+    from reproduce.report import check_report, console_summary, publish, regressions
     from reproduce.runner import check_stored
+    from reproduce.store import Store
 
-    if not CLAIMS_DIR.is_dir():
-        raise UserError(f"claim tests not found in {CLAIMS_DIR}: reinstall the package (pip install .)")
     out = results / tier
     check_report(out, seed)
     check_stored(tier, papers, results, seed)
-    files = [str(CLAIMS_DIR / f"test_{p}.py") for p in papers]
-    log = out / "pytest.log"
-    with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-        code = pytest.main([*files, "-m", tier, "--results", str(results), "--seed", str(seed), "--stored-only",
-                            "--device", device, "-p", "no:cacheprovider", *_pytest_config(),
-                            "--rootdir", str(CLAIMS_DIR.parent), *[f"--claim={c}" for c in claims or []]])
-    if code not in (0, 1, 5):  # 1: claims failed (verdicts); 5: no case at this tier (the report says so)
-        raise UserError(f"the claim tests stopped (pytest exit code {int(code)}): see {log}")
-    entries = [e for e in read_json(out / "claims.json", [])
-               if e["id"].split(".")[0] in papers and (not claims or e["id"] in claims)]
-    print(console_summary(entries))
-    print(f"report: {out / 'report.md'}, report.html and claims.json beside it; pytest output: {log}")
-    regressed = regressions(entries)
+    judged, datasets = judge_tier(Store(results), tier, papers, seed, claims)
+    publish(results, tier, judged, datasets, seed)
+    print(console_summary(judged))
+    print(f"report: {out / 'report.md'}, report.html and claims.json beside it")
+    regressed = regressions(judged)
     if regressed:
-        print(f"regressed (verdict not the tier's expected one): {', '.join(regressed)}")
+        print(f"regressed (a measured expectation contradicted, or an error): {', '.join(regressed)}")
     return 1 if regressed else 0
-
-
-def check_report(out: Path, seed: int) -> None:
-    """Before anything is judged (or trained): the tier's report folder takes files, and the report
-    already there is intact and of this base seed, so merging into it can lose nothing."""
-    from reproduce.report import check_seed, read_json
-
-    check_writable(out)
-    check_seed(read_json(out / "claims.json", []), seed, out / "claims.json")
-    read_json(out / "tables.json", {})
-    read_json(out / "provenance.json", {})
-
-
-def _pytest_config() -> list[str]:
-    """pytest's configuration for the claim tests: the checkout's pyproject.toml, or where the package is
-    installed (no pyproject.toml beside it) the same markers given on the command line."""
-    config = CLAIMS_DIR.parent / "pyproject.toml"
-    if config.is_file():
-        return ["-c", str(config)]
-    return ["-c", os.devnull, "--strict-markers", "-o", "markers=" + "\n".join([*TIERS, "claim(claim)"])]
 
 
 def stability_settings(threads: list[int], seeds: list[int]) -> list[tuple[int, int]]:

@@ -1,12 +1,12 @@
 """The claim report: claims.json, report.md (figures as PNG files beside it) and a self-contained
-report.html (figures embedded), written from the outcomes of the claim tests.
+report.html (figures embedded), written from the entries that reproduce.judge makes.
 
 Each case of a claim records its evidence: every condition of the criterion with n, every seed's
-value, the aggregate and the 95% interval, judged under the claim's rule (reproduce/verdict.py).
-A claim's headline verdict at a tier combines its main cases and its controls
-(`reproduce.verdict.claim_verdict`): `reproduced`, `not_reproduced` or `inconclusive`; `error`
-when a statistic raised or a run diverged; `not_run` when the results are missing;
-`not_at_tier` for a claim of a judged paper with no case at this tier.
+value, the aggregate and the 95% interval (reproduce/verdict.py). A claim's headline verdict at a
+tier combines its main cases and its controls: `reproduced`, `not_reproduced` or `inconclusive`;
+`error` when a statistic raised or a run diverged; `not_run` when the results are missing;
+`not_at_tier` for a claim with no case at this tier (the entry names the tiers that judge it).
+The criterion's text is rendered from the judged conditions, never written beside them.
 """
 
 from __future__ import annotations
@@ -16,76 +16,12 @@ import html
 import json
 import math
 import numbers
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
 from reproduce.errors import UserError
-from reproduce.verdict import RULES, claim_verdict
-
-# One <paper>.json per paper: data/claims/ in a checkout, the package reproduce.catalogue once installed
-# (pyproject.toml maps the one folder onto the other, so a wheel carries the same files).
-_INSTALLED = Path(__file__).resolve().parent / "catalogue"
-REFERENCE = _INSTALLED if _INSTALLED.is_dir() else Path(__file__).resolve().parent.parent / "data" / "claims"
-Table = tuple[list[str], list[list]]  # (column names, rows): a paper-table analogue such as MASC's Table 1
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A paper claim: its id and the paper's words and numbers, from data/claims/<paper>.json.
-
-    `rule` is how its per-seed statistics are judged (a key of reproduce.verdict.RULES).
-    `figure(ds)` and `table(ds)` redraw the paper's figure or table from the combined results.
-    """
-
-    id: str
-    section: str
-    statement: str
-    paper_value: str
-    criterion: str
-    control: str
-    rule: str = "t"
-    tiers: dict[str, str] = field(default_factory=dict, compare=False)  # tier -> expected verdict, or not_at_tier
-    seeds: str = ""  # how many seeds each tier judges, and why where fewer than the standard
-    setting: str = ""  # the setting the claim is judged in (shown in the Contrasts section)
-    contradicts: str = ""  # id of a claim of another paper that says the opposite
-    figure: Callable[..., Figure] | None = field(default=None, compare=False)
-    table: Callable[..., Table] | None = field(default=None, compare=False)
-
-    @classmethod
-    def load(cls, claim_id: str, figure: Callable[..., Figure] | None = None,
-             table: Callable[..., Table] | None = None) -> "Claim":
-        entry = catalogue(claim_id.split(".")[0])[claim_id]
-        return cls(id=claim_id, figure=figure, table=table, **entry)
-
-    @property
-    def paper(self) -> str:
-        return self.id.split(".")[0]
-
-
-def catalogue(paper: str) -> dict[str, dict]:
-    """The paper's claims as data/claims/<paper>.json lists them."""
-    return json.loads((REFERENCE / f"{paper}.json").read_text())
-
-
-@dataclass
-class CaseOutcome:
-    """One claim-test case as pytest ended it, with the evidence it recorded."""
-
-    claim: str
-    tier: str
-    case: str
-    control: bool
-    outcome: str  # passed | failed | xfailed | xpassed | skipped | error
-    verdict: str  # reproduced | not_reproduced | inconclusive | error | not_run
-    message: str = ""
-    expected: str = "reproduced"  # not_reproduced for a strict expected failure
-    summary: str = ""
-    numbers: dict = field(default_factory=dict)
-    conditions: list = field(default_factory=list)
-
+from reproduce.judge import Table, declared
 
 VERDICT_TEXT = {
     "reproduced": "reproduced",
@@ -95,35 +31,6 @@ VERDICT_TEXT = {
     "not_run": "not run (results missing)",
     "not_at_tier": "not at this tier",
 }
-
-
-def claim_entries(claims: dict[str, Claim], outcomes: list[CaseOutcome], tier: str) -> list[dict]:
-    """The claims.json entries of a tier: every claim of every paper judged in this session, a claim
-    without a case at this tier as `not_at_tier`."""
-    judged = [o for o in outcomes if o.tier == tier]
-    entries = []
-    for paper in sorted({claims[o.claim].paper for o in judged}):
-        for claim_id, text in catalogue(paper).items():
-            cases = [o for o in judged if o.claim == claim_id]
-            entries.append(_entry(claims.get(claim_id) or Claim(id=claim_id, **text), tier, cases))
-    return entries
-
-
-def _entry(claim: Claim, tier: str, cases: list[CaseOutcome]) -> dict:
-    if cases:
-        expected = "not_reproduced" if any(o.expected == "not_reproduced" for o in cases if not o.control) else "reproduced"
-        head = claim_verdict([o.verdict for o in cases if not o.control], [o.verdict for o in cases if o.control], expected)
-    else:
-        head = dict(verdict="not_at_tier", control="none", note="", expected="reproduced", as_expected=True)
-    return {
-        "id": claim.id, "paper": claim.paper, "tier": tier, **head,
-        "section": claim.section, "statement": claim.statement, "paper_value": claim.paper_value,
-        "criterion": claim.criterion, "control_text": claim.control, "rule": RULES.get(claim.rule, claim.rule),
-        "seeds": claim.seeds, "setting": claim.setting, "contradicts": claim.contradicts,
-        "cases": [{"case": o.case, "control": o.control, "outcome": o.outcome, "verdict": o.verdict,
-                   "message": o.message, "summary": o.summary, "numbers": o.numbers, "conditions": o.conditions}
-                  for o in cases],
-    }
 
 
 MIN_FIGURE_PX = 800  # every figure of the report at least this wide: legible without zooming
@@ -176,10 +83,9 @@ def number(value, unit: str = "") -> str:
     return f"{value:.3g}"
 
 
-def all_claims() -> dict[str, dict]:
-    """Every claim of data/claims/*.json, by id, in file order: each appears in every report."""
-    return {claim_id: {"paper": path.stem, **entry} for path in sorted(REFERENCE.glob("*.json"))
-            for claim_id, entry in catalogue(path.stem).items()}
+def all_claims() -> list[str]:
+    """Every declared claim's id, in declaration order: each appears in every report."""
+    return list(declared())
 
 
 def _margin(condition: dict) -> float:
@@ -198,7 +104,8 @@ def _margin(condition: dict) -> float:
 
 def headline(entry: dict) -> dict | None:
     """The main cases' condition closest to failing: the claim's headline n, interval and number."""
-    found = [c for case in entry.get("cases", []) if not case.get("control") for c in case.get("conditions") or []]
+    found = [c for case in entry.get("cases", []) if not case.get("control") for c in case.get("conditions") or []
+             if not c.get("reported")]
     return min(found, key=_margin, default=None)
 
 
@@ -234,10 +141,12 @@ def _key_number(condition: dict | None) -> str:
 
 def _verdict_cell(entry: dict) -> str:
     text = words(entry["verdict"])
-    if entry.get("as_expected") is False:
+    if entry.get("regression"):
         text += " (REGRESSION)"
-    elif entry.get("expected") == "not_reproduced":
-        text += " (expected at this tier)"
+    elif entry.get("as_expected") is False:
+        text += f" (predicted {words(entry['expected'])})"
+    elif entry.get("as_expected") and entry.get("expected") != "reproduced":
+        text += f" (as {entry.get('expectation')})"
     return text
 
 
@@ -265,78 +174,133 @@ def text_table(columns: list[str], rows: list[list[str]], wrap: int = CONSOLE_WI
 
 
 TALLY = (("reproduced", "reproduced"), ("not_reproduced", "not reproduced"), ("inconclusive", "inconclusive"),
-         ("expected", "expected failures"), ("not_at_tier", "not at tier"), ("not_run", "not run"), ("error", "error"))
+         ("expected", "expected failures or inconclusive"), ("not_at_tier", "not at tier"), ("not_run", "not run"), ("error", "error"))
 
 
 def tally(entries: list[dict]) -> str:
     """One line of counts: how many claims came out which way (expected failures counted apart)."""
     def kind(e: dict) -> str:
-        return "expected" if e.get("expected") == "not_reproduced" and e.get("as_expected") else e["verdict"]
+        return "expected" if e.get("expected") not in (None, "reproduced") and e.get("as_expected") else e["verdict"]
 
     counts = {key: sum(kind(e) == key for e in entries) for key, _ in TALLY}
-    regressed = len(regressions(entries))
+    regressed, contradicted = len(regressions(entries)), len(contradicted_predictions(entries))
     return (f"{len(entries)} claims: " + ", ".join(f"{counts[key]} {text}" for key, text in TALLY if counts[key] or key in
                                                     ("reproduced", "not_reproduced", "inconclusive"))
-            + f"; {regressed} regression{'s' * (regressed != 1)}")
-
-
-def unenforced_controls(entries: list[dict]) -> list[str]:
-    """'claim case: verdict' for each control of a claim that is an expected failure at its tier: it is
-    judged and reported, not enforced (pytest counts it as xfailed or xpassed, never as a failure)."""
-    return [f"{e['id']} {c['case']}: {words(c.get('verdict', ''))}" for e in entries
-            if e.get("expected") == "not_reproduced" for c in e.get("cases", []) if c.get("control")]
+            + f"; {regressed} regression{'s' * (regressed != 1)}"
+            + (f"; {contradicted} prediction{'s' * (contradicted != 1)} contradicted" if contradicted else ""))
 
 
 def console_summary(entries: list[dict]) -> str:
     """The tally, the verdict table and the notes that need reading, as `run` and `report` end."""
     notes = [f"  {e['id']}: {e['note']}" for e in entries if e.get("note")]
-    controls = [f"  {c}" for c in unenforced_controls(entries)]
+    predicted = [f"  {e['id']}: {words(e['verdict'])}, {e['expectation_source']}" for e in entries
+                 if e["id"] in contradicted_predictions(entries)]
     return (tally(entries) + "\n" + text_table(SUMMARY_COLUMNS, summary_rows(entries))
             + ("\nnotes:\n" + "\n".join(notes) if notes else "")
-            + ("\ncontrols not enforced (their claim is an expected failure at this tier; pytest.log counts them as "
-               "xfailed/xpassed, which is no failure):\n" + "\n".join(controls) if controls else ""))
+            + ("\npredictions contradicted (no run backed them; not a failure):\n" + "\n".join(predicted)
+               if predicted else ""))
 
 
 def regressions(entries: list[dict]) -> list[str]:
-    """Ids of the claims whose verdict is not the tier's expected one (exit code 1)."""
-    return [e["id"] for e in entries if e.get("as_expected") is False]
+    """Ids of the claims that regressed (exit code 1): a measured expectation contradicted, or an error."""
+    return [e["id"] for e in entries if e.get("regression")]
+
+
+def contradicted_predictions(entries: list[dict]) -> list[str]:
+    """Ids of the claims whose predicted verdict the run contradicts: shown, never a failure."""
+    return [e["id"] for e in entries if e.get("as_expected") is False and not e.get("regression")]
 
 
 # --- merging: a report never holds less than it had ------------------------------------------
 
-def stub_entry(claim_id: str, tier: str, verdict: str) -> dict:
-    """The entry of a claim not judged: not_at_tier (no case at this tier) or not_run (no results)."""
-    claim = all_claims()[claim_id]
-    return {"id": claim_id, "paper": claim["paper"], "tier": tier, "verdict": verdict, "expected": None,
-            "as_expected": True, "note": "", "control": "none", "section": claim["section"],
-            "statement": claim["statement"], "paper_value": claim["paper_value"], "criterion": claim["criterion"],
-            "control_text": claim["control"], "setting": claim.get("setting", ""),
-            "contradicts": claim.get("contradicts", ""), "cases": []}
+def stub_entry(claim_id: str, tier: str) -> dict:
+    """The entry of a claim not judged in this session: not_at_tier (no case at this tier) or
+    not_run (the command that makes its results in each case's message)."""
+    from reproduce.judge import Unavailable, judge_claim
+
+    claim = declared([claim_id.split(".")[0]])[claim_id]
+    return judge_claim(claim, tier, Unavailable("not_run", f"not judged: make the {tier} results with `python -m "
+                                                           f"reproduce --tier {tier} --paper {claim.paper}`"))
 
 
-def merge_entries(previous: list[dict], judged: list[dict], tier: str, collected_papers: set[str],
-                  wanted: set[str] | None = None, seed: int = 0) -> list[dict]:
-    """Every catalogue claim once, in catalogue order.
+def merge_entries(previous: list[dict], judged: list[dict], tier: str, seed: int = 0) -> list[dict]:
+    """Every declared claim once, in declaration order.
 
-    A claim judged now replaces the earlier entry, unless it only reads not_run and the earlier one
-    had a verdict; a claim of a paper whose tests were collected, that was asked for (`wanted`,
-    None = all) but had no case, is not_at_tier; any other keeps the earlier entry or is not_run.
-    So `report --claim ID` or `--paper KEY` merge into the tier's report instead of replacing it.
-    Every entry judged now carries its base `seed`; earlier entries of another seed stop it (check_seed).
+    A claim judged now replaces its earlier entry, whatever either says (a stale entry is never
+    kept in place of a new judgement); a claim not judged now keeps its earlier entry, or is a stub
+    (not_at_tier or not_run). So `report --claim ID` or `--paper KEY` merge into the tier's report
+    instead of replacing it. Every entry judged now carries its base `seed`; earlier entries of
+    another seed stop it (check_seed).
     """
     check_seed(previous, seed, Path("claims.json"))
     before = {e["id"]: e for e in previous}
     now = {e["id"]: {**e, "seed": seed} for e in judged}
-    entries = []
-    for claim_id, claim in all_claims().items():
-        old = before.get(claim_id)
-        if claim_id in now and not (now[claim_id]["verdict"] == "not_run" and old and old["verdict"] != "not_run"):
-            entries.append(now[claim_id])
-        elif claim_id not in now and claim["paper"] in collected_papers and (wanted is None or claim_id in wanted):
-            entries.append(stub_entry(claim_id, tier, "not_at_tier"))
-        else:
-            entries.append(old or stub_entry(claim_id, tier, "not_run"))
+    return [now.get(i) or before.get(i) or stub_entry(i, tier) for i in all_claims()]
+
+
+def publish(root: Path, tier: str, judged: list[dict], results: dict, seed: int = 0) -> list[dict]:
+    """Merge the entries judged now into the tier's report (claims.json, report.md, report.html),
+    with the paper figures and tables of the claims judged now and the provenance of their results;
+    return the merged entries. Claims not judged now keep their entries and their paper figures."""
+    import xarray as xr
+
+    from reproduce.store import ENGINE, Store
+
+    out = Path(root) / tier
+    check_report(out, seed)
+    entries = merge_entries(read_json(out / "claims.json", []), judged, tier, seed)
+    claims = declared({e["paper"] for e in judged})
+    figures, tables, provenance = {}, read_json(out / "tables.json", {}), read_json(out / "provenance.json", {})
+    used = set()  # a paper figure shown once: under the first claim (declaration order) that names it
+    for e in judged:
+        claim, ds = claims[e["id"]], results.get(e["paper"])
+        tables.pop(claim.id, None)
+        if not isinstance(ds, xr.Dataset) or e["verdict"] == "not_at_tier":
+            continue
+        if claim.figure is not None and claim.figure not in used:
+            used.add(claim.figure)
+            figures[claim.id] = figure_png(claim.figure(ds))
+        if claim.table is not None:
+            tables[claim.id] = claim.table(ds)
+    from reproduce.runner import plan
+
+    for paper, ds in results.items():
+        attrs = []
+        for _, run in plan(tier, [paper], seed):
+            path = Store(root).path(tier, paper, run.name)
+            if path.exists():
+                with xr.open_dataset(path, engine=ENGINE) as one:
+                    attrs.append(dict(one.attrs))
+        if attrs:
+            provenance[paper] = run_provenance(attrs)
+    _keep_paper_figures(out / "figures", entries, {e["id"] for e in judged}, figures)
+    write_report(out, tier, entries, figures, tables, provenance)
+    (out / "tables.json").write_text(json.dumps(tables, indent=1, default=str))
+    (out / "provenance.json").write_text(json.dumps(provenance, indent=1))
     return entries
+
+
+def check_report(out: Path, seed: int) -> None:
+    """Before anything is judged (or trained): the tier's report folder takes files, and the report
+    already there is intact and of this base seed, so merging into it can lose nothing."""
+    from reproduce.errors import check_writable
+
+    check_writable(out)
+    check_seed(read_json(out / "claims.json", []), seed, out / "claims.json")
+    read_json(out / "tables.json", {})
+    read_json(out / "provenance.json", {})
+
+
+def _keep_paper_figures(fig_dir: Path, entries: list[dict], judged: set[str], figures: dict[str, bytes]) -> None:
+    """Paper figures of claims not judged now stay as the last report drew them; a judged claim's
+    old one goes when it has none now."""
+    for e in entries:
+        old = fig_dir / f"{e['id']}.paper.png"
+        if e["id"] in judged:
+            if e["id"] not in figures:
+                old.unlink(missing_ok=True)
+        elif old.exists():
+            figures[e["id"]] = old.read_bytes()
 
 
 def read_json(path: Path, default):
@@ -501,12 +465,18 @@ CONTRAST_COLUMNS = ["claim", "setting", "verdict", "ours"]
 
 def _details(e: dict) -> list[tuple[str, str]]:
     """(label, text) lines of a claim's section, the same in both files."""
-    expected = "" if e.get("expected") is None else f" (expected at this tier: {words(e['expected'])})"
-    return [("verdict", words(e["verdict"]) + (" (REGRESSION)" if e.get("as_expected") is False else "") + expected), ("note", e.get("note", "")),
+    if e["verdict"] == "not_at_tier":
+        tiers = e.get("judged_at") or []
+        return [("verdict", "not at this tier: judged at " + ", ".join(
+            f"{t} (`python -m reproduce --tier {t} --paper {e['paper']}`)" for t in tiers)),
+            ("negative control", e.get("control_text", "")), ("paper", e.get("paper_value", ""))]
+    expected = "" if e.get("expected") is None else f" (expected: {words(e['expected'])}, {e.get('expectation_source', '')})"
+    return [("verdict", _verdict_cell(e) + expected), ("note", e.get("note", "")), ("why", e.get("why", "")),
             ("negative control", f"{e.get('control', 'none')}: {e.get('control_text', '')}"),
             ("paper", e.get("paper_value", "")), ("criterion", e.get("criterion", "")),
-            ("rule", e.get("rule", "")), ("headline", f"{_key_number(headline(e))}; {_interval_text(headline(e))}"),
-            ("ours", _ours(e))]
+            ("control's criterion", e.get("control_criterion", "")), ("rule", e.get("rule", "")),
+            ("setting", e.get("setting", "")),
+            ("headline", f"{_key_number(headline(e))}; {_interval_text(headline(e))}"), ("ours", _ours(e))]
 
 
 def evidence_pngs(entries: list[dict]) -> dict[str, bytes]:
@@ -583,8 +553,8 @@ CSS = ("body{font-family:sans-serif;max-width:1400px;margin:auto;font-size:14px}
 
 
 def _html(tier, entries, summary, provenance, tables, figures, contrast_rows) -> str:
-    classes = ["regression" if e.get("as_expected") is False else
-               "xfail" if e.get("expected") == "not_reproduced" else e["verdict"] for e in entries]
+    classes = ["regression" if e.get("regression") else
+               "xfail" if e.get("expected") not in (None, "reproduced") else e["verdict"] for e in entries]
     sections = []
     for e, css in zip(entries, classes):
         details = "".join(f"<p class='{css if label == 'verdict' else ''}'><b>{html.escape(label)}:</b> "

@@ -36,6 +36,17 @@ Quantized statistics (an accuracy on n samples moves in steps of 1/n; Spearman's
 points in steps of 12 / (m (m^2 - 1))) are compared with a tolerance of half a quantum: values
 within quantum/2 of the threshold count as equal to it, so `>=` admits threshold - quantum/2
 and `>` asks for more than threshold + quantum/2.
+
+No certainty without spread: a decisive verdict needs at least MIN_SEEDS seeds, and the standard
+error of a t- or Welch interval has a floor at the statistic's resolution, so that seeds that all
+agree give an interval of honest width, never [mean, mean]. The resolution is half a quantum for a
+quantized statistic; a continuous one states its own (`resolution`), else RELATIVE_RESOLUTION of
+the threshold's magnitude (at least RELATIVE_RESOLUTION itself; on the log scale, that fraction of
+a ratio).
+
+A condition belongs to an `instance` (a noise degree, a model): a control is judged instance by
+instance (reproduce.judge), and a `reported` condition is judged and shown but not part of the
+conjunction (the paper's own comparison beside a sharper criterion).
 """
 
 from __future__ import annotations
@@ -54,6 +65,8 @@ RULES = {
 }
 OPS = (">=", ">", "<=", "<")
 SCALES = ("linear", "log")
+MIN_SEEDS = 3  # fewer seeds decide nothing: two agreeing seeds are no evidence of a spread
+RELATIVE_RESOLUTION = 1e-3  # the standard error's floor for a continuous statistic that states none
 
 
 class StatisticError(ValueError):
@@ -86,6 +99,9 @@ class Condition:
     bounds: tuple[float, float] = (-math.inf, math.inf)  # the range the statistic can take
     never: str = ""  # words for an infinite value, e.g. "no width fits"
     left_out: Sequence[str] = ()  # what the statistic left out of a seed's data, e.g. "seed 3: class 7 empty"
+    instance: str = ""  # what the condition is judged on, e.g. "20%" (a noise degree): controls are judged per instance
+    reported: bool = False  # judged and shown, not part of the verdict
+    resolution: float | None = None  # the standard error's floor of a continuous statistic (see the module docstring)
 
     def __post_init__(self) -> None:
         where = f"condition {self.name!r}"
@@ -119,6 +135,17 @@ class Condition:
     def tolerance(self) -> float:
         return self.quantum / 2
 
+    @property
+    def se_floor(self) -> float:
+        """The smallest standard error an interval of this statistic may have: its resolution."""
+        if self.quantum > 0:
+            return self.quantum / 2 if self.scale == "linear" else math.log1p(self.quantum / 2 / abs(self.threshold or 1))
+        if self.resolution is not None:
+            return self.resolution
+        if self.scale == "log":
+            return RELATIVE_RESOLUTION
+        return RELATIVE_RESOLUTION * max(1.0, abs(self.threshold))
+
     def bound(self) -> float:
         """The threshold with the tolerance applied: what a value is compared with."""
         return self.threshold - self.tolerance if self.op in (">=", "<") else self.threshold + self.tolerance
@@ -143,12 +170,14 @@ class Condition:
             logs = self.scale == "log"
             x = np.log(values) if logs else np.asarray(values)
             back = np.exp if logs else (lambda v: v)
-            aggregate, span = float(back(np.mean(x))), t_interval(x)
+            aggregate, span = float(back(np.mean(x))), t_interval(x, se_floor=self.se_floor)
             if len(values) < 2:
                 interval, verdict = None, "inconclusive"  # nothing is decided on one seed
             else:
                 lo, hi = (float(back(v)) for v in span)
                 verdict = self._verdict(self.holds(lo) and self.holds(hi), not self.holds(lo) and not self.holds(hi))
+                if len(values) < MIN_SEEDS:
+                    verdict = "inconclusive"
                 interval = [min(max(v, float(self.bounds[0])), float(self.bounds[1])) for v in (lo, hi)]  # reported clipped
         elif rule == "binomial":
             k = sum(self.holds(v) for v in values)
@@ -156,7 +185,8 @@ class Condition:
             interval, verdict = [lo, hi], self._verdict(lo > 0.5, hi < 0.5)
         else:
             raise StatisticError(f"unknown rule {rule!r}: use one of {', '.join(RULES)}")
-        return dict(name=self.name, op=self.op, threshold=float(self.threshold), tolerance=self.tolerance,
+        return dict(name=self.name, instance=self.instance, reported=self.reported, op=self.op,
+                    threshold=float(self.threshold), tolerance=self.tolerance, se_floor=self.se_floor,
                     unit=self.unit, rule=rule, scale=self.scale, bounds=[float(b) for b in self.bounds], never=self.never,
                     n_never=sum(math.isinf(v) for v in values), left_out=list(self.left_out), n=len(values),
                     values=values, aggregate=aggregate, interval=interval, verdict=verdict)
@@ -166,16 +196,18 @@ class Condition:
         return "reproduced" if clears else "not_reproduced" if fails else "inconclusive"
 
 
-def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Two-sided t-interval of the mean. One seed gives no interval, (nan, nan): nothing is decided
-    on one seed. An infinite or NaN value is refused: its mean is no mean of the other seeds."""
+def t_interval(values: Sequence[float], confidence: float = 0.95, se_floor: float = 0.0) -> tuple[float, float]:
+    """Two-sided t-interval of the mean, its standard error at least `se_floor` (the statistic's
+    resolution: seeds that all agree still give an interval of that width). One seed gives no
+    interval, (nan, nan): nothing is decided on one seed. An infinite or NaN value is refused: its
+    mean is no mean of the other seeds."""
     x = np.asarray(values, dtype=float)
     if not np.isfinite(x).all():
         raise StatisticError(f"t-interval of non-finite values (seed(s) {np.flatnonzero(~np.isfinite(x)).tolist()}): "
                              "judge an infinite statistic with rule='binomial' or give it a finite form")
     if x.size < 2:
         return math.nan, math.nan
-    mean, sem = float(x.mean()), float(stats.sem(x))
+    mean, sem = float(x.mean()), max(float(stats.sem(x)), se_floor)
     if sem == 0:
         return mean, mean
     lo, hi = stats.t.interval(confidence, x.size - 1, loc=mean, scale=sem)
@@ -197,73 +229,93 @@ def combine(verdicts: Sequence[str]) -> str:
     return "reproduced" if all(v == "reproduced" for v in verdicts) else "inconclusive"
 
 
-def judge(conditions: Sequence[Condition], rule: str = "t") -> tuple[str, list[dict]]:
-    """The verdict of a criterion (all conditions) and each condition's judgement."""
+def judge(conditions: Sequence[Condition | "Difference"], rule: str = "t") -> tuple[str, list[dict]]:
+    """The verdict of a criterion (all its conditions but the reported ones) and each condition's judgement."""
     judged = [c.judge(rule) for c in conditions]
-    return combine([j["verdict"] for j in judged]), judged
+    return combine([j["verdict"] for j in judged if not j["reported"]]), judged
 
 
-def claim_verdict(main: Sequence[str], controls: Sequence[str], expected: str = "reproduced") -> dict:
-    """The headline of one claim at one tier from its cases' verdicts.
+def instance_verdicts(judged: Sequence[dict]) -> dict[str, str]:
+    """Each instance's verdict: the conjunction of its conditions (reported ones left out)."""
+    parts: dict[str, list[str]] = {}
+    for j in judged:
+        if not j["reported"]:
+            parts.setdefault(j["instance"], []).append(j["verdict"])
+    return {instance: combine(verdicts) for instance, verdicts in parts.items()}
 
-    `main` and `controls` hold each case's verdict (reproduced | not_reproduced | inconclusive |
-    error | not_run). A control must fail the criterion clearly (`not_reproduced`). A claim whose
-    main cases hold but whose control did not clearly fail is `inconclusive`: the criterion
-    cannot tell the phenomenon from its absence. `expected` is the tier's expectation
-    (`not_reproduced` where the main cases are strict expected failures); `as_expected` false is
-    a regression.
+
+def claim_verdict(main: Sequence[dict], controls: Sequence[dict]) -> dict:
+    """The headline of one claim at one tier from its cases, before any expectation.
+
+    Each case is a dict with its `verdict` (reproduced | not_reproduced | inconclusive | error |
+    not_run; a missing precondition reads not_reproduced) and, for a control, `instances`
+    (instance -> verdict, see `instance_verdicts`). Missing evidence is never agreement:
+    - a main case that errs makes the claim `error`; one that did not run leaves the claim
+      `not_run` when none ran, and never `reproduced` when some did;
+    - a control fails as expected only where it fails clearly (not_reproduced) at every instance;
+      a control that passes or straddles at one instance (one noise degree), that errs or that did
+      not run leaves a reproduced claim `inconclusive`: the criterion cannot tell the phenomenon
+      from its absence there. The note names the instances.
     """
-    ran = [v for v in main if v != "not_run"]
+    verdicts = [c["verdict"] for c in main]
+    ran = [v for v in verdicts if v != "not_run"]
+    note = ""
     if not ran:
         verdict = "not_run"
     elif "error" in ran:
         verdict = "error"
     else:
         verdict = combine(ran)
-    ran_controls = [v for v in controls if v != "not_run"]
-    if not controls:
-        control = "none"
-    elif not ran_controls:
-        control = "not_run"
-    elif "error" in ran_controls:
-        control = "error"
-    elif all(v == "not_reproduced" for v in ran_controls):
-        control = "failed_as_expected"
-    elif "reproduced" in ran_controls:
-        control = "passed_unexpectedly"
-    else:
-        control = "inconclusive"
-    note = ""
-    if verdict == "reproduced" and control in ("passed_unexpectedly", "inconclusive"):
+        if verdict == "reproduced" and len(ran) < len(verdicts):
+            verdict, note = "inconclusive", "some main cases did not run (results missing): the claim is not shown"
+    control, where = control_status(controls)
+    if verdict == "reproduced" and control not in ("failed_as_expected", "none"):
         verdict = "inconclusive"
-        note = ("the control passed the criterion too: the criterion cannot tell the phenomenon from its absence"
-                if control == "passed_unexpectedly" else
-                "the control did not clearly fail the criterion: the criterion cannot tell the phenomenon from its absence")
-    if expected == "not_reproduced" and verdict == "reproduced":
-        note = "reproduced; the expected-failure mark is stale"
-    main_ok = verdict == "reproduced" if expected == "reproduced" else verdict in ("not_reproduced", "inconclusive")
-    # where the tier expects no reproduction, the control can show nothing either way: reported, not enforced
-    control_ok = expected == "not_reproduced" or control in ("failed_as_expected", "none", "not_run")
-    as_expected = verdict != "not_run" and main_ok and control_ok
-    if verdict == "not_run":
-        as_expected = True  # nothing judged, nothing regressed: the report says which command makes the results
-    return dict(verdict=verdict, control=control, note=note, expected=expected, as_expected=bool(as_expected))
+        note = {"passed_unexpectedly": f"the control passes the criterion ({where}): the criterion cannot tell the "
+                                       "phenomenon from its absence there",
+                "inconclusive": f"the control does not clearly fail the criterion ({where}): the criterion cannot "
+                                "tell the phenomenon from its absence there",
+                "error": f"the control could not be judged ({where}): nothing shows the criterion can fail",
+                "not_run": f"the control did not run ({where}): nothing shows the criterion can fail"}[control]
+    return dict(verdict=verdict, control=control, note=note)
+
+
+def control_status(controls: Sequence[dict]) -> tuple[str, str]:
+    """(none | error | not_run | passed_unexpectedly | inconclusive | failed_as_expected, the cases and
+    instances that decided it). The worst instance of any control decides."""
+    if not controls:
+        return "none", ""
+    for status, bad in (("error", {"error"}), ("not_run", {"not_run"})):
+        hit = [c["case"] for c in controls if c["verdict"] in bad]
+        if hit:
+            return status, ", ".join(hit)
+    for status, bad in (("passed_unexpectedly", "reproduced"), ("inconclusive", "inconclusive")):
+        hit = [f"{c['case']} at {i}" if i else c["case"] for c in controls
+               for i, v in (c.get("instances") or {"": c["verdict"]}).items() if v == bad]
+        if hit:
+            return status, ", ".join(hit)
+    return "failed_as_expected", ""
 
 
 # --- a difference of two means (two independent samples of seeds) ---------------------------
 
-def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0.95,
+                   se_floor: float = 0.0) -> tuple[float, float]:
     """Two-sided Welch t-interval of mean(b) - mean(a) for two independent samples of unequal variance
-    (Welch-Satterthwaite degrees of freedom); (-inf, inf) when either sample has fewer than two values."""
+    (Welch-Satterthwaite degrees of freedom), its standard error at least `se_floor`; (-inf, inf)
+    when either sample has fewer than two values."""
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if x.size < 2 or y.size < 2:
         return -math.inf, math.inf
     diff = float(y.mean() - x.mean())
     va, vb = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
     se = math.sqrt(va + vb)
+    if se < se_floor or se == 0:  # no spread (or less than the resolution): the floor, with the smaller side's df
+        se, df = se_floor, min(x.size, y.size) - 1
+    else:
+        df = (va + vb) ** 2 / (va**2 / (x.size - 1) + vb**2 / (y.size - 1))
     if se == 0:
         return diff, diff
-    df = (va + vb) ** 2 / (va**2 / (x.size - 1) + vb**2 / (y.size - 1))
     half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
     return diff - half, diff + half
 
@@ -282,6 +334,9 @@ class Difference:
     threshold: float
     quantum: float = 0.0
     unit: str = ""
+    instance: str = ""
+    reported: bool = False
+    resolution: float | None = None
 
     def __post_init__(self) -> None:
         for side, values in (("a", self.a), ("b", self.b)):
@@ -295,7 +350,7 @@ class Difference:
     @property
     def _compare(self) -> Condition:
         """The inequality with its tolerance, applied to the interval's ends."""
-        return Condition(self.name, [0.0], self.op, self.threshold, self.quantum, self.unit)
+        return Condition(self.name, [0.0], self.op, self.threshold, self.quantum, self.unit, resolution=self.resolution)
 
     def judge(self, rule: str = "t") -> dict:
         if rule != "t":
@@ -303,11 +358,14 @@ class Difference:
                                  f"interval (rule t), not {rule!r}")
         compare = self._compare
         a, b = [float(v) for v in self.a], [float(v) for v in self.b]
-        aggregate, (lo, hi) = float(np.mean(b) - np.mean(a)), welch_interval(a, b)
+        aggregate, (lo, hi) = float(np.mean(b) - np.mean(a)), welch_interval(a, b, se_floor=compare.se_floor)
         verdict = Condition._verdict(compare.holds(lo) and compare.holds(hi),
                                      not compare.holds(lo) and not compare.holds(hi))
+        if min(len(a), len(b)) < MIN_SEEDS:
+            verdict = "inconclusive"
         finite = math.isfinite(lo) and math.isfinite(hi)  # one seed on a side: no interval, nothing decided
-        return dict(name=self.name, op=self.op, threshold=float(self.threshold), tolerance=compare.tolerance,
+        return dict(name=self.name, instance=self.instance, reported=self.reported, op=self.op,
+                    threshold=float(self.threshold), tolerance=compare.tolerance, se_floor=compare.se_floor,
                     unit=self.unit, rule="welch", scale="linear", bounds=[-math.inf, math.inf], never="", n_never=0,
                     left_out=[], n=len(a) + len(b), n_a=len(a), n_b=len(b), values=[*a, *b], values_a=a, values_b=b,
                     aggregate=aggregate, interval=[lo, hi] if finite else None, verdict=verdict)

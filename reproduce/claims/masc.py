@@ -1,0 +1,166 @@
+"""Claims of the MASC paper ("Decoding Generalization from Memorization in Deep Neural Networks").
+
+Each statistic is recomputed per seed from the stored per-layer MASC accuracies
+(reproduce/figures/masc.py, `degree_summary`): the best hidden layer is chosen per replica on the
+fixed 20% split of the test set and scored on the other 80%; seed k of one degree pairs with seed k
+of the next (same initialization seed). Accuracies on the eval split move in steps of 1/n_eval, so
+their margins carry that quantum. Each corruption degree is an instance: a control is judged
+degree by degree. The input layer's MASC is reported beside the statistic as the baseline it is,
+never counted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from reproduce.figures.masc import (degree_summary, eval_size, masc_by_layer, masc_retraining, masc_table1,
+                                   masc_true_vs_corrupted, run_of)
+from reproduce.judge import Case, Claim, Evidence, cases
+from reproduce.verdict import Condition, Difference, StatisticError
+
+MEDIUM = ["cnn-fashion_mnist", "mlp-fashion_mnist"]
+FULL = ["mlp-mnist", "mlp-cifar10", "cnn-mnist", "cnn-fashion_mnist", "cnn-cifar10", "alexnet-cifar100"]
+MODELS = {"quick": ["mlp-fashion_mnist"], "small": ["mlp-fashion_mnist"], "medium": MEDIUM, "full": FULL}
+RETRAINED = {tier: models for tier, models in MODELS.items() if tier != "quick"}  # quick does not retrain
+MEMORIZED = (0.2, 0.4, 0.6, 0.8)
+
+
+def _points(values) -> str:
+    return "/".join(f"{100 * v:+.1f}" for v in values)
+
+
+def _percent(values) -> str:
+    return "/".join(f"{100 * v:.1f}%" for v in values)
+
+
+def _degrees(degrees) -> str:
+    return "/".join(f"{100 * p:.0f}" for p in degrees) + "%"
+
+
+def _at(p: float) -> str:
+    return f"{p:.0%}"
+
+
+def require_memorized(run, summary: dict[float, dict], degrees: tuple[float, ...]) -> None:
+    """Where the tier trains to memorization (a stop rule), the claims are about memorizing networks:
+    a network up to 80% below the target is an error of the setting, never a verdict."""
+    target = float(run.attrs.get("memorize_target", float("nan")))
+    if np.isnan(target):
+        return
+    short = [f"{p:.0%} seed {k}: {100 * v:.1f}%" for p in degrees if p <= 0.8
+             for k, v in enumerate(summary[p]["seeds"]["train_fit"]) if v < target]
+    if short:
+        raise StatisticError(f"networks below {target:.0%} training accuracy on their corrupted labels: " + ", ".join(short))
+
+
+def _fit(rows) -> str:
+    """The training accuracy on the corrupted labels per degree (min over seeds), shown beside every gain."""
+    return "/".join(f"{100 * r['seeds']['train_fit'].min():.1f}%" for r in rows)
+
+
+# --- masc.beats_model ------------------------------------------------------------------------
+
+def beats_model(ds, case: Case) -> Evidence:
+    """MASC minus model (points) at each degree, per seed, and each step up of the relative gain
+    (Table 1) as a difference of the two degrees' means over all their seeds (Welch interval).
+    Control "p100": p = 1.0, where the labels carry no information."""
+    run = run_of(ds, case.model)
+    summary = degree_summary(run)
+    degrees = (1.0,) if case.control else MEMORIZED
+    require_memorized(run, summary, degrees)
+    quantum = 1 / eval_size(run)
+    seeds = {p: summary[p]["seeds"] for p in degrees}
+    conditions = [Condition(f"MASC minus model at {_at(p)}", seeds[p]["gain"], ">=", 0.02, quantum=quantum, unit="points",
+                            instance=_at(p)) for p in degrees]
+    conditions += [Difference(f"relative gain {_at(b)} minus {_at(a)}", seeds[a]["relative_gain"], seeds[b]["relative_gain"],
+                              ">", 0, instance=f"{_at(a)} to {_at(b)}") for a, b in zip(degrees, degrees[1:])]
+    rows = [summary[p] for p in degrees]
+    return Evidence(conditions,
+                    f"at {_degrees(degrees)}: MASC minus model {_points(r['gain'] for r in rows)} points, relative gain "
+                    f"{_percent(r['relative_gain'] for r in rows)} (seed means), model train accuracy on its corrupted "
+                    f"labels {_fit(rows)} (lowest seed); input-layer MASC {_percent(r['input'] for r in rows)}, model "
+                    f"{_percent(r['model'] for r in rows)}", dict(layers={_at(p): summary[p]["layers"] for p in degrees}))
+
+
+# --- masc.true_label_subspaces_better --------------------------------------------------------
+
+def true_label_subspaces(ds, case: Case) -> Evidence:
+    """Main: true-label minus independent-corruption subspaces at each degree, per seed: the information
+    in the true labels beyond re-fitting any other labels of the same degree; beside it, reported and
+    not judged, the paper's own comparison, true minus the corrupted labels the model trained on.
+    Control "placebo": one independent corruption minus another of the same degree, which differ by
+    chance alone, so the same margin must clearly fail at every degree."""
+    run = run_of(ds, case.model)
+    summary = degree_summary(run)
+    quantum = 1 / eval_size(run)
+    rows = [summary[p] for p in MEMORIZED]
+    if case.control:
+        conditions = [Condition(f"second minus first independent corruption at {_at(p)}",
+                                summary[p]["seeds"]["masc_independent2"] - summary[p]["seeds"]["masc_independent"],
+                                ">=", 0.01, quantum=quantum, unit="points", instance=_at(p)) for p in MEMORIZED]
+        return Evidence(conditions, f"at {_degrees(MEMORIZED)}: second minus first independent corruption "
+                                    f"{_points(r['masc_independent2'] - r['masc_independent'] for r in rows)} points")
+    conditions = []
+    for p in MEMORIZED:
+        s = summary[p]["seeds"]
+        conditions += [Condition(f"true minus independent-corruption subspaces at {_at(p)}",
+                                 s["masc_true"] - s["masc_independent"], ">=", 0.01, quantum=quantum, unit="points",
+                                 instance=_at(p)),
+                       Condition(f"true minus corrupted subspaces at {_at(p)} (the paper's comparison)",
+                                 s["masc_true"] - s["masc"], ">=", 0.01, quantum=quantum, unit="points", instance=_at(p),
+                                 reported=True)]
+    return Evidence(conditions,
+                    f"at {_degrees(MEMORIZED)}: true minus independent-corruption subspaces "
+                    f"{_points(r['masc_true'] - r['masc_independent'] for r in rows)} points, true minus corrupted "
+                    f"{_points(r['masc_true'] - r['masc'] for r in rows)} points; true-label MASC "
+                    f"{_percent(r['masc_true'] for r in rows)}")
+
+
+# --- masc.relabel_retraining_improves --------------------------------------------------------
+
+def relabel_improves(ds, case: Case) -> Evidence:
+    """Test accuracy after retraining on MASC's relabeling minus after retraining on the model's own
+    training labels, both under the same early stopping on the select split, at each degree, per
+    seed. Control "p100": p = 1.0, where MASC's relabeling carries no information."""
+    run = run_of(ds, case.model)
+    summary = degree_summary(run)
+    degrees = (1.0,) if case.control else MEMORIZED
+    if any("retrained_own" not in summary[p]["seeds"] for p in degrees):
+        raise StatisticError("these results have no relabel-retraining with its own-label baseline (run.retrain was "
+                             "None, or they were made before the baseline existed)")
+    quantum = 1 / eval_size(run)
+    conditions = [Condition(f"MASC relabels minus own labels, retrained, at {_at(p)}",
+                            summary[p]["seeds"]["retrained"] - summary[p]["seeds"]["retrained_own"], ">=", 0.02,
+                            quantum=quantum, unit="points", instance=_at(p)) for p in degrees]
+    rows = [summary[p] for p in degrees]
+    return Evidence(conditions,
+                    f"at {_degrees(degrees)}: test accuracy retrained on MASC's labels minus on its own labels "
+                    f"{_points(r['retrained'] - r['retrained_own'] for r in rows)} points; before retraining "
+                    f"{_percent(r['model'] for r in rows)}, after on MASC's {_percent(r['retrained'] for r in rows)}, "
+                    f"after on its own {_percent(r['retrained_own'] for r in rows)}")
+
+
+# --- the declarations --------------------------------------------------------------------
+SMALL_UNTRAINED = ("the small tier was trained once (issue 31): at 80% three of five seeds stopped at the epoch cap "
+                   "below 99% train accuracy, so the statistic errs; no claims.json of this tier is kept")
+PAPER_TABLE = ("the paper's Table 1 and Sec. 5-6 report it for the MLP and CNN rows at this scale; no run of this tier "
+               "is kept")
+
+CLAIMS = [
+    Claim("masc.beats_model", beats_model, cases(MODELS, "p100"), figure=masc_by_layer, table=masc_table1,
+          why={"quick": "the relative gain does not rise from 60% to 80% on the quick subset: the 40-epoch networks do "
+                        "not memorize the 80% labels; see docs/masc.md"},
+          predicted={"small": ("error", SMALL_UNTRAINED), "medium": ("reproduced", PAPER_TABLE),
+                     "full": ("not_reproduced", "the paper's own AlexNet row has the relative gain falling from 60% to "
+                                                "80% (Table 1), and the criterion asks every model for a rise")}),
+    Claim("masc.true_label_subspaces_better", true_label_subspaces, cases(MODELS, "placebo"), figure=masc_true_vs_corrupted,
+          predicted={"small": ("inconclusive", "issue 31's run of the small tier: the independent-corruption control "
+                                               "passed at 40% and 60%; no claims.json of this tier is kept"),
+                     "medium": ("reproduced", PAPER_TABLE), "full": ("reproduced", PAPER_TABLE)}),
+    Claim("masc.relabel_retraining_improves", relabel_improves, cases(RETRAINED, "p100"), figure=masc_retraining,
+          predicted={"small": ("inconclusive", "issue 31's run of the small tier: -0.2 [-3.0, +2.6] points at 20% "
+                                               "against 2; no claims.json of this tier is kept"),
+                     "medium": ("reproduced", PAPER_TABLE),
+                     "full": ("not_reproduced", "the paper finds the gain marginal or negative for MLP-CIFAR-10 and "
+                                                "AlexNet (Sec. 6), and the criterion asks every model for 2 points")}),
+]
