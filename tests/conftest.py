@@ -1,10 +1,6 @@
 """Shared fixtures of the unit tests."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -23,22 +19,21 @@ def fashion_mnist() -> None:
 
 @pytest.fixture
 def shrunk_medium(tmp_path, monkeypatch):
-    """judge(paper, tier="medium") -> (pytest's output, that paper's claims.json entries by id): the
-    paper's medium (or small) runs shrunk to CPU size (REPRODUCE_SHRINK=1, same names, same code
-    path) are made in tmp_path and every claim case of the tier is judged on them; pytest's junit
-    XML is at tmp_path/junit.xml."""
+    """judge(paper, tier="medium") -> (the entries as text, for messages; that paper's claims.json
+    entries by id): the paper's medium (or small) runs shrunk to CPU size (REPRODUCE_SHRINK=1, same
+    names, same code path) are made in tmp_path and every claim case of the tier is judged on them
+    by the judge the command line and the claim tests call, and published to tmp_path/TIER."""
     from reproduce.experiments.shrink import SHRINK_ENV
+    from reproduce.judge import judge_tier
+    from reproduce.report import publish
     from reproduce.runner import make_results
+    from reproduce.store import Store
 
     def judge(paper: str, tier: str = "medium") -> tuple[str, dict[str, dict]]:
         monkeypatch.setenv(SHRINK_ENV, "1")
         make_results(tier, [paper], tmp_path, device="cpu", seed=0, progress=False, log=lambda _: None)
-        proc = subprocess.run(
-            [sys.executable, "-m", "pytest", f"claims/test_{paper}.py", "-m", tier, "--results", str(tmp_path),
-             "--stored-only", "-q", "-p", "no:cacheprovider", "-rA", f"--junitxml={tmp_path / 'junit.xml'}"],
-            cwd=Path(__file__).resolve().parent.parent, env={**os.environ, SHRINK_ENV: "1"},
-            capture_output=True, text=True, timeout=600)
-        entries = json.loads((tmp_path / tier / "claims.json").read_text())
-        return proc.stdout, {e["id"]: e for e in entries if e["paper"] == paper}
+        entries, results = judge_tier(Store(tmp_path), tier, [paper])
+        publish(tmp_path, tier, entries, results)
+        return json.dumps(entries, default=str)[-3000:], {e["id"]: e for e in entries if e["verdict"] != "not_at_tier"}
 
     return judge

@@ -109,7 +109,8 @@ def test_report_that_would_be_lost_stops_before_anything_changes(tmp_path, damag
     out = results / "quick"
     (out / "figures").mkdir(parents=True)
     (out / "figures" / "ddmlp.noisy_learned_later.png").write_bytes(b"png")
-    judged = {**stub_entry("ddmlp.noisy_learned_later", "quick", "reproduced"), "seed": 0, "cases": [{"case": "x"}]}
+    judged = {**stub_entry("ddmlp.noisy_learned_later", "quick"), "verdict": "reproduced", "seed": 0,
+              "cases": [{"case": "x"}]}
     text = {"empty": "", "not-entries": "[1, 2]"}.get(damage, json.dumps([judged]))
     (out / "claims.json").write_text(text)
     if damage == "read-only":  # root writes anywhere, so the probe file's name is taken by a folder
@@ -125,34 +126,31 @@ def test_report_that_would_be_lost_stops_before_anything_changes(tmp_path, damag
 def _regression_entries(tier):
     from reproduce.report import stub_entry
 
-    good = {**stub_entry("ddmlp.noisy_learned_later", tier, "reproduced"), "expected": "reproduced"}
-    bad = {**stub_entry("ddmlp.separation_deepens_with_layers", tier, "not_reproduced"), "expected": "reproduced",
-           "as_expected": False, "note": "CS did not fall with depth"}
+    good = {**stub_entry("ddmlp.noisy_learned_later", tier), "verdict": "reproduced", "expected": "reproduced",
+            "as_expected": True}
+    bad = {**stub_entry("ddmlp.separation_deepens_with_layers", tier), "verdict": "not_reproduced",
+           "expected": "reproduced", "as_expected": False, "regression": True, "note": "CS did not fall with depth"}
     return [good, bad]
 
 
 @pytest.mark.parametrize("regressed", [False, True])
-def test_report_prints_the_verdict_table_logs_pytest_and_exits_1_on_a_regression(tmp_path, monkeypatch, capsys,
-                                                                                  regressed):
-    """The claim tests' output goes to DIR/TIER/pytest.log; the console gets the table; a regression exits 1."""
-    import pytest as real_pytest
-
+def test_report_judges_in_process_prints_the_table_and_exits_1_on_a_regression(tmp_path, monkeypatch, capsys,
+                                                                                regressed):
+    """`report` calls the judge directly (no pytest process), prints the table; a regression exits 1."""
     from reproduce import cli
 
-    def fake_main(args):
-        print("FULL PYTEST TRACEBACK")
-        entries = _regression_entries("quick")[: 2 if regressed else 1]
-        (tmp_path / "quick" / "claims.json").write_text(json.dumps(entries))
-        return 1 if regressed else 0
-
-    monkeypatch.setattr(real_pytest, "main", fake_main)
+    entries = _regression_entries("quick")[: 2 if regressed else 1]
+    monkeypatch.setattr("reproduce.judge.judge_tier", lambda *a, **k: (entries, {}))
     monkeypatch.setattr("reproduce.runner.check_stored", lambda *a, **k: None)
+    monkeypatch.setattr("subprocess.Popen", None)  # nothing may start a process
     code = cli.report("quick", tmp_path, ["ddmlp"])
     out = capsys.readouterr().out
     assert code == (1 if regressed else 0)
-    assert "FULL PYTEST TRACEBACK" not in out and "FULL PYTEST TRACEBACK" in (tmp_path / "quick" / "pytest.log").read_text()
     assert out.splitlines()[1].split()[:2] == ["claim", "verdict"] and "ddmlp.noisy_learned_later" in out
     assert ("REGRESSION" in out and "CS did not fall with depth" in out) == regressed
+    stored = {e["id"]: e for e in json.loads((tmp_path / "quick" / "claims.json").read_text())}
+    assert stored["ddmlp.noisy_learned_later"]["verdict"] == "reproduced" and "pytest" not in sys.modules.get(
+        "reproduce.cli").__dict__
 
 
 def test_help_lists_the_verbs_and_report_help_only_its_options():

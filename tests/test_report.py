@@ -1,113 +1,110 @@
-"""Verdicts and report files."""
+"""Entries judged from planted evidence, and the report files written from them."""
 
+import dataclasses
 import json
 
 import pytest
 from matplotlib.figure import Figure
 
-from reproduce.report import CaseOutcome, Claim, claim_entries, figure_png, write_report
+from reproduce.judge import Absent, Case, Evidence, declared, judge_claim
+from reproduce.report import figure_png, write_report
+from reproduce.verdict import Condition
+
+CLAIMS = declared()
 
 
-def _outcome(claim, case, verdict, control=False, outcome=None, summary="s", message="", expected="reproduced"):
-    outcome = outcome or ("passed" if (verdict == "not_reproduced") == control else "failed")
-    condition = dict(name="x", op=">=", threshold=3.0, tolerance=0.0, rule="t", n=5, values=[4.0] * 5,
-                     aggregate=4.0, interval=[4.0, 4.0], verdict=verdict)
-    return CaseOutcome(claim, "quick", case + ("-control" if control else ""), control, outcome, verdict,
-                       message=message, expected=expected, summary=summary, conditions=[condition])
+def planted(claim_id: str, by_case: dict, tier: str = "small"):
+    """The declared claim with its statistic replaced: `by_case` maps a case id to the per-seed values
+    of one condition (or to an exception to raise)."""
+    def evidence(ds, case: Case) -> Evidence:
+        found = by_case[case.id]
+        if isinstance(found, Exception):
+            raise found
+        return Evidence([Condition("x", found, ">=", 3, instance="20%")], f"summary of {case.id}")
+
+    return dataclasses.replace(CLAIMS[claim_id], evidence=evidence)
 
 
-@pytest.mark.parametrize(
-    "main, control, expected",
-    [
-        (["reproduced", "reproduced"], ["not_reproduced"], ("reproduced", "failed_as_expected")),
-        (["reproduced", "not_reproduced"], ["not_reproduced"], ("not_reproduced", "failed_as_expected")),
-        (["reproduced", "reproduced"], ["reproduced"], ("inconclusive", "passed_unexpectedly")),
-        (["reproduced", "inconclusive"], ["not_reproduced"], ("inconclusive", "failed_as_expected")),
-        (["not_run"], ["not_run"], ("not_run", "not_run")),
-    ],
-    ids=["all-hold", "one-fails", "control-passes-too", "one-straddles", "nothing-ran"],
-)
-def test_verdict(main, control, expected):
-    claim = "ddmlp.noisy_learned_later"
-    cases = [_outcome(claim, f"quick-{i}", v) for i, v in enumerate(main)] + [_outcome(claim, "quick-0", v, True) for v in control]
-    entry = next(e for e in claim_entries({claim: Claim.load(claim)}, cases, "quick") if e["id"] == claim)
+HOLDS, FAILS, STRADDLES = [5.0, 5.2, 4.9, 5.1], [1.0, 1.1, 0.9, 1.0], [2.0, 4.0, 2.5, 3.5]
+CLAIM = "ddmlp.epochwise_double_descent"  # small: main small-mlp7, control small-mlp7-control-twins
+
+
+@pytest.mark.parametrize("main, control, expected", [
+    (HOLDS, FAILS, ("reproduced", "failed_as_expected")),
+    (FAILS, FAILS, ("not_reproduced", "failed_as_expected")),
+    (HOLDS, HOLDS, ("inconclusive", "passed_unexpectedly")),
+    (HOLDS, STRADDLES, ("inconclusive", "inconclusive")),
+    (HOLDS, ValueError("boom"), ("inconclusive", "error")),
+], ids=["holds", "fails", "control-passes-too", "control-straddles", "control-errs"])
+def test_verdict_and_control(main, control, expected):
+    claim = planted(CLAIM, {"small-mlp7": main, "small-mlp7-control-twins": control})
+    entry = judge_claim(claim, "small", ds=None)
     assert (entry["verdict"], entry["control"]) == expected
 
 
-def test_claims_of_a_judged_paper_without_a_case_at_the_tier_are_listed():
-    claim = Claim.load("ddmlp.noisy_learned_later")
-    entries = claim_entries({claim.id: claim}, [_outcome(claim.id, "quick-mlp7", "reproduced")], "quick")
-    others = [e for e in entries if e["id"] != claim.id]
-    assert others and all(e["verdict"] == "not_at_tier" for e in others)
+def test_an_absent_precondition_is_on_the_failing_side_with_its_reason():
+    claim = planted(CLAIM, {"small-mlp7": Absent("no outlier to locate"), "small-mlp7-control-twins": FAILS})
+    entry = judge_claim(claim, "small", ds=None)
+    case = entry["cases"][0]
+    assert entry["verdict"] == case["verdict"] == "not_reproduced" and "no outlier to locate" in case["message"]
 
 
-def test_every_claim_has_reference_data():
-    claim = Claim.load("ddmlp.noisy_learned_later")
-    assert claim.paper == "ddmlp" and claim.paper_value and claim.criterion and claim.control
+def test_an_error_is_a_regression_whatever_was_expected():
+    claim = planted(CLAIM, {"small-mlp7": KeyError("accuracy"), "small-mlp7-control-twins": FAILS})
+    entry = judge_claim(claim, "small", ds=None)
+    assert entry["verdict"] == "error" and entry["regression"] and "KeyError" in entry["cases"][0]["message"]
+
+
+def test_a_contradicted_prediction_is_shown_and_no_regression():
+    claim = planted(CLAIM, {"small-mlp7": HOLDS, "small-mlp7-control-twins": FAILS})  # predicted not_reproduced at small
+    entry = judge_claim(claim, "small", ds=None)
+    assert entry["expectation"] == "predicted" and entry["as_expected"] is False and not entry["regression"]
+
+
+def test_a_claim_with_no_case_at_the_tier_names_the_tiers_that_judge_it():
+    entry = judge_claim(CLAIMS[CLAIM], "quick", ds=None)
+    assert entry["verdict"] == "not_at_tier" and entry["judged_at"] == ["small", "medium", "full"]
+
+
+def test_the_criterion_text_is_rendered_from_the_conditions():
+    claim = planted(CLAIM, {"small-mlp7": HOLDS, "small-mlp7-control-twins": FAILS})
+    assert judge_claim(claim, "small", ds=None)["criterion"] == "x >= 3 (t) at 20%"
 
 
 def test_report_files(tmp_path):
-    claim = Claim.load("ddmlp.noisy_learned_later")
-    entries = claim_entries({claim.id: claim}, [
-        _outcome(claim.id, "quick-mlp7", "reproduced", summary="clean at 1, noisy at 100"),
-        _outcome(claim.id, "quick-mlp7", "not_reproduced", control=True, summary="x1"),
-    ], "quick")
+    claim = planted(CLAIM, {"small-mlp7": HOLDS, "small-mlp7-control-twins": FAILS})
+    entries = [judge_claim(claim, "small", ds=None)]
     fig = Figure()
     fig.subplots().plot([0, 1], [1, 0])
-    write_report(tmp_path, "quick", entries, {claim.id: figure_png(fig)})
+    write_report(tmp_path, "small", entries, {CLAIM: figure_png(fig)})
     data = json.loads((tmp_path / "claims.json").read_text())
     assert data[0]["verdict"] == "reproduced" and data[0]["control"] == "failed_as_expected"
-    assert {"id", "tier", "verdict", "cases", "criterion", "paper_value", "control", "rule"} <= set(data[0])
-    assert data[0]["cases"][0]["conditions"][0]["n"] == 5
+    assert {"id", "tier", "verdict", "cases", "criterion", "paper_value", "control", "rule", "expectation"} <= set(data[0])
+    assert data[0]["cases"][0]["conditions"][0]["n"] == 4
     page = (tmp_path / "report.html").read_text()
-    assert "data:image/png;base64," in page and "clean at 1, noisy at 100" in page
-    assert f"figures/{claim.id}.paper.png" in (tmp_path / "report.md").read_text()
-    assert (tmp_path / "figures" / f"{claim.id}.paper.png").read_bytes()[:4] == b"\x89PNG"
-
-
-def test_xfail_evidence_is_in_both_reports(tmp_path):
-    claim = Claim.load("ddmlp.single_outlier_neuron")
-    entries = claim_entries({claim.id: claim}, [
-        _outcome(claim.id, "quick-mlp7", "not_reproduced", outcome="xfailed", summary="r 7", message="no outlier in budget",
-                 expected="not_reproduced"),
-        _outcome(claim.id, "quick-mlp7", "not_reproduced", control=True, summary="r 4"),
-    ], "quick")
-    write_report(tmp_path, "quick", entries, {})
-    for name in ("report.md", "report.html"):
-        text = (tmp_path / name).read_text()
-        assert "NOT reproduced" in text and "no outlier in budget" in text and "r 7" in text, name
+    assert "data:image/png;base64," in page and "summary of small-mlp7" in page
+    assert f"figures/{CLAIM}.paper.png" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "figures" / f"{CLAIM}.paper.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_claim_table_is_in_both_reports(tmp_path):
-    claim = Claim.load("ddmlp.noisy_learned_later")
-    entries = claim_entries({claim.id: claim}, [_outcome(claim.id, "quick-mlp7", "reproduced")], "quick")
+    claim = planted(CLAIM, {"small-mlp7": HOLDS, "small-mlp7-control-twins": FAILS})
     table = (["noise", "paper gain", "our gain"], [["20%", "7.5%", "9.1%"], ["80%", "189%", "120%"]])
-    write_report(tmp_path, "quick", entries, {}, {claim.id: table})
+    write_report(tmp_path, "small", [judge_claim(claim, "small", ds=None)], {}, {CLAIM: table})
     assert "| 80% | 189% | 120% |" in (tmp_path / "report.md").read_text()
     assert "<td>189%</td>" in (tmp_path / "report.html").read_text()
 
 
-def test_every_paper_file_is_valid_reference_data():
-    from reproduce.report import REFERENCE
-
-    for path in REFERENCE.glob("*.json"):
-        for claim_id, entry in json.loads(path.read_text()).items():
-            assert claim_id.split(".")[0] == path.stem
-            assert Claim.load(claim_id).criterion == entry["criterion"]
-
-
 def test_contradicting_claims_are_shown_side_by_side(tmp_path):
-    ours, theirs = Claim.load("modnoise.noisy_memorized_faster_early"), Claim.load("ddmlp.noisy_learned_later")
-    assert ours.contradicts == theirs.id and ours.setting and theirs.setting
-    outcomes = [_outcome(ours.id, "quick-add-m513", "not_reproduced", outcome="xfailed", summary="x1.0",
-                         message="same checkpoint", expected="not_reproduced"),
-                _outcome(theirs.id, "quick-mlp7", "reproduced", summary="x50")]
-    entries = claim_entries({ours.id: ours, theirs.id: theirs}, outcomes, "quick")
+    ours, theirs = CLAIMS["modnoise.noisy_memorized_faster_early"], CLAIMS["ddmlp.noisy_learned_later"]
+    assert ours.contradicts == theirs.id
+    a = planted(ours.id, {c.id: FAILS for c in ours.cases_at("quick")})
+    b = planted(theirs.id, {c.id: (HOLDS if not c.control else FAILS) for c in theirs.cases_at("quick")})
+    entries = [judge_claim(a, "quick", ds=None), judge_claim(b, "quick", ds=None)]
     write_report(tmp_path, "quick", entries, {})
     md = (tmp_path / "report.md").read_text()
     contrast = md[md.index("## Contrasts"):]
-    assert ours.setting in contrast and theirs.setting in contrast and "x50" in contrast and "x1.0" in contrast
+    assert entries[0]["setting"] in contrast and "add-m513" in contrast and "mlp7" in contrast
     assert "<h2>Contrasts</h2>" in (tmp_path / "report.html").read_text()
-    alone = claim_entries({ours.id: ours}, outcomes[:1], "quick")
-    write_report(tmp_path, "quick", alone, {})
+    write_report(tmp_path, "quick", entries[:1], {})
     assert "not judged in this session" in (tmp_path / "report.md").read_text()

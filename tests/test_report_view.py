@@ -12,10 +12,11 @@ from reproduce.report import (all_claims, console_summary, headline, merge_entri
 
 def _condition(name, values, interval, threshold=3.0, op=">=", n=5, verdict="reproduced"):
     return {"name": name, "op": op, "threshold": threshold, "tolerance": 0.1, "rule": "t", "n": n, "values": values,
-            "aggregate": sum(values) / len(values), "interval": interval, "verdict": verdict}
+            "aggregate": sum(values) / len(values), "interval": interval, "verdict": verdict, "instance": "",
+            "reported": False}
 
 
-def entry(claim_id, verdict="reproduced", as_expected=True, shift=0.0):
+def entry(claim_id, verdict="reproduced", as_expected=True, shift=0.0, tier="quick"):
     """A claims.json entry as the verdict logic writes it: two main cases and a control."""
     main = [{"case": f"quick-m{i}", "control": False, "outcome": "passed", "verdict": verdict, "message": "",
              "summary": f"case {i}", "numbers": {},
@@ -25,9 +26,9 @@ def entry(claim_id, verdict="reproduced", as_expected=True, shift=0.0):
     control = {"case": "quick-m0-control", "control": True, "outcome": "passed", "verdict": "not_reproduced",
                "message": "", "summary": "control", "numbers": {},
                "conditions": [_condition("half-way epoch ratio", [1.0, 1.1, 0.9, 1.2, 1.0], [0.9, 1.2])]}
-    return {**stub_entry(claim_id, "quick", verdict), "expected": "reproduced", "as_expected": as_expected,
-            "note": "", "control": "failed_as_expected", "rule": "seed mean with a 95% t-interval",
-            "cases": [*main, control]}
+    return {**stub_entry(claim_id, tier), "verdict": verdict, "expected": "reproduced", "as_expected": as_expected,
+            "regression": not as_expected, "expectation": "measured", "note": "", "control": "failed_as_expected",
+            "rule": "seed mean with a 95% t-interval", "cases": [*main, control]}
 
 
 def test_number_conventions():
@@ -40,28 +41,27 @@ def test_headline_is_the_condition_closest_to_failing():
     assert headline(e)["interval"] == [3.05, 5.0]
 
 
-def test_every_all_claims_claim_is_in_the_report_and_merges_keep_the_rest():
-    everything = list(all_claims())
-    first = merge_entries([], [entry("ddmlp.noisy_learned_later")], "quick", {"ddmlp"})
+def test_every_declared_claim_is_in_the_report_and_merges_keep_the_rest():
+    everything = all_claims()
+    first = merge_entries([], [entry("ddmlp.noisy_learned_later")], "quick")
     assert [e["id"] for e in first] == everything
     verdicts = {e["id"]: e["verdict"] for e in first}
     assert verdicts["ddmlp.noisy_learned_later"] == "reproduced"
-    assert verdicts["ddmlp.single_outlier_neuron"] == "not_at_tier"  # its paper ran, it had no case
+    assert verdicts["ddmlp.epochwise_double_descent"] == "not_at_tier"  # no case at quick
     assert verdicts["masc.beats_model"] == "not_run"
     # --claim of another paper: merged in, nothing dropped
-    second = merge_entries(first, [entry("masc.beats_model")], "quick", {"masc"}, wanted={"masc.beats_model"})
+    second = merge_entries(first, [entry("masc.beats_model")], "quick")
     verdicts = {e["id"]: e["verdict"] for e in second}
     assert verdicts["ddmlp.noisy_learned_later"] == "reproduced" and verdicts["masc.beats_model"] == "reproduced"
-    assert verdicts["masc.true_label_subspaces_better"] == "not_run"  # not asked for: not 'not at this tier'
-    # results gone: a not_run does not replace a verdict
-    gone = stub_entry("ddmlp.noisy_learned_later", "quick", "not_run")
-    third = merge_entries(second, [gone], "quick", {"ddmlp"})
-    assert {e["id"]: e["verdict"] for e in third}["ddmlp.noisy_learned_later"] == "reproduced"
+    # judged again with its results gone: the new judgement replaces the old one, never the stale verdict
+    gone = stub_entry("ddmlp.noisy_learned_later", "quick")
+    third = merge_entries(second, [gone], "quick")
+    assert {e["id"]: e["verdict"] for e in third}["ddmlp.noisy_learned_later"] == "not_run"
 
 
 def test_console_table_and_regressions():
     entries = [entry("ddmlp.noisy_learned_later"), entry("masc.beats_model", "not_reproduced", as_expected=False),
-               stub_entry("smooth.asymmetric_untouched_only", "quick", "not_at_tier")]
+               stub_entry("smooth.asymmetric_untouched_only", "quick")]
     text = console_summary(entries)
     lines = text.splitlines()
     assert lines[0] == "3 claims: 1 reproduced, 1 not reproduced, 0 inconclusive, 1 not at tier; 1 regression"
@@ -71,14 +71,22 @@ def test_console_table_and_regressions():
     assert regressions(entries) == ["masc.beats_model"]
 
 
-def test_console_table_wraps_long_texts_and_names_controls_not_enforced():
-    """The paper's value is wrapped over lines, never cut; an expected failure's control is named as not enforced."""
+def test_a_contradicted_prediction_is_counted_apart_and_is_no_regression():
+    e = {**entry("ddmlp.epochwise_double_descent", "reproduced", as_expected=False, tier="small"),
+         "regression": False, "expectation": "predicted", "expected": "not_reproduced",
+         "expectation_source": "predicted: no recovery at small"}
+    text = console_summary([e])
+    assert "1 prediction contradicted" in text.splitlines()[0] and "predicted NOT reproduced" in text
+    assert "predictions contradicted" in text and regressions([e]) == []
+
+
+def test_console_table_wraps_long_texts():
+    """The paper's value is wrapped over lines, never cut."""
     e = entry("ddmlp.noisy_learned_later")
     e.update(expected="not_reproduced", verdict="not_reproduced", paper_value="word " * 30 + "END")
     text = console_summary([e])
-    assert "END" in text and "..." not in text and max(len(line) for line in text.splitlines()[:-3]) < 250
-    assert "1 expected failures" in text.splitlines()[0]
-    assert "controls not enforced" in text and "ddmlp.noisy_learned_later quick-m0-control: NOT reproduced" in text
+    assert "END" in text and "..." not in text and max(len(line) for line in text.splitlines()) < 250
+    assert "1 expected failures or inconclusive" in text.splitlines()[0]
 
 
 def test_provenance_is_read_from_the_result_attrs():
@@ -93,7 +101,7 @@ def test_provenance_is_read_from_the_result_attrs():
 
 def test_one_legible_evidence_figure_per_claim_all_different(tmp_path):
     ids = ["ddmlp.noisy_learned_later", "ddmlp.separation_deepens_with_layers", "masc.beats_model"]
-    entries = merge_entries([], [entry(i, shift=k) for k, i in enumerate(ids)], "quick", {"ddmlp", "masc"})
+    entries = merge_entries([], [entry(i, shift=k) for k, i in enumerate(ids)], "quick")
     prov = {"ddmlp": run_provenance([{"device": "cpu", "device_name": "Xeon", "seed": 0, "precision": "tf32"}])}
     write_report(tmp_path, "quick", entries, {}, {}, prov)
     pngs = {i: (tmp_path / "figures" / f"{i}.png").read_bytes() for i in ids}
@@ -110,4 +118,4 @@ def test_one_legible_evidence_figure_per_claim_all_different(tmp_path):
     assert "<a href='#ddmlp-noisy_learned_later'>" in page and "<section id='ddmlp-noisy_learned_later'>" in page
     assert "[ddmlp.noisy_learned_later](#ddmlp-noisy_learned_later)" in md and '<a id="ddmlp-noisy_learned_later">' in md
     assert f"{len(all_claims())} claims: 3 reproduced" in md and "fp32" in md  # the CPU trained: no TF32 there
-    assert [e["id"] for e in json.loads((tmp_path / "claims.json").read_text())] == list(all_claims())
+    assert [e["id"] for e in json.loads((tmp_path / "claims.json").read_text())] == all_claims()

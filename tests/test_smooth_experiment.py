@@ -102,6 +102,5 @@ def test_small_and_medium_paths_shrunk_run_every_claim_case(shrunk_medium, monke
             cases = entries[claim_id]["cases"]
             assert len(cases) == 2, (tier, claim_id, stdout[-3000:])  # the main case and its control
             for case in cases:
-                assert case["outcome"] in ("passed", "failed", "xfailed", "xpassed"), (tier, claim_id, case["case"],
-                                                                                       case["message"])
+                assert case["verdict"] not in ("not_run", "error"), (tier, claim_id, case["case"], case["message"])
                 assert {c["n"] for c in case["conditions"]} == {seeds}, (tier, claim_id, case["case"])

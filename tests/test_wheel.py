@@ -31,31 +31,33 @@ def wheel(tmp_path_factory) -> Path:
     return next((tmp / "dist").glob("reproduce-*.whl"))
 
 
-def test_wheel_holds_the_claim_tests_and_the_catalogue(wheel):
+def test_wheel_holds_the_claim_tests_the_catalogue_and_the_measured_expectations(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     tracked = {str(p.relative_to(ROOT)) for p in (ROOT / "claims").glob("*.py")}
     assert tracked and tracked <= names
     catalogue = {f"reproduce/catalogue/{p.name}" for p in (ROOT / "data" / "claims").glob("*.json")}
     assert len(catalogue) == 4 and catalogue <= names
+    expected = {f"reproduce/expected/{p.name}" for p in (ROOT / "data" / "expected").glob("*.json")}
+    assert expected and expected <= names
     modules = {str(p.relative_to(ROOT)) for p in (ROOT / "reproduce").rglob("*.py")}
     assert modules <= names, sorted(modules - names)  # every subpackage listed in pyproject.toml
 
 
-def test_installed_wheel_finds_its_claims_from_another_folder(wheel, tmp_path):
+def test_installed_wheel_judges_from_another_folder(wheel, tmp_path):
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
                    check=True, timeout=300)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site)}
-    code = ("import reproduce, reproduce.cli as c, reproduce.report as r; "
-            "print(reproduce.__file__); print(c.CLAIMS_DIR); print(len(r.all_claims())); print(c._pytest_config()[1])")
+    code = ("import reproduce, reproduce.judge as j; "
+            "print(reproduce.__file__); print(j.CATALOGUE); print(len(j.declared())); print(len(j.measured('quick')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
-    where, claims_dir, count, config = out.stdout.split()
-    assert where.startswith(str(site)) and claims_dir == str(site / "claims") and (site / "claims" / "conftest.py").exists()
-    assert int(count) > 10 and config == os.devnull  # no pyproject.toml there: the markers come on the command line
-    collect = ("import sys, pytest, reproduce.cli as c; sys.exit(pytest.main(['--collect-only', '-q', '-m', 'quick', "
-               "*c._pytest_config(), str(c.CLAIMS_DIR), '-p', 'no:cacheprovider', '--rootdir', str(c.CLAIMS_DIR.parent)]))")
+    where, catalogue, count, measured = out.stdout.split()
+    assert where.startswith(str(site)) and catalogue == str(site / "reproduce" / "catalogue")
+    assert int(count) > 10 and int(measured) > 0
+    collect = (f"import sys, pytest; sys.exit(pytest.main([{str(site / 'claims')!r}, '--collect-only', '-q', '-m', "
+               f"'quick', '-p', 'no:cacheprovider', '--rootdir', {str(site)!r}, '-W', 'ignore::pytest.PytestUnknownMarkWarning']))")
     collected = subprocess.run([sys.executable, "-c", collect], cwd=elsewhere, env=env, capture_output=True, text=True,
                                timeout=300)
     assert collected.returncode == 0 and " tests collected" in collected.stdout, collected.stdout[-2000:]
