@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import xarray as xr
 
 from reproduce import __version__, faults
@@ -304,6 +305,17 @@ class Store:
                 with xr.open_dataset(path, engine=ENGINE) as ds:
                     nodes[f"{paper}/{path.stem}"] = label_replicas(ds.load())
         return xr.DataTree.from_dict(nodes, name=tier)
+
+
+def replicas(ds: xr.Dataset, model: str, setting: str) -> list[xr.Dataset]:
+    """Every seed's replica of `model`'s run trained in `setting` (a combined Dataset with a `run` of
+    that model and a per-replica `setting`), in seed order: the unit of evidence. Layers padded by
+    the combination (NaN widths) and epochs the run never reached are dropped."""
+    one = ds.isel(run=list(ds["model"].values).index(model))
+    indices = np.nonzero(one["setting"].values == setting)[0]
+    layers = int(np.isfinite(one["layer_width"]).sum()) if "layer_width" in one else one.sizes["layer"]
+    return [one.isel(replica=int(i), layer=slice(0, layers)).dropna("epoch", how="all", subset=["accuracy"])
+            for i in indices]
 
 
 def label_replicas(ds: xr.Dataset) -> xr.Dataset:

@@ -18,7 +18,9 @@ def test_welch_interval_matches_scipy():
 
 def test_welch_interval_degenerate_cases():
     assert welch_interval([1.0], [2.0, 3.0]) == (-math.inf, math.inf)  # one seed: nothing decided
-    assert welch_interval([1.0, 1.0], [3.0, 3.0, 3.0]) == (2.0, 2.0)  # no spread: the difference itself
+    assert welch_interval([1.0, 1.0], [3.0, 3.0, 3.0]) == (2.0, 2.0)  # no spread, no floor: the difference itself
+    low, high = welch_interval([1.0, 1.0], [3.0, 3.0, 3.0], se_floor=0.1)  # the floor: df of the smaller side
+    assert high - low == pytest.approx(2 * stats.t.ppf(0.975, 1) * 0.1)
 
 
 @pytest.mark.parametrize("shift, verdict", [(2.0, "reproduced"), (-2.0, "not_reproduced"), (0.0, "inconclusive")])
@@ -32,12 +34,12 @@ def test_difference_planted_truth(shift, verdict):
 
 
 def test_difference_tolerates_half_a_quantum():
-    j = Difference("step", [0.0, 0.0], [0.004, 0.004], ">=", 0.01, quantum=0.02).judge()
-    assert j["verdict"] == "reproduced"  # 0.004 is within 0.01 of the 0.01 threshold
+    assert Difference("step", [0.0], [0.0], ">=", 0.01, quantum=0.02)._compare.holds(0.004)  # within 0.01 of 0.01
+    assert not Difference("step", [0.0], [0.0], ">=", 0.01)._compare.holds(0.004)
 
 
 def test_difference_joins_a_criterion_and_refuses_bad_input():
-    verdict, judged = judge([Difference("d", [0.0, 0.1], [1.0, 1.1], ">", 0)])
+    verdict, judged = judge([Difference("d", [0.0, 0.1, 0.05], [1.0, 1.1, 1.05], ">", 0)])
     assert verdict == "reproduced" and len(judged) == 1
     with pytest.raises(StatisticError, match="not finite"):
         Difference("d", [0.0, math.inf], [1.0, 2.0], ">", 0)

@@ -13,10 +13,11 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from reproduce.figures.ddmlp import (ddmlp_learning_curves, ddmlp_outlier, ddmlp_outlier_by_class, ddmlp_outlier_layers,
-                                     ddmlp_separation, ddmlp_test_accuracy, ddmlp_test_loss, replicas)
+                                     ddmlp_separation, ddmlp_test_accuracy, ddmlp_test_loss)
 from reproduce.judge import Absent, Case, Claim, Evidence, cases
 from reproduce.measures.activations import (cell_spreads, class_mean_cs, fall_from_first_peak, first_crossing,
                                            largest_drop, runner_up_ratio, tracked_outlier_ratio)
+from reproduce.store import replicas
 from reproduce.verdict import Condition, judge, spearman_quantum
 
 MODELS = {"quick": ["mlp7", "mlp5", "mlp3"], "medium": ["mlp7", "mlp5", "mlp3"], "full": ["mlp7", "mlp5", "mlp3"]}

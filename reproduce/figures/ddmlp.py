@@ -1,5 +1,4 @@
-"""The ddmlp paper's figures (Fig. 1-3 and 6-8 analogues), one per claim, every seed drawn, and
-`replicas`, which picks every seed's replica of a model in a setting."""
+"""The ddmlp paper's figures (Fig. 1-3 and 6-8 analogues), one per claim, every seed drawn."""
 
 from __future__ import annotations
 
@@ -8,15 +7,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from reproduce.measures.activations import class_mean_cs, fall_from_first_peak, tracked_outlier_ratio
-
-
-def replicas(ds: xr.Dataset, model: str, setting: str) -> list[xr.Dataset]:
-    """Every seed's replica of `model`'s run trained in `setting`, in seed order: the unit of evidence."""
-    one = ds.isel(run=list(ds["model"].values).index(model))
-    indices = np.nonzero(one["setting"].values == setting)[0]
-    layers = int(np.isfinite(one["layer_width"]).sum()) if "layer_width" in one else one.sizes["layer"]
-    return [one.isel(replica=int(i), layer=slice(0, layers)).dropna("epoch", how="all", subset=["accuracy"])
-            for i in indices]
+from reproduce.store import replicas
 
 
 def _log_epochs(ax, epochs: np.ndarray) -> np.ndarray:
