@@ -14,20 +14,25 @@ The claim verdicts come from reproduce.judge.judge_tier, the same function each 
 (pytest claims -m TIER) calls, so the report a user reads is exactly what CI checks; the console
 ends with the verdict table. Exit codes: 0 no claim regressed (a contradicted prediction is shown,
 not counted), 1 a claim regressed (a measured expectation contradicted, or an error), 2 bad input
-(any UserError, printed as one line).
+(any UserError, printed as one line), 3 a run diverged (NaN loss; stored as diverged, its claims
+read error).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from reproduce import __version__
-from reproduce.errors import UserError, _Parser, check_writable
+from reproduce.errors import UserError, _Parser, check_creatable, check_writable
 from reproduce.experiments import PAPERS, TIERS, check_paper, check_tier
+
+EXIT_REGRESSED, EXIT_BAD_INPUT, EXIT_DIVERGED = 1, 2, 3  # the exit codes besides 0 (README: Command line)
 
 VERBS = {"run": "make the results, then the report (the default verb)",
          "report": "rebuild the report from stored results (trains nothing)",
@@ -46,9 +51,20 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _not_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m reproduce", description="Reproduce the noisy-label papers' claims. Without a verb: run.",
-                epilog="exit codes: 0 every verdict as the tier expects, 1 a claim regressed, 2 bad input")
+                epilog="exit codes: 0 no claim regressed, 1 a claim regressed, 2 bad input, 3 a run diverged "
+                       "(NaN loss)")
     p.add_argument("--version", action="version", version=f"reproduce {__version__}")
     verbs = p.add_subparsers(dest="command", metavar="VERB", parser_class=_Parser, title="verbs")
     run = verbs.add_parser("run", help=VERBS["run"], description="Make the tier's results, then its claim report.")
@@ -70,9 +86,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--gpus", type=int, help="GPUs per task")
     s.add_argument("--cpus", type=int, help="CPUs per task (and torch threads in it)")
     s.add_argument("--mem-gb", type=float, help="memory per task")
-    _common(verbs.add_parser("report", help=VERBS["report"], description=(
-        "Rerun the claim tests on stored results and merge their verdicts into DIR/TIER/report.md, report.html "
-        "and claims.json. Trains nothing; without stored results for the tier it stops (exit 2).")))
+    report = verbs.add_parser("report", help=VERBS["report"], description=(
+        "Judge the claims on stored results and merge their verdicts into DIR/TIER/report.md, report.html "
+        "and claims.json. Trains nothing; without stored results for the tier it stops (exit 2)."))
+    _common(report, tier_required=False)
+    report.add_argument("--out", type=Path, metavar="DIR", help="write the report to DIR/TIER (and the scorecard to DIR) "
+                        "instead of the store's own folder: for a store that cannot be written")
+    report.add_argument("--all-tiers", action="store_true", help="the scorecard only: every claim's verdict at every "
+                        "tier with a report in the store, else its expectation (scorecard.md, .html); no --tier")
     verbs.add_parser("bench", help=VERBS["bench"], add_help=False)
     stability = verbs.add_parser("stability", help=VERBS["stability"], description=(
         "Make the tier once per setting (the largest thread count with every seed, the others with the first "
@@ -81,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     stability.add_argument("--tier", default="quick", help="default quick")
     stability.add_argument("--results", type=Path, default=Path("results"), help="results store (default results/)")
     stability.add_argument("--threads", type=_at_least_one, nargs="+", default=[1, 2], help="default 1 2")
-    stability.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="default 0 1 2")
+    stability.add_argument("--seeds", type=_not_negative, nargs="+", default=[0, 1, 2], help="default 0 1 2")
     stability.add_argument("--paper", nargs="+", default=list(PAPERS), help=f"papers (default all: {', '.join(PAPERS)})")
     expect = verbs.add_parser("expect", help=VERBS["expect"], description=(
         "Write data/expected/TIER.json from DIR/TIER/claims.json: each claim's verdict there becomes the tier's "
@@ -92,14 +113,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, tier_required: bool = True) -> None:
     """The options of every verb that reads or writes a tier of the store."""
-    p.add_argument("--tier", required=True, help=f"one of {', '.join(TIERS)}")
+    p.add_argument("--tier", required=tier_required, help=f"one of {', '.join(TIERS)}")
     p.add_argument("--paper", nargs="+", default=list(PAPERS), help=f"papers (default all: {', '.join(PAPERS)})")
     p.add_argument("--results", type=Path, default=Path("results"), help="results store (default results/)")
-    p.add_argument("--seed", type=int, default=0, help="base seed of every run (default 0)")
+    p.add_argument("--seed", type=_not_negative, default=0, help="base seed of every run, 0 or more (default 0)")
     p.add_argument("--claim", nargs="+", metavar="ID", help="only these claims (ids in data/claims/*.json), "
                    "merged into the tier's report")
+    p.add_argument("--json", action="store_true", help="end with the verdict summary as one JSON object on stdout "
+                   "(everything else on stderr)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
 
 
 def _main(argv: list[str] | None) -> int:
@@ -128,18 +151,25 @@ def _main(argv: list[str] | None) -> int:
 
         print(f"wrote {record_expected(check_tier(args.tier), args.results)}")
         return 0
+    if args.command == "report" and args.all_tiers:
+        return scorecard(args.results, args.out)
+    if args.tier is None:
+        raise UserError("the following arguments are required: --tier (or --all-tiers) (see python -m reproduce --help)")
     check_tier(args.tier)
     for paper in args.paper:
         check_paper(paper)
     if args.claim:
         args.paper = _papers_of_claims(args.claim, args.paper)
-    if args.command == "report":
-        papers = _papers_with_results(args.tier, args.paper, args.results, args.seed)
-        return report(args.tier, args.results, papers, args.seed, claims=args.claim)
-    return _run(args)
+    summary = sys.stdout  # --json: the summary alone on stdout, everything else on stderr
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        if args.command == "report":
+            papers = _papers_with_results(args.tier, args.paper, args.results, args.seed)
+            return report(args.tier, args.results, papers, args.seed, claims=args.claim,
+                          json_to=summary if args.json else None, out=args.out)
+        return _run(args, summary if args.json else None)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, json_to: TextIO | None = None) -> int:
     if args.device not in ("cpu", "cuda"):  # before torch is imported: bad input answers at once
         raise UserError(f"unknown device {args.device!r}: use cpu or cuda")
     from reproduce.executors import SlurmConfig, check_executor
@@ -148,7 +178,11 @@ def _run(args: argparse.Namespace) -> int:
     slurm = SlurmConfig.load(args.slurm_config, partition=args.partition, time_min=args.time_min, gpus=args.gpus,
                              cpus=args.cpus, mem_gb=args.mem_gb)
     if args.dry_run:
+        from reproduce.data import check_named_folder
         from reproduce.runner import describe, plan
+
+        check_named_folder()
+        check_creatable(args.results)
 
         if args.threads:  # calibrate at the thread count the run would use
             import torch
@@ -156,6 +190,7 @@ def _run(args: argparse.Namespace) -> int:
             torch.set_num_threads(args.threads)
 
         print(describe(args.tier, args.paper, args.device, args.seed, args.run, args.precision))
+        print(_dry_run_checks(args.tier, args.paper, args.results, args.seed, args.run))
         if args.executor == "slurm":
             from reproduce.executors import describe_array
             from reproduce.store import Store
@@ -172,18 +207,37 @@ def _run(args: argparse.Namespace) -> int:
     make_results(args.tier, args.paper, args.results, args.device, args.seed, fresh=args.fresh,
                  executor=args.executor, only=args.run, threads=args.threads, slurm=slurm,
                  precision=args.precision, compile=args.compile)
-    code = 0 if args.no_report else report(args.tier, args.results, args.paper, args.seed, args.device, args.claim)
-    _check_diverged(args.tier, args.paper, args.results, args.seed, args.run)
-    return code
+    code = 0 if args.no_report else report(args.tier, args.results, args.paper, args.seed, args.device, args.claim,
+                                            json_to=json_to)
+    return EXIT_DIVERGED if _diverged(args.tier, args.paper, args.results, args.seed, args.run) else code
 
 
-def _check_diverged(tier: str, papers: list[str], results: Path, seed: int, only: list[str] | None) -> None:
+def _diverged(tier: str, papers: list[str], results: Path, seed: int, only: list[str] | None) -> bool:
+    """Say which runs diverged (one line on stderr); the command then exits with EXIT_DIVERGED."""
     from reproduce.runner import diverged_runs
 
     diverged = diverged_runs(tier, papers, results, seed, only)
     if diverged:
-        raise UserError(f"run(s) diverged (NaN loss): {', '.join(diverged)}; they are stored with status "
-                        f"'diverged' and their claims fail saying so; try a smaller learning rate")
+        print(f"error: run(s) diverged (NaN loss): {', '.join(diverged)}; they are stored with status 'diverged' "
+              f"and their claims read error; try a smaller learning rate (exit code {EXIT_DIVERGED})", file=sys.stderr)
+    return bool(diverged)
+
+
+def _dry_run_checks(tier: str, papers: list[str], results: Path, seed: int, only: list[str] | None) -> str:
+    """What a dry run checks besides the plan: where each data set would be read from (or that it is
+    missing, and how to get it), and the results folder: writable, and how many runs it holds already."""
+    from reproduce.data import data_source
+    from reproduce.runner import plan
+    from reproduce.store import Store
+
+    pairs = plan(tier, papers, seed, only)
+    needed = sorted({getattr(run, "dataset", None) for _, run in pairs} - {None})
+    stored = sum(Store(results).path(tier, paper, run.name).exists() for paper, run in pairs)
+    lines = [f"data: {name} from {source}" if not source.startswith("missing") else
+             f"data: {name} {source}; a run would stop before training (exit 2)"
+             for name, source in data_source(needed).items()]
+    return "\n".join(lines + [f"results: {results} (writable; {stored} of the {len(pairs)} runs stored already, "
+                               f"reused unless --fresh)"])
 
 
 def _papers_of_claims(claims: list[str], papers: list[str]) -> list[str]:
@@ -217,28 +271,40 @@ def _papers_with_results(tier: str, papers: list[str], results: Path, seed: int)
 
 
 def report(tier: str, results: Path, papers: list[str], seed: int = 0, device: str = "cpu",
-           claims: list[str] | None = None) -> int:
+           claims: list[str] | None = None, json_to: TextIO | None = None, out: Path | None = None) -> int:
     """Judge the tier's claims of these papers on the stored results (reproduce.judge.judge_tier),
-    merge them into the tier's report and print the verdict table.
+    merge them into the tier's report (in `out`/TIER, default the store's own TIER folder) and print
+    the console summary (or, with `json_to`, write it there as JSON).
 
     Returns 0 when no claim judged now regressed, 1 when one did.
     """
     from reproduce.judge import judge_tier
-    from reproduce.report import check_report, console_summary, publish, regressions
+    from reproduce.report import check_report, console_summary, publish, regressions, summary_json
     from reproduce.runner import check_stored
     from reproduce.store import Store
 
-    out = results / tier
-    check_report(out, seed)
+    folder = Path(out or results) / tier
+    check_report(folder, seed)
     check_stored(tier, papers, results, seed)
     judged, datasets = judge_tier(Store(results), tier, papers, seed, claims)
-    publish(results, tier, judged, datasets, seed)
-    print(console_summary(judged))
-    print(f"report: {out / 'report.md'}, report.html and claims.json beside it")
-    regressed = regressions(judged)
-    if regressed:
-        print(f"regressed (a measured expectation contradicted, or an error): {', '.join(regressed)}")
-    return 1 if regressed else 0
+    publish(results, tier, judged, datasets, seed, out=out)
+    if json_to is not None:
+        json_to.write(json.dumps(summary_json(judged, tier, seed, results), indent=1) + "\n")
+    else:
+        print(console_summary(judged, tier, results, seed))
+        print(f"report: {folder / 'report.html'}, report.md and claims.json beside it")
+    return EXIT_REGRESSED if regressions(judged) else 0
+
+
+def scorecard(results: Path, out: Path | None = None) -> int:
+    """Write DIR/scorecard.md and scorecard.html (every claim at every tier: the verdict where the
+    store has that tier's report, else the expectation, measured or predicted) and print it."""
+    from reproduce.report import text_table, write_scorecard
+
+    table = write_scorecard(Path(results), Path(out or results))
+    print(text_table(*table, wrap=30))
+    print(f"scorecard: {Path(out or results) / 'scorecard.html'} and scorecard.md beside it")
+    return 0
 
 
 def stability_settings(threads: list[int], seeds: list[int]) -> list[tuple[int, int]]:

@@ -115,10 +115,35 @@ def locate(name: str, root: str | Path | None = None, download: bool = True,
     """
     if name not in DATASETS:
         raise UserError(f"unknown data set {name!r}: choose from {', '.join(DATASETS)}")
+    check_named_folder(root)
     cache = cache_dir(root)
     if name in ("fashion_mnist", "mnist"):
         return _find_idx_set(name, cache, download, search)
     return _find_cifar(name, cache, download)
+
+
+def check_named_folder(root: str | Path | None = None) -> None:
+    """A data folder named by REPRODUCE_DATA must exist: a mistyped name would otherwise fall back,
+    unsaid, to the system's copy or the default cache."""
+    named = os.environ.get("REPRODUCE_DATA")
+    if root is None and named and not Path(named).is_dir():
+        raise UserError(f"REPRODUCE_DATA={named} is not a folder: create it (with the data sets in it), or unset "
+                        f"REPRODUCE_DATA to read {DEBIAN_FASHION_MNIST} and {_default_cache()}")
+
+
+def data_source(names: Sequence[str] = DATASETS) -> dict[str, str]:
+    """Where each data set would be read from (found without downloading), or why it is missing:
+    what --dry-run prints and the report's provenance records."""
+    out = {}
+    for name in names:
+        try:
+            found = locate(name, download=False)
+        except UserError as error:
+            out[name] = f"missing ({error})"
+            continue
+        folder = Path(next(iter(found.values()))).parent if isinstance(found, dict) else Path(found)
+        out[name] = str(folder) + (" (Debian's dataset-fashion-mnist)" if folder == DEBIAN_FASHION_MNIST else "")
+    return out
 
 
 def read_idx(path: Path) -> np.ndarray:

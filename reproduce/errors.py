@@ -30,3 +30,20 @@ def check_writable(folder: Path, option: str = "--results DIR") -> None:
         probe.unlink()
     except OSError as error:
         raise UserError(f"{folder} is not writable ({error.strerror}): pass {option}") from None
+
+
+def check_creatable(folder: Path, option: str = "--results DIR") -> None:
+    """For a dry run, which creates nothing: the folder, or the nearest folder above it that exists,
+    takes a file (probed with a temporary file, removed at once)."""
+    import tempfile
+
+    existing = Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{folder} cannot be made: {existing} is not a folder; pass {option}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test"):
+            pass
+    except OSError as error:
+        raise UserError(f"{folder} is not writable ({error.strerror}): pass {option}") from None

@@ -165,6 +165,13 @@ def setting_text(tier: str, paper: str) -> str:
     return "; ".join(one(run) for _, run in plan(tier, [paper]))
 
 
+def _tolerance(tolerance: float, unit: str) -> str:
+    """A tolerance in its condition's unit: '0.36 points' for a gain, '0.05%' for an accuracy."""
+    if unit in ("points", "accuracy"):
+        return f"{100 * tolerance:.2g}" + (" points" if unit == "points" else "%")
+    return f"{tolerance:.3g}"
+
+
 def criterion_text(conditions: Sequence[dict]) -> str:
     """The criterion as the judged conditions hold it: each distinct inequality once, with the
     instances it is judged at, its rule and scale; reported conditions marked."""
@@ -174,7 +181,7 @@ def criterion_text(conditions: Sequence[dict]) -> str:
         threshold = f"{100 * j['threshold']:+g} points" if j["unit"] == "points" else (
             f"{100 * j['threshold']:g}%" if j["unit"] == "accuracy" else f"{j['threshold']:g}")
         text = (f"{name} {j['op']} {threshold} ({j['rule']}" + (", log scale" if j["scale"] == "log" else "")
-                + (f", tolerance {j['tolerance']:.3g}" if j["tolerance"] else "") + ")"
+                + (f", tolerance {_tolerance(j['tolerance'], j['unit'])}" if j["tolerance"] else "") + ")"
                 + (" [reported, not judged]" if j["reported"] else ""))
         parts.setdefault(text, [])
         if j["instance"] and j["instance"] not in parts[text]:

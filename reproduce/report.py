@@ -50,7 +50,7 @@ def figure_png(fig: Figure, dpi: float = 110) -> bytes:
 
 # --- what the report shows, and how ---------------------------------------------------------
 
-PROVENANCE_KEYS = ("device", "device_name", "torch_version", "precision", "torch_threads", "package_version",
+PROVENANCE_KEYS = ("host", "device", "device_name", "torch_version", "precision", "torch_threads", "package_version",
                    "git_commit", "seed")
 SUMMARY_COLUMNS = ["claim", "verdict", "n, 95% interval", "control", "ours (criterion)", "paper"]
 CONSOLE_WIDTH = 40  # characters per line of a long cell in the console table (wrapped, never cut)
@@ -103,10 +103,13 @@ def _margin(condition: dict) -> float:
 
 
 def headline(entry: dict) -> dict | None:
-    """The main cases' condition closest to failing: the claim's headline n, interval and number."""
+    """The claim's headline n, interval and number: of the main cases' judged conditions, the one
+    closest to failing among those that are informative (seeds that differ: a condition every seed
+    meets with the same value, say a drop of exactly 0, shows no spread to read), else among all."""
     found = [c for case in entry.get("cases", []) if not case.get("control") for c in case.get("conditions") or []
              if not c.get("reported")]
-    return min(found, key=_margin, default=None)
+    informative = [c for c in found if len({str(v) for v in c.get("values") or []}) > 1]
+    return min(informative or found, key=_margin, default=None)
 
 
 def _interval_text(condition: dict | None) -> str:
@@ -190,15 +193,181 @@ def tally(entries: list[dict]) -> str:
             + (f"; {contradicted} prediction{'s' * (contradicted != 1)} contradicted" if contradicted else ""))
 
 
-def console_summary(entries: list[dict]) -> str:
-    """The tally, the verdict table and the notes that need reading, as `run` and `report` end."""
-    notes = [f"  {e['id']}: {e['note']}" for e in entries if e.get("note")]
-    predicted = [f"  {e['id']}: {words(e['verdict'])}, {e['expectation_source']}" for e in entries
-                 if e["id"] in contradicted_predictions(entries)]
-    return (tally(entries) + "\n" + text_table(SUMMARY_COLUMNS, summary_rows(entries))
-            + ("\nnotes:\n" + "\n".join(notes) if notes else "")
-            + ("\npredictions contradicted (no run backed them; not a failure):\n" + "\n".join(predicted)
-               if predicted else ""))
+CONSOLE_COLUMNS = ["claim", "verdict", "n", "95% interval", "control"]
+CONSOLE_MAX = 100  # columns of the console summary: one row per claim fits a 100-column terminal
+CONTROL_WORDS = {"failed_as_expected": "fails", "passed_unexpectedly": "PASSES", "inconclusive": "unclear",
+                 "none": "-", "error": "error", "not_run": "not run"}
+CONSOLE_LEGEND = ("(expected): the tier expects this failure (the report says why); (unpredicted): a prediction "
+                  "the run contradicts, no failure; interval: of the condition closest to failing. Control: fails = "
+                  "the negative control fails, as it must; PASSES or unclear (it straddles): the claim stays "
+                  "inconclusive.")
+
+
+def _console_verdict(entry: dict) -> str:
+    """The verdict as the console shows it: the word and, where it is not plainly 'reproduced as
+    expected', how it stands against the tier's expectation (the details are in the report)."""
+    text = {"error": "error", "not_run": "not run"}.get(entry["verdict"], words(entry["verdict"]))
+    if entry.get("regression"):
+        return text + " (REGRESSION)"
+    if entry.get("as_expected") is False:
+        return text + " (unpredicted)"
+    if entry.get("as_expected") and entry.get("expected") != "reproduced":
+        return text + " (expected)"
+    return text
+
+
+def _console_interval(condition: dict | None) -> str:
+    """The headline's 95% interval in its unit, short: '[+0.7, +2.3] points', '[99.5%, 100.0%]'."""
+    if condition is None:
+        return "-"
+    unit, interval = condition.get("unit", ""), condition.get("interval")
+    if not interval or not all(math.isfinite(float(v)) for v in interval):
+        return "none (1 seed)" if condition.get("n") == 1 else "none"
+    low, high = (float(v) for v in interval)
+    if condition.get("rule") == "binomial":
+        return f"share [{low:.2f}, {high:.2f}]"
+    if unit == "points":
+        return f"[{100 * low:+.1f}, {100 * high:+.1f}] points"
+    return f"[{number(low, unit)}, {number(high, unit)}]"
+
+
+def console_rows(entries: list[dict]) -> list[list[str]]:
+    """One row per claim judged at this tier: claim, verdict, n, interval of the headline, control."""
+    rows = []
+    for e in entries:
+        if e["verdict"] == "not_at_tier":
+            continue
+        condition = headline(e)
+        rows.append([e["id"], _console_verdict(e), str(condition.get("n", "?")) if condition else "-",
+                     _console_interval(condition), CONTROL_WORDS.get(e.get("control", "none"), e.get("control", ""))])
+    return rows
+
+
+def fitted_table(columns: list[str], rows: list[list[str]], width: int = CONSOLE_MAX, keep: int = 1) -> str:
+    """A fixed-width table no wider than `width`: the widest of the columns after the first `keep`
+    (claim ids stay whole, to be copied) is wrapped, a character at a time, until the table fits."""
+    import textwrap
+
+    natural = [max(len(str(v)) for v in [name, *(row[i] for row in rows)]) for i, name in enumerate(columns)]
+    widths = list(natural)
+    while sum(widths) + 2 * (len(widths) - 1) > width:
+        k = max(range(keep, len(widths)), key=lambda i: widths[i])
+        if widths[k] <= 6:
+            break
+        widths[k] -= 1
+    cells = [[textwrap.wrap(str(v), w) or [""] for v, w in zip(row, widths)] for row in rows]
+    line = lambda parts: "  ".join(str(v).ljust(w) for v, w in zip(parts, widths)).rstrip()  # noqa: E731
+    out = [line(columns), line(["-" * w for w in widths])]
+    for row in cells:
+        out += [line([c[k] if k < len(c) else "" for c in row]) for k in range(max(map(len, row)))]
+    return "\n".join(out)
+
+
+def recheck_command(tier: str, claim_id: str, results: Path | str | None = None, seed: int = 0) -> str:
+    """The command that judges one claim again on the stored results (it trains nothing)."""
+    return (f"python -m reproduce report --tier {tier} --claim {claim_id}"
+            + (f" --results {results}" if results is not None and str(results) != "results" else "")
+            + (f" --seed {seed}" if seed else ""))
+
+
+STABILITY_RECORD = Path(__file__).resolve().parent.parent / "docs" / "stability.md"
+
+
+def stability_record(claim_id: str, path: Path = STABILITY_RECORD) -> str:
+    """What docs/stability.md records for this claim: its quick verdict in each setting (threads,
+    base seed) of `python -m reproduce stability`, grouped by verdict; '' where it has no row."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return ""
+    header = next((line for line in lines if line.startswith("| claim |")), None)
+    row = next((line for line in lines if line.startswith(f"| {claim_id} |")), None)
+    if header is None or row is None:
+        return ""
+    settings = [c.strip() for c in header.strip("|").split("|")][1:]
+    found: dict[str, list[str]] = {}
+    for setting, cell in zip(settings, [c.strip() for c in row.strip("|").split("|")][1:]):
+        if cell and cell != "DIFFERS" and setting:
+            found.setdefault(cell.split(" (")[0], []).append(setting)
+    name = f"{path.parent.name}/{path.name}"
+    if len(found) < 2:
+        return f"{name} records the same quick verdict in every setting ({', '.join(settings)})"
+    return (f"{name} records that its quick verdict depends on the base seed or threads (tT-sS): "
+            + "; ".join(f"{verdict} at {', '.join(where)}" for verdict, where in found.items()))
+
+
+def _what_to_do(entries: list[dict], tier: str, results, seed: int) -> list[str]:
+    """After a regression: the command that re-checks each claim, what the stability record says of
+    it, and how a verdict that moved on purpose becomes the new expectation."""
+    import textwrap
+
+    out = ["what to do:"]
+    for claim_id in regressions(entries):
+        out += [f"  {claim_id}: re-check it alone (trains nothing):", f"    {recheck_command(tier, claim_id, results, seed)}"]
+        record = stability_record(claim_id) if tier == "quick" else ""
+        out += textwrap.wrap(record or f"docs/stability.md records no {tier} verdicts of this claim at other seeds",
+                             CONSOLE_MAX, initial_indent="    ", subsequent_indent="    ")
+    out += textwrap.wrap(f"A verdict that moves with the base seed is not a code change (docs/stability.md: "
+                         f"`python -m reproduce stability`); a change that moved it on purpose is recorded with "
+                         f"`python -m reproduce expect --tier {tier}` and committed, saying why.", CONSOLE_MAX,
+                         initial_indent="  ", subsequent_indent="  ")
+    return out
+
+
+def console_summary(entries: list[dict], tier: str | None = None, results=None, seed: int = 0) -> str:
+    """What `run` and `report` end with, within CONSOLE_MAX columns: the tally; one row per claim
+    judged at this tier (claim, verdict, n and interval of its headline condition, control; the
+    paper's words are in the report); the claims not at this tier one line each with the tiers that
+    judge them; the notes; and, after a regression, what to do."""
+    import textwrap
+
+    tier = tier or next((e.get("tier") for e in entries if e.get("tier")), "quick")
+    out = textwrap.wrap(tally(entries), CONSOLE_MAX, subsequent_indent="  ")
+    rows = console_rows(entries)
+    if rows:
+        out += [fitted_table(CONSOLE_COLUMNS, rows), *textwrap.wrap(CONSOLE_LEGEND, CONSOLE_MAX)]
+    away = [e for e in entries if e["verdict"] == "not_at_tier"]
+    if away:
+        width = max(len(e["id"]) for e in away)
+        out += [f"not at the {tier} tier; judged at:"]
+        out += [f"  {e['id']:<{width}}  {', '.join(e.get('judged_at') or []) or 'no tier'}" for e in away]
+    notes = [e for e in entries if e.get("note")]
+    if notes:
+        out += ["notes:"] + [line for e in notes for line in textwrap.wrap(
+            f"{e['id']}: {e['note']}", CONSOLE_MAX, initial_indent="  ", subsequent_indent="    ")]
+    contradicted = [e for e in entries if e["id"] in contradicted_predictions(entries)]
+    if contradicted:
+        out += ["predictions contradicted (no run backed them; not a failure):"] + [
+            line for e in contradicted for line in textwrap.wrap(
+                f"{e['id']}: {words(e['verdict'])}, {e['expectation_source']}", CONSOLE_MAX,
+                initial_indent="  ", subsequent_indent="    ")]
+    if regressions(entries):
+        out += textwrap.wrap(f"regressed (a measured expectation contradicted, or an error): "
+                             f"{', '.join(regressions(entries))}", CONSOLE_MAX, subsequent_indent="  ")
+        out += _what_to_do(entries, tier, results, seed)
+    return "\n".join(out)
+
+
+def summary_json(entries: list[dict], tier: str, seed: int = 0, results=None) -> dict:
+    """The console summary for machines (`--json`): the tally's counts, the regressions with the
+    command that re-checks each, and per claim its verdict, expectation, headline and control."""
+    claims = []
+    for e in entries:
+        condition = headline(e)
+        claims.append(dict(
+            id=e["id"], verdict=e["verdict"], expected=e.get("expected"), expectation=e.get("expectation") or None,
+            as_expected=e.get("as_expected"), regression=bool(e.get("regression")), control=e.get("control", "none"),
+            judged_at=e.get("judged_at") or [],
+            headline=None if condition is None else {k: condition.get(k) for k in (
+                "name", "n", "aggregate", "interval", "threshold", "op", "unit", "rule", "instance")}))
+    counts: dict[str, int] = {}
+    for e in entries:
+        counts[e["verdict"]] = counts.get(e["verdict"], 0) + 1
+    return finite_json(dict(tier=tier, seed=seed, tally=tally(entries), counts=counts,
+                            regressions=[dict(id=i, recheck=recheck_command(tier, i, results, seed),
+                                              stability=stability_record(i) if tier == "quick" else "")
+                                         for i in regressions(entries)],
+                            contradicted_predictions=contradicted_predictions(entries), claims=claims))
 
 
 def regressions(entries: list[dict]) -> list[str]:
@@ -238,15 +407,16 @@ def merge_entries(previous: list[dict], judged: list[dict], tier: str, seed: int
     return [now.get(i) or before.get(i) or stub_entry(i, tier) for i in all_claims()]
 
 
-def publish(root: Path, tier: str, judged: list[dict], results: dict, seed: int = 0) -> list[dict]:
+def publish(root: Path, tier: str, judged: list[dict], results: dict, seed: int = 0, out: Path | None = None) -> list[dict]:
     """Merge the entries judged now into the tier's report (claims.json, report.md, report.html),
     with the paper figures and tables of the claims judged now and the provenance of their results;
-    return the merged entries. Claims not judged now keep their entries and their paper figures."""
+    return the merged entries. Claims not judged now keep their entries and their paper figures.
+    The report goes to `out`/TIER where given (a store that cannot be written), else beside the results."""
     import xarray as xr
 
     from reproduce.store import ENGINE, Store
 
-    out = Path(root) / tier
+    out = Path(out or root) / tier
     check_report(out, seed)
     entries = merge_entries(read_json(out / "claims.json", []), judged, tier, seed)
     claims = declared({e["paper"] for e in judged})
@@ -274,10 +444,34 @@ def publish(root: Path, tier: str, judged: list[dict], results: dict, seed: int 
         if attrs:
             provenance[paper] = run_provenance(attrs)
     _keep_paper_figures(out / "figures", entries, {e["id"] for e in judged}, figures)
-    write_report(out, tier, entries, figures, tables, provenance)
+    header = claims_header(tier, seed, root)
+    write_report(out, tier, entries, figures, tables, provenance, header)
     (out / "tables.json").write_text(json.dumps(tables, indent=1, default=str))
     (out / "provenance.json").write_text(json.dumps(provenance, indent=1))
+    (out / HEADER_FILE).write_text(json.dumps(header, indent=1) + "\n")
     return entries
+
+
+HEADER_FILE = "claims-header.json"  # beside claims.json, which stays a plain list of entries for its readers
+CLAIMS_SCHEMA = "reproduce-claims/1"
+
+
+def claims_header(tier: str, seed: int, results: Path) -> dict:
+    """What claims.json was judged from and by: tier, base seed, schema, time, commit, command line,
+    host, Python, and where the data sets were read from (written to claims-header.json)."""
+    import platform
+    import shlex
+    import socket
+    import sys
+
+    from reproduce.data import data_source
+    from reproduce.store import git_commit, utc_now
+
+    return dict(schema=CLAIMS_SCHEMA, tier=tier, seed=seed, written_at=utc_now(), git_commit=git_commit(),
+                command=" ".join(["python -m reproduce", *map(shlex.quote, sys.argv[1:])])
+                if Path(sys.argv[0]).parent.name == "reproduce" else " ".join(map(shlex.quote, sys.argv)),
+                host=socket.gethostname(), python=platform.python_version(), results=str(results),
+                data_source=data_source())
 
 
 def check_report(out: Path, seed: int) -> None:
@@ -315,12 +509,33 @@ def read_json(path: Path, default):
         return default
     except (OSError, ValueError) as error:
         value = error
-    shaped = isinstance(value, type(default)) and (
-        not isinstance(value, list) or all(isinstance(e, dict) and "id" in e for e in value))
-    if not shaped:
-        raise UserError(f"{path} is damaged (not the {type(default).__name__} the report writes): move it aside "
-                        f"to start this tier's report afresh; nothing was changed")
+    problem = (f"not the {type(default).__name__} the report writes" if not isinstance(value, type(default))
+               else entry_problem(value) if isinstance(value, list) else None)
+    if problem:
+        raise UserError(f"{path} is damaged ({problem}): move it aside to start this tier's report afresh; "
+                        f"nothing was changed")
     return value
+
+
+ENTRY_TYPES = {"id": str, "verdict": str, "paper": str, "tier": str, "cases": list, "seed": int, "judged_at": list,
+               "regression": bool, "as_expected": (bool, type(None)), "expected": (str, type(None)),
+               "control": str, "note": str}
+
+
+def entry_problem(entries: list) -> str | None:
+    """Why a claims.json list is not one the report wrote (the first wrong entry or field), or None.
+    Read before merging: an entry of the wrong shape would turn stored verdicts into stubs."""
+    for k, e in enumerate(entries):
+        if not isinstance(e, dict):
+            return f"entry {k} is a {type(e).__name__}, not an object"
+        for key, kind in ENTRY_TYPES.items():
+            if key in e and not isinstance(e[key], kind) or key in ("id", "verdict") and key not in e:
+                return f"entry {k}: {key} {e.get(key, 'missing')!r} is not a {getattr(kind, '__name__', 'string or null')}"
+        if e["verdict"] not in VERDICT_TEXT:
+            return f"entry {k} ({e['id']}): unknown verdict {e['verdict']!r}"
+        if isinstance(e.get("seed"), bool) or any(not isinstance(c, dict) for c in e.get("cases", [])):
+            return f"entry {k} ({e['id']}): a seed or case of the wrong type"
+    return None
 
 
 def check_seed(entries: list[dict], seed: int, path: Path) -> None:
@@ -366,11 +581,11 @@ def _seeds(entries: list[dict], paper: str) -> str:
 
 
 def provenance_table(provenance: dict[str, dict], entries: list[dict]) -> Table:
-    columns = ["paper", "base seed", "n (seeds)", "device", "device name", "torch", "precision", "threads",
+    columns = ["paper", "base seed", "n (seeds)", "host", "device", "device name", "torch", "precision", "threads",
                "package", "git commit", "made (UTC)", "runs"]
-    rows = [[paper, p["seed"], _seeds(entries, paper), p["device"], p["device_name"], p["torch_version"],
-             p["precision"], p["torch_threads"], p["package_version"], p["git_commit"], p["made"], p["runs"]]
-            for paper, p in sorted(provenance.items())]
+    rows = [[paper, p["seed"], _seeds(entries, paper), p.get("host", "unknown"), p["device"], p["device_name"],
+             p["torch_version"], p["precision"], p["torch_threads"], p["package_version"], p["git_commit"], p["made"],
+             p["runs"]] for paper, p in sorted(provenance.items())]
     return columns, rows
 
 
@@ -387,7 +602,7 @@ def _ours(entry: dict) -> str:
     return "; ".join(parts) or "-"
 
 
-CASE_COLUMNS = ["case", "control", "outcome", "verdict", "headline (n, interval)", "ours", "message"]
+CASE_COLUMNS = ["case", "control", "verdict", "headline (n, interval)", "ours", "message"]
 
 
 def case_rows(entry: dict) -> list[list[str]]:
@@ -397,7 +612,7 @@ def case_rows(entry: dict) -> list[list[str]]:
         never = [f"{j['name']}: {note}" for j in c.get("conditions") or [] for note in _never(j)]
         left_out = [item for j in c.get("conditions") or [] for item in j.get("left_out") or []]
         summary = c.get("summary", "") + (f" Left out: {'; '.join(left_out)}." if left_out else "")
-        rows.append([c["case"], "control" if c.get("control") else "main", c.get("outcome", ""),
+        rows.append([c["case"], "control" if c.get("control") else "main",
                      c.get("verdict", "") + (f" ({'; '.join(never)})" if never else ""),
                      f"{_key_number(closest)}; {_interval_text(closest)}" if closest else "-", summary.strip(),
                      c.get("message", "")])
@@ -427,15 +642,31 @@ def _markdown_table(table: Table) -> list[str]:
         "| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
 
 
-def _html_table(table: Table, classes: list[str] | None = None, links: bool = False) -> str:
-    """A table; with `links` the first cell of each row (a claim id) links to that claim's section."""
+def _html_table(table: Table, classes: list[str] | None = None, links: bool = False,
+                cell_classes: bool = False) -> str:
+    """A table; with `links` the first cell of each row (a claim id) links to that claim's section;
+    with `cell_classes` each later cell is coloured by the verdict it starts with (the scorecard)."""
     columns, rows = table
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
     cell = lambda k, v: (f"<a href='#{anchor(str(v))}'>{html.escape(str(v))}</a>" if links and k == 0  # noqa: E731
                          else html.escape(str(v)))
     body = "".join(f"<tr class='{(classes or [''] * len(rows))[i]}'>" + "".join(
-        f"<td>{cell(k, v)}</td>" for k, v in enumerate(row)) + "</tr>" for i, row in enumerate(rows))
+        (f"<td class='{_cell_class(v)}'>" if cell_classes and k else "<td>") + f"{cell(k, v)}</td>" for k, v in enumerate(row))
+        + "</tr>" for i, row in enumerate(rows))
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _cell_class(text) -> str:
+    """A scorecard cell's colour: by the verdict its text starts with; expectations and '-' grey."""
+    text = str(text)
+    if "REGRESSION" in text:
+        return "regression"
+    if "(expected)" in text or "(as measured)" in text or "(as predicted)" in text:
+        return "xfail"
+    for verdict, words_ in VERDICT_TEXT.items():
+        if text.startswith(words_.split(" (")[0]) and verdict not in ("not_run", "not_at_tier"):
+            return verdict
+    return "not_run"
 
 
 def anchor(claim_id: str) -> str:
@@ -463,16 +694,57 @@ def contrasts(entries: list[dict]) -> list[list[str]]:
 CONTRAST_COLUMNS = ["claim", "setting", "verdict", "ours"]
 
 
+CONTROL_TEXT = {"failed_as_expected": "fails, as it must", "passed_unexpectedly": "PASSES: the criterion cannot tell "
+                "the phenomenon from its absence", "inconclusive": "inconclusive: its interval straddles the threshold",
+                "none": "no control case at this tier", "error": "error", "not_run": "not run"}
+
+
+def _condition_text(j: dict) -> str:
+    """'rise from smallest to largest width: +20.3 points (>= +10.0 points); n=6, [+17.2 points, +23.4 points]'."""
+    return f"{_key_number(j)}; {_interval_text(j)}" + (f" at {j['instance']}" if j.get("instance") and
+                                                         j["instance"] not in j["name"] else "")
+
+
+def failing_evidence(entry: dict, most: int = 3) -> str:
+    """The judged conditions of the main cases that did not come out reproduced: what an expected
+    failure rests on (each condition's clearest failure, the clearest first; at most `most`)."""
+    found = [j for c in entry.get("cases", []) if not c.get("control") for j in c.get("conditions") or []
+             if not j.get("reported") and j.get("verdict") != "reproduced"]
+    worst: dict[str, dict] = {}  # per condition, its clearest failure
+    for j in sorted(found, key=_margin):
+        worst.setdefault(j["name"], j)
+    found = list(worst.values())
+    text = "; ".join(f"{_condition_text(j)} ({words(j.get('verdict', ''))})" for j in found[:most])
+    return text + (f"; and {len(found) - most} more conditions in the cases below" if len(found) > most else "")
+
+
+def _elsewhere(e: dict) -> list[tuple[str, str]]:
+    """A claim not at this tier: the tiers that judge it, the commands, and what each tier expects."""
+    from reproduce.judge import expectation
+
+    claim = declared([e["paper"]]).get(e["id"])
+    tiers = e.get("judged_at") or []
+    lines = [("verdict", "not judged at this tier")]
+    for t in tiers:
+        expect = expectation(claim, t) if claim else {"expectation": "none"}
+        expected = ("" if expect["expectation"] == "none" else
+                    f"; expected there: {words(expect['expected'])} ({expect['expectation']})")
+        lines.append((f"judged at {t}", f"`python -m reproduce --tier {t} --paper {e['paper']}`, then "
+                                       f"`{recheck_command(t, e['id'])}`{expected}"))
+    return lines + [("negative control", e.get("control_text", "")), ("paper", e.get("paper_value", ""))]
+
+
 def _details(e: dict) -> list[tuple[str, str]]:
     """(label, text) lines of a claim's section, the same in both files."""
     if e["verdict"] == "not_at_tier":
-        tiers = e.get("judged_at") or []
-        return [("verdict", "not at this tier: judged at " + ", ".join(
-            f"{t} (`python -m reproduce --tier {t} --paper {e['paper']}`)" for t in tiers)),
-            ("negative control", e.get("control_text", "")), ("paper", e.get("paper_value", ""))]
+        return _elsewhere(e)
     expected = "" if e.get("expected") is None else f" (expected: {words(e['expected'])}, {e.get('expectation_source', '')})"
-    return [("verdict", _verdict_cell(e) + expected), ("note", e.get("note", "")), ("why", e.get("why", "")),
-            ("negative control", f"{e.get('control', 'none')}: {e.get('control_text', '')}"),
+    failure = e["verdict"] in ("not_reproduced", "inconclusive")
+    return [("verdict", _verdict_cell(e) + expected), ("note", e.get("note", "")),
+            ("why it fails at this tier", e.get("why", "") if failure else ""),
+            ("evidence of the failure", failing_evidence(e) if failure else ""),
+            ("negative control", e.get("control_text", "")),
+            ("control's result", CONTROL_TEXT.get(e.get("control", "none"), e.get("control", ""))),
             ("paper", e.get("paper_value", "")), ("criterion", e.get("criterion", "")),
             ("control's criterion", e.get("control_criterion", "")), ("rule", e.get("rule", "")),
             ("setting", e.get("setting", "")),
@@ -492,7 +764,8 @@ def evidence_pngs(entries: list[dict]) -> dict[str, bytes]:
 
 
 def write_report(out_dir: Path, tier: str, entries: list[dict], paper_figures: dict[str, bytes],
-                 tables: dict[str, Table] | None = None, provenance: dict[str, dict] | None = None) -> None:
+                 tables: dict[str, Table] | None = None, provenance: dict[str, dict] | None = None,
+                 header: dict | None = None) -> None:
     """Write claims.json, report.md with figures/<id>.png, and a self-contained report.html.
 
     Every claim gets its evidence figure (figures/<id>.png, drawn from its entry) and, where given,
@@ -515,21 +788,101 @@ def write_report(out_dir: Path, tier: str, entries: list[dict], paper_figures: d
             figures[claim_id].append((f"figures/{claim_id}{name}.png", png))
     summary = (SUMMARY_COLUMNS, summary_rows(entries))
     contrast_rows = contrasts(entries)
-    (out_dir / "report.md").write_text(_markdown(tier, entries, summary, provenance, tables, figures, contrast_rows))
-    (out_dir / "report.html").write_text(_html(tier, entries, summary, provenance, tables, figures, contrast_rows))
+    extra = dict(header=header or {}, card=scorecard_table(out_dir.parent, {tier: entries}))
+    (out_dir / "report.md").write_text(_markdown(tier, entries, summary, provenance, tables, figures, contrast_rows, **extra))
+    (out_dir / "report.html").write_text(_html(tier, entries, summary, provenance, tables, figures, contrast_rows, **extra))
 
 
-PREAMBLE = ("Numbers: accuracies in percent with one decimal (71.2%), gains between accuracies in points with "
-            "their sign (+8.0 points), other statistics with three significant digits. Verdicts judge each "
-            "condition's seed aggregate with its 95% interval against the threshold.")
+HEADER_LABELS = (("command", "command"), ("written_at", "written (UTC)"), ("git_commit", "judged at commit"),
+                 ("host", "host"), ("python", "Python"), ("results", "results read from"))
 
 
-def _markdown(tier, entries, summary, provenance, tables, figures, contrast_rows) -> str:
-    md = [f"# Claim report, tier `{tier}`", "", "## What made these numbers", ""]
-    md += _markdown_table(provenance_table(provenance, entries)) if provenance else ["(no result files were read)"]
+def header_lines(header: dict) -> list[tuple[str, str]]:
+    """(label, text) of what judged this report (claims-header.json), the data sources last."""
+    lines = [(label, str(header[key])) for key, label in HEADER_LABELS if header.get(key) not in (None, "")]
+    return lines + [(f"data: {name}", source) for name, source in (header.get("data_source") or {}).items()]
+
+
+# --- the scorecard: every claim at every tier ------------------------------------------------
+
+def scorecard_table(root: Path, known: dict[str, list[dict]] | None = None) -> Table:
+    """Rows: every declared claim; columns: the tiers. A cell is the verdict in ROOT/TIER/claims.json
+    where that report exists (or in `known`), else the tier's expectation marked measured or
+    predicted, or '-' where the claim has no case at that tier."""
+    from reproduce.experiments import TIERS
+    from reproduce.judge import expectation
+
+    reports = {}
+    for tier in TIERS:
+        if known and tier in known:
+            reports[tier] = {e["id"]: e for e in known[tier]}
+        elif (Path(root) / tier / "claims.json").is_file():
+            reports[tier] = {e["id"]: e for e in read_json(Path(root) / tier / "claims.json", [])}
+    rows = []
+    for claim_id, claim in declared().items():
+        row = [claim_id]
+        for tier in TIERS:
+            entry = reports.get(tier, {}).get(claim_id)
+            if not claim.cases_at(tier):
+                row.append("-")
+            elif entry is not None and entry["verdict"] not in ("not_run", "not_at_tier"):
+                row.append(_verdict_cell(entry) + (f", seed {entry['seed']}" if entry.get("seed") else ""))
+            else:
+                expect = expectation(claim, tier)
+                row.append("no results; nothing expected" if expect["expected"] is None else
+                           f"no results; {expect['expectation']}: {words(expect['expected'])}")
+        rows.append(row)
+    return ["claim", *TIERS], rows
+
+
+def write_scorecard(root: Path, out: Path | None = None) -> Table:
+    """DIR/scorecard.md and scorecard.html from the tiers' claims.json in ROOT; returns the table."""
+    out = Path(out or root)
+    table = scorecard_table(root)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scorecard.md").write_text("\n".join(["# Scorecard: every claim at every tier", "", SCORECARD_TEXT, ""]
+                                                + _markdown_table(table)) + "\n")
+    (out / "scorecard.html").write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Scorecard</title><style>{CSS}</style></head><body>"
+        f"<h1>Scorecard: every claim at every tier</h1><p>{html.escape(SCORECARD_TEXT)}</p>"
+        f"{_html_table(table, cell_classes=True)}</body></html>")
+    return table
+
+
+SCORECARD_TEXT = ("Each cell: the claim's verdict in that tier's report in this store; where the store has no "
+                  "results of the tier, what the tier expects, marked measured (data/expected/TIER.json, a cited "
+                  "run) or predicted (a declared reason); '-': the claim has no case at that tier.")
+
+
+PREAMBLE = ("Numbers: accuracies in percent with one decimal (71.2%), gains between accuracies or between relative "
+            "gains in points with their sign (+8.0 points), other statistics with three significant digits. Verdicts "
+            "judge each condition's seed aggregate with its 95% interval against the threshold.")
+
+LEGEND = (
+    ("reproduced", "every condition's 95% interval clears its threshold, and the negative control fails"),
+    ("NOT reproduced", "some condition's interval lies on the failing side of its threshold"),
+    ("inconclusive", "an interval straddles its threshold, or the control passes or straddles"),
+    ("(expected)", "the tier expects this verdict: measured (data/expected/TIER.json, a cited run) or predicted "
+                   "(a declared reason); 'why it fails at this tier' says why, with the evidence"),
+    ("(REGRESSION)", "a measured expectation contradicted, or an error: the command exits 1"),
+    ("(predicted ...)", "a prediction the run contradicts: shown, no failure"),
+    ("not at this tier", "the claim has no case at this tier: its section names the tiers and commands that judge it"),
+    ("n, 95% interval", "of the headline: the main cases' informative condition closest to failing"),
+    ("control", "failed_as_expected: the negative control fails, as it must; passed_unexpectedly or inconclusive "
+                "leave the claim inconclusive"),
+    ("colours", "green reproduced, red NOT reproduced or a regression, yellow an expected failure or inconclusive, "
+                "grey not run or not at this tier"),
+)
+
+
+def _markdown(tier, entries, summary, provenance, tables, figures, contrast_rows, header=None, card=None) -> str:
+    md = [f"# Claim report, tier `{tier}`", "", tally(entries), "", "## Legend", ""]
+    md += [f"- **{term}**: {text}" for term, text in LEGEND] + ["", PREAMBLE]
+    if card:
+        md += ["", "## Every claim at every tier", "", SCORECARD_TEXT, ""] + _markdown_table(card)
     columns, rows = summary
     linked = [[f"[{row[0]}](#{anchor(row[0])})", *row[1:]] for row in rows]
-    md += ["", PREAMBLE, "", "## Verdicts", "", tally(entries), ""] + _markdown_table((columns, linked))
+    md += ["", f"## Verdicts at `{tier}`", ""] + _markdown_table((columns, linked))
     for e in entries:
         md += ["", f"<a id=\"{anchor(e['id'])}\"></a>", "", f"## `{e['id']}` ({e.get('section', '')})", "",
                e.get("statement", ""), ""]
@@ -542,6 +895,9 @@ def _markdown(tier, entries, summary, provenance, tables, figures, contrast_rows
     if contrast_rows:
         md += ["", "## Contrasts", "", "Claims of different papers that say opposite things, each in its own setting.", ""]
         md += _markdown_table((CONTRAST_COLUMNS, contrast_rows))
+    md += ["", "## What made these numbers", ""]
+    md += [f"- {label}: {text}" for label, text in header_lines(header or {})] + [""]
+    md += _markdown_table(provenance_table(provenance, entries)) if provenance else ["(no result files were read)"]
     return "\n".join(md) + "\n"
 
 
@@ -549,12 +905,13 @@ CSS = ("body{font-family:sans-serif;max-width:1400px;margin:auto;font-size:14px}
        "td,th{border:1px solid #ccc;padding:3px 5px;vertical-align:top}table{border-collapse:collapse;margin:.5em 0}"
        ".reproduced{background:#d4f4d4}.not_reproduced,.error,.regression{background:#f8d0d0}"
        ".inconclusive,.xfail{background:#fbeec8}.not_run,.not_at_tier{background:#eee}"
-       "img{max-width:100%;display:block;margin:.5em 0}section{border-top:2px solid #888;margin-top:1.5em}")
+       "img{max-width:100%;display:block;margin:.5em 0}section{border-top:2px solid #888;margin-top:1.5em}"
+       "dl.legend{display:grid;grid-template-columns:max-content auto;gap:2px 12px}dl.legend dd{margin:0}"
+       "dl.legend dt{font-weight:bold}")
 
 
-def _html(tier, entries, summary, provenance, tables, figures, contrast_rows) -> str:
-    classes = ["regression" if e.get("regression") else
-               "xfail" if e.get("expected") not in (None, "reproduced") else e["verdict"] for e in entries]
+def _html(tier, entries, summary, provenance, tables, figures, contrast_rows, header=None, card=None) -> str:
+    classes = [_css_class(e) for e in entries]
     sections = []
     for e, css in zip(entries, classes):
         details = "".join(f"<p class='{css if label == 'verdict' else ''}'><b>{html.escape(label)}:</b> "
@@ -567,10 +924,21 @@ def _html(tier, entries, summary, provenance, tables, figures, contrast_rows) ->
             + (_html_table((CASE_COLUMNS, case_rows(e))) if e.get("cases") else "")
             + (_html_table(tables[e["id"]]) if e["id"] in tables else "") + imgs + "</section>")
     prov = _html_table(provenance_table(provenance, entries)) if provenance else "<p>(no result files were read)</p>"
+    made = "".join(f"<li><b>{html.escape(label)}:</b> {html.escape(text)}</li>" for label, text in header_lines(header or {}))
+    legend = "".join(f"<dt>{html.escape(term)}</dt><dd>{html.escape(text)}</dd>" for term, text in LEGEND)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Claim report, tier {tier}</title>"
             f"<style>{CSS}</style></head><body><h1>Claim report, tier {tier}</h1>"
-            f"<h2>What made these numbers</h2>{prov}<p>{html.escape(PREAMBLE)}</p>"
-            f"<h2>Verdicts</h2><p><b>{html.escape(tally(entries))}</b></p>{_html_table(summary, classes, links=True)}"
+            f"<p><b>{html.escape(tally(entries))}</b></p>"
+            f"<details open><summary><b>Legend</b></summary><dl class='legend'>{legend}</dl>"
+            f"<p>{html.escape(PREAMBLE)}</p></details>"
+            + (f"<h2>Every claim at every tier</h2><p>{html.escape(SCORECARD_TEXT)}</p>"
+               f"{_html_table(card, links=True, cell_classes=True)}" if card else "")
+            + f"<h2>Verdicts at {html.escape(tier)}</h2>{_html_table(summary, classes, links=True)}"
             f"{''.join(sections)}"
             + (f"<section><h2>Contrasts</h2>{_html_table((CONTRAST_COLUMNS, contrast_rows))}</section>" if contrast_rows else "")
-            + "</body></html>")
+            + f"<section><h2>What made these numbers</h2><ul>{made}</ul>{prov}</section></body></html>")
+
+
+def _css_class(e: dict) -> str:
+    return ("regression" if e.get("regression") else
+            "xfail" if e.get("expected") not in (None, "reproduced") and e["verdict"] != "reproduced" else e["verdict"])

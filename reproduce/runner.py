@@ -21,7 +21,7 @@ from reproduce.data import locate
 from reproduce.devices import NUMERICS, PEAK_FLOPS, peak_flops, resolve_device
 from reproduce.errors import UserError
 from reproduce.experiments import check_tier, experiment
-from reproduce.store import ENGINE, Store, utc_now
+from reproduce.store import ENGINE, Store, unusable, utc_now
 
 
 def plan(tier: str, papers: Sequence[str], seed: int = 0, only: Sequence[str] | None = None) -> list[tuple[str, object]]:
@@ -178,8 +178,7 @@ def check_stored(tier: str, papers: Sequence[str], results: Path, seed: int = 0,
     for paper, run in plan(tier, papers, seed, only):
         path = store.path(tier, paper, run.name)
         if path.exists() and (reason := store.problem(path, paper, tier, dataclasses.asdict(run))):
-            raise UserError(f"{path} cannot be used: {reason}; remake it with `python -m reproduce --tier {tier} "
-                            f"--paper {paper} --run {run.name} --results {results}` (the file is then moved aside)")
+            raise UserError(unusable(path, reason, tier, paper, run.name, results))
 
 
 def diverged_runs(tier: str, papers: Sequence[str], results: Path, seed: int = 0,

@@ -28,6 +28,7 @@ import xarray as xr
 
 from reproduce import __version__, faults
 from reproduce.devices import device_name
+from reproduce.errors import UserError
 
 SCHEMA_VERSION = 4  # 2: `model` coordinate, per-sample labels and noise mask; 3: long_name and units on every
 # variable; 4: a Fletcher-32 checksum on every numeric variable
@@ -154,7 +155,7 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _attrs_problem(attrs: dict, paper: str, tier: str, config: dict) -> str | None:
+def _attrs_problem(attrs: dict, paper: str, tier: str, config: dict | None) -> str | None:
     """Why a file with these attrs was not made for this run of this schema, or None."""
     if attrs.get("schema") != "reproduce-results":
         return "not a results file of this package"
@@ -162,12 +163,15 @@ def _attrs_problem(attrs: dict, paper: str, tier: str, config: dict) -> str | No
         return f"schema version {attrs.get('schema_version')}, expected {SCHEMA_VERSION}"
     if attrs.get("paper") != paper or attrs.get("tier") != tier:
         return f"made for {attrs.get('paper')}/{attrs.get('tier')}, not {paper}/{tier}"
-    if attrs.get("config_hash") != config_hash(config):
+    if config is None:  # any config: the file must at least be the one its own attrs describe
+        if attrs.get("config_hash") != config_hash(json.loads(attrs.get("config") or "{}")):
+            return "its config does not match its config_hash"
+    elif attrs.get("config_hash") != config_hash(config):
         return "made for another config"
     return None
 
 
-def _read(path: Path, paper: str, tier: str, config: dict) -> tuple[xr.Dataset | None, str | None]:
+def _read(path: Path, paper: str, tier: str, config: dict | None) -> tuple[xr.Dataset | None, str | None]:
     """(the file's Dataset, None), or (None, why it cannot be used). Loading reads every chunk, and HDF5
     checks each chunk's Fletcher-32 checksum as it reads it: a changed byte in the data fails here
     like a truncated file."""
@@ -302,8 +306,12 @@ class Store:
         nodes = {}
         for paper in papers:
             for path in sorted((Path(self.root) / tier / paper).glob("*.nc")):
-                with xr.open_dataset(path, engine=ENGINE) as ds:
-                    nodes[f"{paper}/{path.stem}"] = label_replicas(ds.load())
+                ds, reason = _read(path, paper, tier, None)
+                if reason is None and ds.attrs.get("run") != path.stem:
+                    reason = f"made for run {ds.attrs.get('run')}, not {path.stem}"
+                if reason is not None:
+                    raise UserError(unusable(path, reason, tier, paper, path.stem, self.root))
+                nodes[f"{paper}/{path.stem}"] = label_replicas(ds)
         return xr.DataTree.from_dict(nodes, name=tier)
 
 
@@ -319,13 +327,21 @@ def replicas(ds: xr.Dataset, model: str, setting: str) -> list[xr.Dataset]:
 
 
 def label_replicas(ds: xr.Dataset) -> xr.Dataset:
-    """`replica` as an index of labels built from the per-replica coordinates ('init_seed=3 noise_rate=0.8'),
-    so selecting or aligning replicas goes by what they are."""
+    """`replica` indexed by the per-replica coordinates (a pandas MultiIndex of setting, noise_rate,
+    init_seed, ...), so replicas are selected by what they are, `.sel(setting="flip", noise_rate=0.8)`,
+    never by position."""
     if "replica" not in ds.dims:
         return ds
     keys = [str(k) for k, c in ds.coords.items() if c.dims == ("replica",) and k != "replica"]
-    labels = [" ".join(f"{k}={ds[k].values[i]}" for k in keys) or str(i) for i in range(ds.sizes["replica"])]
-    return ds.drop_vars("replica", errors="ignore").assign_coords(replica=labels)  # a position index goes
+    ds = ds.drop_vars("replica", errors="ignore")  # the bare position 0..n-1 goes
+    return ds.set_index(replica=keys) if keys else ds
+
+
+def unusable(path: Path, reason: str, tier: str, paper: str, run: str, results: Path | str) -> str:
+    """The one line for a stored file that cannot be used, with the command that remakes it (the
+    command line's `report` and `open_results` say the same)."""
+    return (f"{path} cannot be used: {reason}; remake it with `python -m reproduce --tier {tier} --paper {paper} "
+            f"--run {run} --results {results}` (the file is then moved aside)")
 
 
 def open_results(results: str | Path, tier: str, paper: str | None = None) -> xr.DataTree:

@@ -7,7 +7,7 @@ import json
 from PIL import Image
 
 from reproduce.report import (all_claims, console_summary, headline, merge_entries, points, percent, regressions,
-                              run_provenance, stub_entry, write_report)
+                              run_provenance, stability_record, stub_entry, write_report)
 
 
 def _condition(name, values, interval, threshold=3.0, op=">=", n=5, verdict="reproduced"):
@@ -62,13 +62,64 @@ def test_every_declared_claim_is_in_the_report_and_merges_keep_the_rest():
 def test_console_table_and_regressions():
     entries = [entry("ddmlp.noisy_learned_later"), entry("masc.beats_model", "not_reproduced", as_expected=False),
                stub_entry("smooth.asymmetric_untouched_only", "quick")]
-    text = console_summary(entries)
+    text = console_summary(entries, "quick")
     lines = text.splitlines()
     assert lines[0] == "3 claims: 1 reproduced, 1 not reproduced, 0 inconclusive, 1 not at tier; 1 regression"
-    assert lines[1].split()[:2] == ["claim", "verdict"] and len(lines) >= 6
-    assert "n=3, [0.1, 0.4]" in text and "REGRESSION" in text
-    assert any(line.startswith("smooth.asymmetric_untouched_only") and "not at this tier" in line for line in lines)
+    assert lines[1].split() == ["claim", "verdict", "n", "95%", "interval", "control"]
+    row = next(line for line in lines if line.startswith("masc.beats_model"))
+    assert row.split()[1:] == ["NOT", "reproduced", "(REGRESSION)", "3", "[0.1,", "0.4]", "fails"]
+    # not at this tier: one line each, with the tiers that judge it, after the table
+    away = next(k for k, line in enumerate(lines) if line.startswith("not at the quick tier"))
+    assert lines[away + 1].split() == ["smooth.asymmetric_untouched_only", "full"]
+    assert not any(line.startswith("smooth.asymmetric_untouched_only") for line in lines)
+    # what to do after a regression: the command that re-checks it, and the stability record
+    assert "    python -m reproduce report --tier quick --claim masc.beats_model" in lines
+    flat = " ".join(text.split())
+    assert "docs/stability.md records" in flat and "python -m reproduce expect --tier quick" in flat
     assert regressions(entries) == ["masc.beats_model"]
+    assert max(len(line) for line in lines) <= 100
+
+
+def test_the_regression_advice_quotes_the_stability_record(tmp_path):
+    """The quick verdicts docs/stability.md records per setting, grouped by verdict."""
+    record = tmp_path / "stability.md"
+    record.write_text("| claim | t2-s0 | t2-s1 | t1-s0 |\n|---|---|---|---|\n"
+                      "| masc.x | reproduced (control failed as expected) | inconclusive (control inconclusive) | "
+                      "reproduced (control failed as expected) | DIFFERS\n"
+                      "| masc.y | reproduced (a) | reproduced (a) | reproduced (a) |\n")
+    assert stability_record("masc.x", record) == (f"{tmp_path.name}/stability.md records that its quick verdict depends on the base "
+                                                  "seed or threads (tT-sS): reproduced at t2-s0, t1-s0; inconclusive "
+                                                  "at t2-s1")
+    assert "the same quick verdict in every setting" in stability_record("masc.y", record)
+    assert stability_record("masc.z", record) == ""
+
+
+def test_the_console_fits_100_columns_with_the_longest_texts():
+    """Paper texts stay in the report; the longest ids, verdicts and intervals wrap within 100 columns."""
+    from reproduce.report import CONSOLE_MAX
+
+    e = entry("modnoise.partition_weaker_than_fourier", "inconclusive", as_expected=False)
+    e.update(paper_value="word " * 30 + "END", control="passed_unexpectedly", note="n " * 80)
+    for c in e["cases"]:
+        for j in c["conditions"]:
+            j.update(unit="points", interval=[-0.1234, 0.5678])
+    text = console_summary([e, stub_entry("modnoise.larger_width_generalizes_better", "quick")], "quick")
+    assert "END" not in text and max(len(line) for line in text.splitlines()) <= CONSOLE_MAX
+    assert "modnoise.partition_weaker_than_fourier" in text and "PASSES" in text
+
+
+def test_json_summary_is_for_machines():
+    import json as json_
+
+    from reproduce.report import summary_json
+
+    entries = [entry("ddmlp.noisy_learned_later"), entry("masc.beats_model", "not_reproduced", as_expected=False)]
+    out = json_.loads(json_.dumps(summary_json(entries, "quick", 1, "store")))
+    assert out["tier"] == "quick" and out["seed"] == 1 and out["counts"] == {"reproduced": 1, "not_reproduced": 1}
+    assert out["regressions"][0]["recheck"] == ("python -m reproduce report --tier quick --claim masc.beats_model "
+                                                "--results store --seed 1")
+    claim = out["claims"][0]
+    assert claim["id"] == "ddmlp.noisy_learned_later" and claim["headline"]["n"] == 3
 
 
 def test_a_contradicted_prediction_is_counted_apart_and_is_no_regression():
@@ -76,16 +127,15 @@ def test_a_contradicted_prediction_is_counted_apart_and_is_no_regression():
          "regression": False, "expectation": "predicted", "expected": "not_reproduced",
          "expectation_source": "predicted: no recovery at small"}
     text = console_summary([e])
-    assert "1 prediction contradicted" in text.splitlines()[0] and "predicted NOT reproduced" in text
+    assert "1 prediction contradicted" in text.splitlines()[0] and "reproduced (unpredicted)" in text
     assert "predictions contradicted" in text and regressions([e]) == []
 
 
-def test_console_table_wraps_long_texts():
-    """The paper's value is wrapped over lines, never cut."""
+def test_an_expected_failure_is_marked_and_counted_apart():
     e = entry("ddmlp.noisy_learned_later")
-    e.update(expected="not_reproduced", verdict="not_reproduced", paper_value="word " * 30 + "END")
+    e.update(expected="not_reproduced", verdict="not_reproduced")
     text = console_summary([e])
-    assert "END" in text and "..." not in text and max(len(line) for line in text.splitlines()) < 250
+    assert "NOT reproduced (expected)" in text
     assert "1 expected failures or inconclusive" in text.splitlines()[0]
 
 

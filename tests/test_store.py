@@ -133,7 +133,46 @@ def test_open_results_is_a_tree_of_runs_with_replicas_labelled_by_settings(tmp_p
     tree = reproduce.open_results(tmp_path, "quick")
     assert isinstance(tree, xr.DataTree) and set(tree.children) == {"modnoise"}
     a, b = tree["modnoise/a"].to_dataset(), tree["modnoise/b"].to_dataset()
-    label = "noise_rate=0.8 init_seed=0"
-    assert float(a.accuracy.sel(replica=label)[0]) == float(b.accuracy.sel(replica=label)[0]) == 0.4
+    picked = dict(noise_rate=0.8, init_seed=0)  # replicas are indexed by their settings, not by position
+    assert float(a.accuracy.sel(**picked)[0]) == float(b.accuracy.sel(**picked)[0]) == 0.4
     assert json.loads(a.attrs["config"]) == {"n": "a"}
     assert reproduce.open_results(tmp_path, "quick", "modnoise")["modnoise"].children.keys() == {"a", "b"}
+
+
+def test_open_results_selects_replicas_by_setting_and_noise_rate(tmp_path):
+    """modnoise stacks a flip and a tag setting at one noise rate: `.sel(setting=..., noise_rate=...)` picks
+    the flip seeds (the bare position index gave xarray's 'more than one index' error)."""
+    import reproduce
+
+    ds = xr.Dataset({"accuracy": (("replica",), [0.1, 0.2, 0.3, 0.4])},
+                    coords={"replica": np.arange(4), "setting": ("replica", ["flip", "flip", "tag", "tag"]),
+                            "noise_rate": ("replica", [0.8] * 4), "init_seed": ("replica", [0, 1, 0, 1])})
+    Store(tmp_path).write(ds, "quick", "modnoise", "add", {"n": "add"}, {})
+    run = reproduce.open_results(tmp_path, "quick", "modnoise")["modnoise/add"].to_dataset()
+    flip = run.accuracy.sel(setting="flip", noise_rate=0.8)
+    assert list(flip.values) == [0.1, 0.2] and list(flip.init_seed.values) == [0, 1]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign"])
+def test_open_results_refuses_a_damaged_or_foreign_file_with_the_command_lines_line(tmp_path, damage):
+    """A truncated file, or a ddmlp file renamed into modnoise, is one UserError line naming the file and
+    the command that remakes it, as `report` says it; nothing is moved or served."""
+    import reproduce
+    from reproduce.errors import UserError
+
+    store = Store(tmp_path)
+    if damage == "truncated":
+        path = store.write(_noise_run([0.8]), "quick", "modnoise", "a", {"n": "a"}, {})
+        path.write_bytes(path.read_bytes()[:200])
+    else:
+        made = store.write(_noise_run([0.8]), "quick", "ddmlp", "mlp3-s0", {"n": "a"}, {})
+        path = store.path("quick", "modnoise", "add-m513-s0")
+        path.parent.mkdir(parents=True)
+        made.rename(path)
+    with pytest.raises(UserError) as refused:
+        reproduce.open_results(tmp_path, "quick", "modnoise")
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"{path} cannot be used: ")
+    assert ("unreadable" if damage == "truncated" else "made for ddmlp/quick, not modnoise/quick") in message
+    assert f"remake it with `python -m reproduce --tier quick --paper modnoise --run {path.stem}" in message
+    assert path.exists()

@@ -73,7 +73,7 @@ def beats_model(ds, case: Case) -> Evidence:
     conditions = [Condition(f"MASC minus model at {_at(p)}", seeds[p]["gain"], ">=", 0.02, quantum=quantum, unit="points",
                             instance=_at(p)) for p in degrees]
     conditions += [Difference(f"relative gain {_at(b)} minus {_at(a)}", seeds[a]["relative_gain"], seeds[b]["relative_gain"],
-                              ">", 0, instance=f"{_at(a)} to {_at(b)}") for a, b in zip(degrees, degrees[1:])]
+                              ">", 0, unit="points", instance=f"{_at(a)} to {_at(b)}") for a, b in zip(degrees, degrees[1:])]
     rows = [summary[p] for p in degrees]
     return Evidence(conditions,
                     f"at {_degrees(degrees)}: MASC minus model {_points(r['gain'] for r in rows)} points, relative gain "

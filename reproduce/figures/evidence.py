@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import textwrap
+
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -25,6 +27,7 @@ MAIN, CONTROL = "#1f5fa8", "#d9730d"
 SCALE = {"accuracy": (100.0, "accuracy (%)"), "points": (100.0, "gain (points)")}
 PANEL_IN = (3.2, 2.6)  # width, height of one panel in inches: legible at 110 dpi in report.html
 COLUMNS = 3
+TITLE_CHARS = 44  # characters per line of a panel title at 8 pt in a PANEL_IN-wide panel
 
 
 def conditions(entry: dict) -> dict[str, list[tuple[dict, dict]]]:
@@ -103,8 +106,10 @@ def _panel(ax, name: str, cases: list[tuple[dict, dict]], number: Callable[[floa
         ax.set_ylabel(label, fontsize=7)
     op = first.get("op", "")
     shown = lambda v: number(v / scale, unit).lstrip("+")  # noqa: E731  the threshold as the text writes it
-    ax.set_title(f"{name}\npass: {op} {shown(threshold)}" + (f" ± {shown(tolerance)}" if tolerance else "")
-                 if threshold is not None else name, fontsize=8)
+    tolerance_text = f"{tolerance:.2g}" + (" points" if unit == "points" else "%" if unit == "accuracy" else "")
+    title = "\n".join(textwrap.wrap(name, TITLE_CHARS))  # a long name on several lines, never over its neighbour
+    ax.set_title(f"{title}\npass: {op} {shown(threshold)}" + (f" ± {tolerance_text}" if tolerance else "")
+                 if threshold is not None else title, fontsize=8)
 
 
 def _scaled(condition: dict, scale: float) -> dict:
