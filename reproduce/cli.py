@@ -299,10 +299,13 @@ def report(tier: str, results: Path, papers: list[str], seed: int = 0, device: s
 def scorecard(results: Path, out: Path | None = None) -> int:
     """Write DIR/scorecard.md and scorecard.html (every claim at every tier: the verdict where the
     store has that tier's report, else the expectation, measured or predicted) and print it."""
-    from reproduce.report import text_table, write_scorecard
+    from reproduce.report import CONSOLE_MAX, SCORECARD_TEXT, fitted_table, write_scorecard
 
     table = write_scorecard(Path(results), Path(out or results))
-    print(text_table(*table, wrap=30))
+    import textwrap
+
+    print(fitted_table(*table, width=CONSOLE_MAX))
+    print(textwrap.fill(SCORECARD_TEXT, CONSOLE_MAX))
     print(f"scorecard: {Path(out or results) / 'scorecard.html'} and scorecard.md beside it")
     return 0
 

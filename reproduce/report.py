@@ -829,8 +829,8 @@ def scorecard_table(root: Path, known: dict[str, list[dict]] | None = None) -> T
                 row.append(_verdict_cell(entry) + (f", seed {entry['seed']}" if entry.get("seed") else ""))
             else:
                 expect = expectation(claim, tier)
-                row.append("no results; nothing expected" if expect["expected"] is None else
-                           f"no results; {expect['expectation']}: {words(expect['expected'])}")
+                row.append("[nothing expected]" if expect["expected"] is None else
+                           f"[{expect['expectation']} {words(expect['expected'])}]")
         rows.append(row)
     return ["claim", *TIERS], rows
 
@@ -849,9 +849,9 @@ def write_scorecard(root: Path, out: Path | None = None) -> Table:
     return table
 
 
-SCORECARD_TEXT = ("Each cell: the claim's verdict in that tier's report in this store; where the store has no "
-                  "results of the tier, what the tier expects, marked measured (data/expected/TIER.json, a cited "
-                  "run) or predicted (a declared reason); '-': the claim has no case at that tier.")
+SCORECARD_TEXT = ("Each cell: the claim's verdict in that tier's report in this store; [in brackets] where the "
+                  "store has no results of the tier: what the tier expects, marked measured (data/expected/TIER.json, "
+                  "a cited run) or predicted (a declared reason); '-': the claim has no case at that tier.")
 
 
 PREAMBLE = ("Numbers: accuracies in percent with one decimal (71.2%), gains between accuracies or between relative "

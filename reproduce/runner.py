@@ -78,9 +78,24 @@ def make_results(
     else:
         if threads:
             torch.set_num_threads(threads)
+        seconds = _estimates(tier, todo, device, seed, precision) if progress else None
+        log(f"plan: {len(todo)} run{'s' * (len(todo) != 1)} of the {tier} tier to make"
+            + (f" ({sum(map(len, names.values())) - len(todo)} stored, reused)" if len(todo) < sum(map(len, names.values())) else "")
+            + (f", about {_duration(sum(seconds.values()))} by the --dry-run estimate" if seconds else ""))
         run_locally(store, tier, todo, device, reuse=not fresh, log=log, progress=progress, precision=precision,
-                    compile=compile)
+                    compile=compile, estimates=seconds)
     return names
+
+
+def _estimates(tier: str, todo: list, device: str, seed: int, precision: str) -> dict[str, float] | None:
+    """Each run's estimated seconds (`estimate`, the --dry-run's calibration), or None where it cannot say."""
+    try:
+        dev = resolve_device(device, precision)
+        papers = list(dict.fromkeys(paper for paper, _ in todo))
+        rows = estimate(tier, papers, dev, seed, [run.name for _, run in todo])
+        return {f"{paper}/{run.name}": seconds for paper, run, *_, seconds in rows}
+    except Exception:  # noqa: BLE001 - an estimate is a courtesy: it never stops a run
+        return None
 
 
 def compute(store: Store, tier: str, paper: str, run, device: str, *, reuse: bool = True, wait: bool = True,
@@ -115,36 +130,68 @@ def compute(store: Store, tier: str, paper: str, run, device: str, *, reuse: boo
 
 def run_locally(store: Store, tier: str, todo: list, device: str, reuse: bool = True,
                 log: Callable[[str], None] = print, progress: bool = True, stream: TextIO | None = None,
-                log_every_s: float = 60.0, **numerics) -> None:
+                log_every_s: float = 60.0, estimates: dict[str, float] | None = None, **numerics) -> None:
     """The local executor: runs in plan order; one that another process holds is waited for last.
 
     Progress goes to `stream` (default stderr): two tqdm bars (plan, run) on a terminal; where the
     stream is not a terminal (a log file, CI), no bars and so no carriage returns, but one `log` line
-    per run every `log_every_s` seconds and at its end, with steps/s and elapsed time.
+    per run every `log_every_s` seconds and at its end, with steps/s and elapsed time. With `progress`,
+    each run starts with "run i of N", the plan's elapsed time and, from `estimates` (seconds per
+    "paper/run", the --dry-run's), the time left; a run's "complete" line follows its last progress line.
     """
     stream = stream or sys.stderr
     bars = dict(disable=None if progress else True, file=stream, unit="step")  # None: off unless a terminal
     total = sum(experiment(p).steps_and_flops(r)[0] for p, r in todo)
+    clock = _PlanClock(estimates)
     with tqdm(total=total, desc=f"{tier} plan ({len(todo)} runs)", position=0, **bars) as bar:
         deferred = []
-        for paper, run in todo:
+        for i, (paper, run) in enumerate(todo, 1):
+            name = f"{paper}/{run.name}"
+            left = [f"{p}/{r.name}" for p, r in todo[i - 1:]]
+            if progress and bar.disable:  # a log: one line; a terminal: the plan bar says it
+                log(f"run {i} of {len(todo)}: {name}; {clock.status(left)}")
+            bar.set_description(f"{tier} plan, run {i} of {len(todo)}", refresh=False)
             steps = experiment(paper).steps_and_flops(run)[0]
-            with tqdm(total=steps, desc=f"{paper}/{run.name}", position=1, leave=False, **bars) as run_bar:
-                line = _ProgressLine(f"{paper}/{run.name}", steps, log if progress and bar.disable else None,
-                                     log_every_s)
+            with tqdm(total=steps, desc=name, position=1, leave=False, **bars) as run_bar:
+                line = _ProgressLine(name, steps, log if progress and bar.disable else None, log_every_s)
 
                 def advance(n: int) -> None:
                     run_bar.update(n)
                     bar.update(n)
                     line.update(n)
 
-                if not compute(store, tier, paper, run, device, reuse=reuse, wait=False, log=log, progress=advance,
+                def said(message: str) -> None:  # the run's last progress line before its "complete" line
+                    line.finish()
+                    log(message)
+
+                if not compute(store, tier, paper, run, device, reuse=reuse, wait=False, log=said, progress=advance,
                                **numerics):
                     deferred.append((paper, run))
                 line.finish()
+                clock.done(name)
         for paper, run in deferred:
             log(f"{paper}/{run.name}: another process is computing it; waiting for its result")
             compute(store, tier, paper, run, device, reuse=True, wait=True, log=log, **numerics)
+
+
+class _PlanClock:
+    """Elapsed time of the plan and the time left: the --dry-run estimates of the runs left, scaled by
+    how the finished runs compared with their estimates (no estimates: elapsed time only)."""
+
+    def __init__(self, estimates: dict[str, float] | None):
+        self.estimates, self.started, self.finished = estimates or {}, time.perf_counter(), []
+
+    def done(self, name: str) -> None:
+        self.finished.append(name)
+
+    def status(self, left: list[str]) -> str:
+        elapsed = time.perf_counter() - self.started
+        text = f"{_duration(elapsed)} elapsed"
+        if not self.estimates or any(n not in self.estimates for n in left):
+            return text
+        planned = sum(self.estimates.get(n, 0.0) for n in self.finished)
+        pace = elapsed / planned if self.finished and planned > 0 else 1.0
+        return text + f", about {_duration(pace * sum(self.estimates[n] for n in left))} left"
 
 
 class _ProgressLine:
@@ -153,6 +200,7 @@ class _ProgressLine:
     def __init__(self, name: str, total: int, log: Callable[[str], None] | None, every_s: float):
         self.name, self.total, self.log, self.every_s = name, total, log, every_s
         self.done = 0
+        self.said = -1  # steps done when last said: the last line is said once
         self.started = self.last = time.perf_counter()
 
     def update(self, n: int) -> None:
@@ -161,10 +209,11 @@ class _ProgressLine:
             self._say()
 
     def finish(self) -> None:
-        if self.log is not None and self.done:
+        if self.log is not None and self.done and self.said != self.done:
             self._say()
 
     def _say(self) -> None:
+        self.said = self.done
         self.last = time.perf_counter()
         elapsed = self.last - self.started
         self.log(f"{self.name}: {self.done:,}/{self.total:,} steps, {self.done / max(elapsed, 1e-9):,.1f} steps/s, "

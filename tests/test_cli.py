@@ -142,7 +142,8 @@ def test_report_judges_in_process_prints_the_table_and_exits_1_on_a_regression(t
     entries = _regression_entries("quick")[: 2 if regressed else 1]
     monkeypatch.setattr("reproduce.judge.judge_tier", lambda *a, **k: (entries, {}))
     monkeypatch.setattr("reproduce.runner.check_stored", lambda *a, **k: None)
-    monkeypatch.setattr("subprocess.Popen", None)  # nothing may start a process
+    monkeypatch.setattr("reproduce.store.git_commit", lambda: "abc")  # the header's commit: `git` is its one process
+    monkeypatch.setattr("subprocess.Popen", None)  # nothing else may start a process
     code = cli.report("quick", tmp_path, ["ddmlp"])
     out = capsys.readouterr().out
     assert code == (1 if regressed else 0)
@@ -202,12 +203,89 @@ def test_missing_data_set_says_how_to_get_it(tmp_path):
     assert "cifar" in out.lower() and str(tmp_path) in out
 
 
-def test_dry_run_shows_the_full_plan_without_data():
-    result = _cli("--tier", "full", "--paper", "ddmlp", "--dry-run", REPRODUCE_DATA="/nonexistent")
+def test_dry_run_shows_the_full_plan_without_data(tmp_path):
+    """The plan of a tier whose data set is missing, saying so and where it was looked for; the results
+    folder is checked (and not made)."""
+    result = _cli("--tier", "full", "--paper", "ddmlp", "--dry-run", "--results", str(tmp_path / "r"),
+                  REPRODUCE_DATA=str(tmp_path))
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "mlp7-s0" in out and "mlp3-s0" in out and "FLOPs" in out and "total" in out
     assert "1e+05" in out and "1e+06" in out
+    assert "data: cifar10 missing (cifar10 not found" in out and "a run would stop before training" in out
+    assert f"results: {tmp_path / 'r'} (writable; 0 of the" in out and not (tmp_path / "r").exists()
+
+
+def test_dry_run_names_the_data_source_and_refuses_a_missing_data_folder(tmp_path):
+    """REPRODUCE_DATA naming no folder is bad input (it used to fall back to the system copy unsaid)."""
+    result = _cli("--tier", "quick", "--paper", "modnoise", "--dry-run", REPRODUCE_DATA="/nonexistent")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == ("error: REPRODUCE_DATA=/nonexistent is not a folder: create it (with the data "
+                                     "sets in it), or unset REPRODUCE_DATA to read /usr/share/datasets/fashion-mnist "
+                                     f"and {Path.home() / '.cache' / 'reproduce' / 'data'}")
+    from reproduce.data import data_source
+
+    assert data_source(["fashion_mnist"])["fashion_mnist"].startswith(("/", "missing"))
+
+
+def test_a_negative_seed_is_refused():
+    result = _cli("--tier", "quick", "--seed", "-1", "--dry-run")
+    assert result.returncode == 2 and result.stderr.strip() == (
+        "error: argument --seed: must be 0 or more, not -1 (see python -m reproduce --help)")
+
+
+@pytest.mark.parametrize("bad", [[{"id": 5, "verdict": []}], [{"id": "masc.beats_model", "verdict": "great"}],
+                                 [{"id": "masc.beats_model", "verdict": "reproduced", "cases": "x"}], ["text"]])
+def test_claims_json_of_the_wrong_types_is_refused_and_left_alone(tmp_path, bad):
+    """`report --claim` merges into claims.json: entries of the wrong types would turn the stored verdicts
+    into stubs; one line, exit 2, the file unchanged."""
+    _store_quick_runs(tmp_path)
+    path = tmp_path / "quick" / "claims.json"
+    path.write_text(json.dumps(bad))
+    result = _cli("report", "--tier", "quick", "--paper", "ddmlp", "--claim", "ddmlp.noisy_learned_later",
+                  "--results", str(tmp_path))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "is damaged (entry 0" in lines[0], result.stderr
+    assert path.read_text() == json.dumps(bad) and not (tmp_path / "quick" / "report.md").exists()
+
+
+def test_report_out_writes_elsewhere_json_summary_and_header(tmp_path):
+    """`report --out DIR` for a store that is not to be written; `--json` prints the summary alone on stdout;
+    claims-header.json beside claims.json (which stays a list) says what judged it."""
+    _store_quick_runs(tmp_path / "store")
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "store").rglob("*"))
+    result = _cli("report", "--tier", "quick", "--paper", "ddmlp", "--results", str(tmp_path / "store"),
+                  "--out", str(tmp_path / "out"), "--json")
+    assert result.returncode in (0, 1), result.stderr
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "store").rglob("*")) == before
+    summary = json.loads(result.stdout)
+    assert summary["tier"] == "quick" and {c["id"] for c in summary["claims"]} >= {"ddmlp.noisy_learned_later"}
+    out = tmp_path / "out" / "quick"
+    assert isinstance(json.loads((out / "claims.json").read_text()), list) and (out / "report.html").exists()
+    header = json.loads((out / "claims-header.json").read_text())
+    assert header["schema"] == "reproduce-claims/1" and header["tier"] == "quick" and header["seed"] == 0
+    assert header["command"].startswith("python -m reproduce report --tier quick") and header["python"]
+    assert {"written_at", "git_commit", "host", "data_source"} <= set(header)
+
+
+def test_scorecard_across_tiers(tmp_path):
+    """`report --all-tiers`: each claim's verdict where the store has the tier's report, else its
+    expectation, marked measured or predicted; '-' where the claim has no case."""
+    from reproduce.judge import declared, expectation
+    from reproduce.report import scorecard_table, words
+
+    claim = declared()["ddmlp.noisy_learned_later"]
+    (tmp_path / "quick").mkdir()
+    (tmp_path / "quick" / "claims.json").write_text(json.dumps([{"id": claim.id, "verdict": "reproduced",
+                                                                  "as_expected": True, "expected": "reproduced"}]))
+    columns, rows = scorecard_table(tmp_path)
+    row = dict(zip(columns, next(r for r in rows if r[0] == claim.id)))
+    assert row["quick"] == "reproduced" and row["small"] == "-"
+    medium = expectation(claim, "medium")
+    assert row["medium"] == f"[{medium['expectation']} {words(medium['expected'])}]"
+    result = _cli("report", "--all-tiers", "--results", str(tmp_path))
+    assert result.returncode == 0 and (tmp_path / "scorecard.html").exists() and claim.id in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()[:-1]) <= 100
 
 
 def test_slurm_config_file_with_an_unknown_setting(tmp_path):
@@ -257,10 +335,13 @@ def test_unusable_store_file_stops_the_report(tmp_path, damage, needle):
 
 
 def test_nan_loss_is_recorded_as_diverged_and_its_claim_says_so(tmp_path):
-    """Runs stored as diverged: the claim fails naming them (not a pass), the command says so and exits 2."""
+    """Runs stored as diverged: the claim fails naming them (not a pass), the command says so and exits 3,
+    its own code (2 is bad input)."""
+    from reproduce.cli import EXIT_DIVERGED
+
     _store_quick_runs(tmp_path, status="diverged")
     result = _cli("--tier", "quick", "--paper", "ddmlp", "--claim", "ddmlp.noisy_learned_later", "--results", str(tmp_path))
-    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.returncode == EXIT_DIVERGED == 3, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "diverged (NaN loss)" in lines[0] and "ddmlp/mlp7-s0 (epoch 0.01)" in lines[0]
     claims = {c["id"]: c for c in json.loads((tmp_path / "quick" / "claims.json").read_text())}

@@ -43,3 +43,27 @@ def test_bars_on_a_terminal(monkeypatch):
     lines = _run_fake_plan(monkeypatch, stream)
     assert "\r" in stream.getvalue()  # the tqdm bars, as before
     assert lines == []  # and no log lines beside them
+
+
+def test_each_run_says_i_of_n_elapsed_and_left_and_completes_after_its_last_progress_line(monkeypatch):
+    """'run i of N' with the plan's elapsed time and the estimate of what is left; the run's own
+    'complete' line (logged by compute) comes after its last progress line."""
+    experiment = SimpleNamespace(steps_and_flops=lambda run: (40, 0.0))
+    monkeypatch.setattr(runner, "experiment", lambda paper: experiment)
+
+    def compute(store, tier, paper, run, device, *, progress=None, log=print, **kwargs) -> bool:
+        for _ in range(4):
+            progress(10)
+        log(f"{paper}/{run.name}: complete, 1 s of training -> x.nc")
+        return True
+
+    monkeypatch.setattr(runner, "compute", compute)
+    lines: list[str] = []
+    todo = [("ddmlp", SimpleNamespace(name="a")), ("ddmlp", SimpleNamespace(name="b"))]
+    runner.run_locally(None, "quick", todo, "cpu", log=lines.append, stream=io.StringIO(), log_every_s=3600.0,
+                       estimates={"ddmlp/a": 30.0, "ddmlp/b": 90.0})
+    starts = [line for line in lines if line.startswith("run ")]
+    assert starts[0].startswith("run 1 of 2: ddmlp/a; 0 s elapsed, about 2.0 min left")
+    assert starts[1].startswith("run 2 of 2: ddmlp/b;") and "left" in starts[1]
+    a = [line for line in lines if line.startswith("ddmlp/a")]
+    assert a[0].startswith("ddmlp/a: 40/40 steps") and a[1].startswith("ddmlp/a: complete") and len(a) == 2
