@@ -244,17 +244,21 @@ def console_rows(entries: list[dict]) -> list[list[str]]:
 
 
 def fitted_table(columns: list[str], rows: list[list[str]], width: int = CONSOLE_MAX, keep: int = 1) -> str:
-    """A fixed-width table no wider than `width`: the widest of the columns after the first `keep`
-    (claim ids stay whole, to be copied) is wrapped, a character at a time, until the table fits."""
+    """A fixed-width table no wider than `width`: columns after the first `keep` (claim ids stay whole,
+    to be copied) are narrowed a character at a time, each time the one that wraps the fewest rows,
+    until the table fits."""
     import textwrap
 
     natural = [max(len(str(v)) for v in [name, *(row[i] for row in rows)]) for i, name in enumerate(columns)]
     widths = list(natural)
+    def wrapped(i: int) -> int:  # rows whose cell in column i would wrap one character narrower
+        return sum(len(str(row[i])) > widths[i] - 1 for row in rows)
+
     while sum(widths) + 2 * (len(widths) - 1) > width:
-        k = max(range(keep, len(widths)), key=lambda i: widths[i])
-        if widths[k] <= 6:
+        narrowable = [i for i in range(keep, len(widths)) if widths[i] > 6]
+        if not narrowable:
             break
-        widths[k] -= 1
+        widths[min(narrowable, key=lambda i: (wrapped(i), -widths[i]))] -= 1
     cells = [[textwrap.wrap(str(v), w) or [""] for v, w in zip(row, widths)] for row in rows]
     line = lambda parts: "  ".join(str(v).ljust(w) for v, w in zip(parts, widths)).rstrip()  # noqa: E731
     out = [line(columns), line(["-" * w for w in widths])]
