@@ -565,12 +565,12 @@ def run_provenance(attrs: list[dict]) -> dict:
 
 
 def _provenance_value(key: str, attrs: dict) -> str:
-    """A run's value of a provenance key as the report shows it: a short commit; "fp32" for a run the CPU
+    """A run's value of a provenance key as the report shows it: a short commit; "tf32 (float32 on the CPU)" for a run the CPU
     trained (it has no TF32: the recorded "tf32" setting means float32 there)."""
     if key == "git_commit":
         return _short_commit(str(attrs[key]))
     if key == "precision" and str(attrs.get("device", "")).startswith("cpu") and attrs[key] == "tf32":
-        return "fp32"
+        return "tf32 (float32 on the CPU)"  # the file's own word, and what it meant there
     return str(attrs[key])
 
 

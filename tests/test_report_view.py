@@ -167,5 +167,5 @@ def test_one_legible_evidence_figure_per_claim_all_different(tmp_path):
     assert page.count("data:image/png;base64,") == len(ids)
     assert "<a href='#ddmlp-noisy_learned_later'>" in page and "<section id='ddmlp-noisy_learned_later'>" in page
     assert "[ddmlp.noisy_learned_later](#ddmlp-noisy_learned_later)" in md and '<a id="ddmlp-noisy_learned_later">' in md
-    assert f"{len(all_claims())} claims: 3 reproduced" in md and "fp32" in md  # the CPU trained: no TF32 there
+    assert f"{len(all_claims())} claims: 3 reproduced" in md and "tf32 (float32 on the CPU)" in md  # as the files say
     assert [e["id"] for e in json.loads((tmp_path / "claims.json").read_text())] == all_claims()

@@ -1,0 +1,52 @@
+"""README.md agrees with the code: its tier table is the one reproduce.plan_table generates from the
+run configurations, its exit codes are the command line's, and its quick start is the two commands."""
+
+from pathlib import Path
+
+from reproduce.plan_table import BEGIN, END, tier_table
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def test_the_tier_table_is_generated_from_the_run_configurations():
+    """Seeds, sizes and epochs per tier and paper as `runs(tier, seed)` makes them (regenerate with
+    `python -m reproduce.plan_table` after changing a tier)."""
+    shown = README[README.index(BEGIN):README.index(END) + len(END)]
+    assert shown == tier_table(), "README's tier table is stale: paste `python -m reproduce.plan_table` over it"
+
+
+def test_the_table_rows_read_the_runs():
+    from reproduce.plan_table import rows
+    from reproduce.runner import plan
+
+    quick = {row[1]: row for row in rows() if row[0] == "quick"}
+    smooth = [run for _, run in plan("quick", ["smooth"])]
+    assert quick["smooth"][2] == str(len(smooth))
+    assert quick["smooth"][4] == ", ".join(str(run.width) for run in smooth)
+    assert quick["smooth"][3] == str(len(smooth[0].replicas))
+
+
+def test_exit_codes_and_the_quick_start_are_the_code_s():
+    from reproduce.cli import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_REGRESSED
+
+    assert f"**{EXIT_REGRESSED}** a claim regressed" in README and f"**{EXIT_BAD_INPUT}** bad input" in README
+    assert f"**{EXIT_DIVERGED}** a run diverged" in README
+    top = README[:README.index("## How to read the report")]
+    assert ".venv/bin/python -m reproduce --tier quick" in top and ".venv/bin/python -m pytest" in top
+    assert "REPRODUCE_SLURM_TESTS=1" in README
+
+
+def test_the_slurm_tests_run_only_where_asked(monkeypatch):
+    """`python -m pytest` on a user's machine starts no cluster: tests/test_slurm.py skips unless
+    REPRODUCE_SLURM_TESTS=1, which .ci/run sets after `bash ci/slurm.sh` (the gate is read here, the
+    Slurm tests are not run)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("slurm_tests", Path(__file__).with_name("test_slurm.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.delenv("REPRODUCE_SLURM_TESTS", raising=False)
+    assert "REPRODUCE_SLURM_TESTS=1" in module.why_not_asked()
+    assert module.pytestmark.kwargs["reason"]
+    ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
+    assert "export REPRODUCE_SLURM_TESTS=1" in ci and "bash ci/slurm.sh" in ci
