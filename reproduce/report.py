@@ -307,7 +307,11 @@ def _what_to_do(entries: list[dict], tier: str, results, seed: int) -> list[str]
 
     out = ["what to do:"]
     for claim_id in regressions(entries):
-        out += [f"  {claim_id}: re-check it alone (trains nothing):", f"    {recheck_command(tier, claim_id, results, seed)}"]
+        command = recheck_command(tier, claim_id, results, seed)
+        if len(command) + 4 > CONSOLE_MAX and " --results" in command:  # a shell continuation keeps 100 columns
+            head, tail = command.split(" --results", 1)
+            command = f"{head} \\\n      --results{tail}"
+        out += [f"  {claim_id}: re-check it alone (trains nothing):", f"    {command}"]
         record = stability_record(claim_id) if tier == "quick" else ""
         out += textwrap.wrap(record or f"docs/stability.md records no {tier} verdicts of this claim at other seeds",
                              CONSOLE_MAX, initial_indent="    ", subsequent_indent="    ")
@@ -475,7 +479,15 @@ def claims_header(tier: str, seed: int, results: Path) -> dict:
                 command=" ".join(["python -m reproduce", *map(shlex.quote, sys.argv[1:])])
                 if Path(sys.argv[0]).parent.name == "reproduce" else " ".join(map(shlex.quote, sys.argv)),
                 host=socket.gethostname(), python=platform.python_version(), results=str(results),
-                data_source=data_source())
+                data_source=data_source(_datasets(tier, seed)))
+
+
+def _datasets(tier: str, seed: int) -> list[str]:
+    """The data sets the tier's runs read (modular arithmetic reads none)."""
+    from reproduce.experiments import PAPERS
+    from reproduce.runner import plan
+
+    return sorted({getattr(run, "dataset", None) for _, run in plan(tier, PAPERS, seed)} - {None})
 
 
 def check_report(out: Path, seed: int) -> None:
@@ -719,7 +731,8 @@ def failing_evidence(entry: dict, most: int = 3) -> str:
         worst.setdefault(j["name"], j)
     found = list(worst.values())
     text = "; ".join(f"{_condition_text(j)} ({words(j.get('verdict', ''))})" for j in found[:most])
-    return text + (f"; and {len(found) - most} more conditions in the cases below" if len(found) > most else "")
+    more = len(found) - most
+    return text + (f"; and {more} more condition{'s' * (more != 1)} in the cases below" if more > 0 else "")
 
 
 def _elsewhere(e: dict) -> list[tuple[str, str]]:
@@ -742,7 +755,7 @@ def _details(e: dict) -> list[tuple[str, str]]:
     """(label, text) lines of a claim's section, the same in both files."""
     if e["verdict"] == "not_at_tier":
         return _elsewhere(e)
-    expected = "" if e.get("expected") is None else f" (expected: {words(e['expected'])}, {e.get('expectation_source', '')})"
+    expected = "" if e.get("expected") is None else f"; expected {words(e['expected'])}, {e.get('expectation_source', '')}"
     failure = e["verdict"] in ("not_reproduced", "inconclusive")
     return [("verdict", _verdict_cell(e) + expected), ("note", e.get("note", "")),
             ("why it fails at this tier", e.get("why", "") if failure else ""),
