@@ -169,3 +169,37 @@ def test_one_legible_evidence_figure_per_claim_all_different(tmp_path):
     assert "[ddmlp.noisy_learned_later](#ddmlp-noisy_learned_later)" in md and '<a id="ddmlp-noisy_learned_later">' in md
     assert f"{len(all_claims())} claims: 3 reproduced" in md and "tf32 (float32 on the CPU)" in md  # as the files say
     assert [e["id"] for e in json.loads((tmp_path / "claims.json").read_text())] == all_claims()
+
+
+def test_headline_is_the_informative_condition():
+    """smooth.volume_accuracy_grows: every seed's largest drop is exactly 0 (a binomial share that is
+    closest to failing but shows no spread); the headline is its rise, +20.3 points [17.2, 23.4]."""
+    drop = {**_condition("largest drop", [0.0] * 6, [0.61, 1.0], threshold=0.0, op="<=", n=6), "rule": "binomial",
+            "aggregate": 1.0, "unit": "points"}
+    rise = {**_condition("rise", [0.19, 0.19, 0.18, 0.22, 0.25, 0.17], [0.172, 0.234], threshold=0.1, n=6),
+            "unit": "points"}
+    e = {"cases": [{"control": False, "conditions": [drop, rise]}]}
+    assert headline(e)["name"] == "rise"
+    assert headline({"cases": [{"control": False, "conditions": [drop]}]})["name"] == "largest drop"
+
+
+def test_report_sections_say_why_where_and_what_made_them(tmp_path):
+    """An expected failure's section has its why and the evidence; a claim not at this tier names the
+    tiers and commands that judge it; the legend and the header (command, host, Python, data) are there."""
+    failing = {**entry("masc.beats_model", "not_reproduced"), "expected": "not_reproduced",
+               "why": "the 40-epoch networks do not memorize"}
+    failing["cases"][0]["conditions"][0].update(verdict="not_reproduced", interval=[1.0, 2.0])
+    away = stub_entry("smooth.asymmetric_untouched_only", "quick")
+    header = {"command": "python -m reproduce --tier quick", "host": "box", "python": "3.11.7",
+              "data_source": {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}}
+    write_report(tmp_path, "quick", [failing, away], {}, header=header)
+    md = (tmp_path / "report.md").read_text()
+    assert "- why it fails at this tier: the 40-epoch networks do not memorize" in md
+    assert "- evidence of the failure: half-way epoch ratio: " in md and "(NOT reproduced)" in md
+    assert ("- judged at full: `python -m reproduce --tier full --paper smooth`, then `python -m reproduce report "
+            "--tier full --claim smooth.asymmetric_untouched_only`") in md
+    assert "## Legend" in md and "**(expected)**" in md and "## Every claim at every tier" in md
+    assert "- command: python -m reproduce --tier quick" in md and "- data: fashion_mnist: /usr/share" in md
+    html = (tmp_path / "report.html").read_text()
+    assert "<dt>(expected)</dt>" in html and "Python:</b> 3.11.7" in html
+    assert "± 0.0 points" not in md
