@@ -48,7 +48,7 @@ def test_every_declared_claim_is_in_the_report_and_merges_keep_the_rest():
     verdicts = {e["id"]: e["verdict"] for e in first}
     assert verdicts["ddmlp.noisy_learned_later"] == "reproduced"
     assert verdicts["ddmlp.epochwise_double_descent"] == "not_at_tier"  # no case at quick
-    assert verdicts["masc.beats_model"] == "not_run"
+    assert verdicts["masc.true_label_subspaces_better"] == "not_run"  # a case at quick, no results
     # --claim of another paper: merged in, nothing dropped
     second = merge_entries(first, [entry("masc.beats_model")], "quick")
     verdicts = {e["id"]: e["verdict"] for e in second}
