@@ -135,9 +135,15 @@ def main() -> None:
     p.add_argument("--paper", default="masc")
     p.add_argument("--run", default=None)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--main-thread-flush", action="store_true",
+                   help="the engine before issue 35: denormals flushed on the main thread only")
     args = p.parse_args()
+    if args.main_thread_flush:
+        import reproduce.devices
+        engine.on_every_thread = lambda fn: 0
     result = profile(args.tier, args.paper, args.run)
-    print(f"{result['tier']} {result['paper']}/{result['run']}: {result['steps']} steps, "
+    result["main_thread_flush"] = args.main_thread_flush
+    print(f"{'main thread only: ' if args.main_thread_flush else ''}{result['tier']} {result['paper']}/{result['run']}: {result['steps']} steps, "
           f"{result['train_seconds']:.1f} s in train() of {result['run_seconds']:.1f} s, "
           f"{result['samples_per_s']:,.0f} samples/s (steps alone {result['step_samples_per_s']:,.0f})")
     for part, seconds in result["parts"].items():

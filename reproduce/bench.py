@@ -291,29 +291,38 @@ def tier_runs(b: Bench, device: torch.device, quick: bool, results: Path) -> Non
     --results), the engine's steady rate at that shape on random data (`time_shape`) and the plain
     loop's (`time_plain_shape`: one replica at a time, a DataLoader), with the engine's achieved
     FLOP/s as a share of the CPU's float32 FMA peak (devices.cpu_peak_flops)."""
-    from reproduce.experiments import PAPERS, experiment
-    from reproduce.runner import plan
     from reproduce.store import ENGINE, Store
 
-    how, peak = cpu_peak_flops() if device.type == "cpu" else peak_flops(device)
-    b.say(f"peak for the tier lines: {how}")
+    if device.type == "cpu":
+        how, peak = cpu_peak_flops()
+        b.say(f"float32 FMA peak for the tier-run lines: {how}")
+    else:
+        how, peak = peak_flops(device, NUMERICS.precision)
+        b.say(f"dense {NUMERICS.precision} peak for the tier-run lines: {how} {peak or 0:.3g} FLOP/s")
     store = Store(results)
     steps = 8 if quick else 32
-    for tier in ("quick",) if quick else ("quick", "small"):
-        for paper, run in plan(tier, PAPERS):
-            shape = run_shape(experiment(paper), run)
-            engine = time_shape(shape, device, steps)
-            plain = time_plain_shape(shape, device, steps)
-            measured = _tier_rate(store, tier, paper, run.name, shape, ENGINE)
-            flops = 6.0 * shape.model.multiply_adds() * engine
-            share = f"{flops / peak:.1%} of peak" if peak else "peak unknown"
-            told = (f"tier {measured:,.0f} samples/s ({measured / engine:.0%} of the bench)" if measured
-                    else f"tier not measured (no stored {tier} result in {results})")
-            b.numbers.setdefault("tier_runs", {})[f"{tier}/{paper}/{run.name}"] = dict(
-                tier=measured, bench=engine, plain=plain, flops=flops, peak=peak, replicas=shape.replicas,
-                batch=shape.batch, n=shape.n)
-            b.say(f"tier run, {tier} {paper}/{run.name} (R={shape.replicas}, batch {shape.batch}, {shape.n} samples): "
-                  f"{told}, bench {engine:,.0f} samples/s ({_rate(flops)}, {share}), plain loop {plain:,.0f} samples/s")
+    for tier, paper, name, shape in tier_run_shapes(quick):
+        engine = time_shape(shape, device, steps)
+        plain = time_plain_shape(shape, device, steps)
+        measured = _tier_rate(store, tier, paper, name, shape, ENGINE)
+        flops = 6.0 * shape.model.multiply_adds() * engine
+        share = f"{flops / peak:.1%} of peak" if peak else "peak unknown"
+        told = (f"tier {measured:,.0f} samples/s ({measured / engine:.0%} of the bench)" if measured
+                else f"tier not measured (no stored {tier} result in {results})")
+        b.numbers.setdefault("tier_runs", {})[f"{tier}/{paper}/{name}"] = dict(
+            tier=measured, bench=engine, plain=plain, flops=flops, peak=peak, replicas=shape.replicas,
+            batch=shape.batch, n=shape.n)
+        b.say(f"tier run, {tier} {paper}/{name} (R={shape.replicas}, batch {shape.batch}, {shape.n} samples): "
+              f"{told}, bench {engine:,.0f} samples/s ({_rate(flops)}, {share}), plain loop {plain:,.0f} samples/s")
+
+
+def tier_run_shapes(quick: bool) -> list[tuple[str, str, str, RunShape]]:
+    """(tier, paper, run name, shape) of every run of the quick and small tiers (quick only with --quick)."""
+    from reproduce.experiments import PAPERS, experiment
+    from reproduce.runner import plan
+
+    return [(tier, paper, run.name, run_shape(experiment(paper), run))
+            for tier in (("quick",) if quick else ("quick", "small")) for paper, run in plan(tier, PAPERS)]
 
 
 def _tier_rate(store, tier: str, paper: str, name: str, shape: RunShape, engine: str) -> float | None:
