@@ -1,16 +1,22 @@
 """`python -m reproduce bench`: how fast the engine is, as ratios measured in one run.
 
     python -m reproduce bench [--quick] [--device cpu|cuda] [--precision tf32|bf16] [--compile]
-                              [--results DIR] [--out DIR] [--only plain stacked steps tiers probes]
+                              [--results DIR] [--out DIR] [--only plain stacked runs steps tiers probes]
 
 Every line compares two throughputs taken in the same process, one after the other, and prints
 both with their ratio, so the ratio holds on a busy machine where absolute speeds do not:
 
 - engine vs a plain PyTorch loop (a torchvision-style Dataset, a DataLoader, one model per seed,
-  trained one after another) on the quick ddmlp MLP, the modular-arithmetic nets (modnoise) and the
-  MASC batch-32 MLP, all defined here so the bench needs no other paper's code;
+  trained one after another) on the tiers' own shapes (WORKLOAD_RUNS: the quick ddmlp MLP7, the
+  modular-arithmetic nets of the quick and small modnoise tiers, the quick masc batch-32 MLP), read
+  from the experiments' run configurations (timing.run_shape), so no tier setting is copied here;
 - R = 1, 2, 4, 8, 16 replicas stacked as one batched model against R = 1 (one after another trains
   R x the samples at R = 1's speed);
+- `runs`: every run of the quick and small tiers (quick only with --quick) at its own shape (its
+  stacked model, replicas, samples, batch, optimizer): the tier's measured training samples/s (from
+  its stored result in --results, probes excluded) beside the engine's at that shape on random data
+  and the plain loop's, with the engine's share of the CPU's float32 FMA peak
+  (devices.cpu_peak_flops: cores x GHz x FMA units x SIMD lanes x 2);
 - `steps`: seconds per training step of every medium/full model (the ddmlp MLP7/5/3 at the paper's
   widths on CIFAR-10 and Fashion-MNIST shapes at batch 512, the smooth ConvNet at widths 4/16/64,
   the MASC CNN) at R = 1, 2, 4, 8 stacked replicas, tf32 beside bf16, with achieved FLOP/s and the
