@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -117,9 +118,10 @@ def profile(tier: str, paper: str, name: str | None) -> dict:
     runs = [run for p, run in plan(tier, [paper]) if name is None or run.name == name]
     run = runs[0]
     instrument()
-    start = time.perf_counter()
-    experiment(paper).execute(run, torch.device("cpu"))
-    total = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as folder:  # saves as the tier makes them (runner.compute passes a state path)
+        start = time.perf_counter()
+        experiment(paper).execute(run, torch.device("cpu"), state_path=Path(folder) / "state.pt")
+        total = time.perf_counter() - start
     train_s = T["train calls"]
     parts = {part: T[part] for part in PARTS}
     parts["loop rest"] = train_s - sum(parts.values())
