@@ -1,16 +1,22 @@
 """`python -m reproduce bench`: how fast the engine is, as ratios measured in one run.
 
     python -m reproduce bench [--quick] [--device cpu|cuda] [--precision tf32|bf16] [--compile]
-                              [--results DIR] [--out DIR] [--only plain stacked steps tiers probes]
+                              [--results DIR] [--out DIR] [--only plain stacked runs steps tiers probes]
 
 Every line compares two throughputs taken in the same process, one after the other, and prints
 both with their ratio, so the ratio holds on a busy machine where absolute speeds do not:
 
 - engine vs a plain PyTorch loop (a torchvision-style Dataset, a DataLoader, one model per seed,
-  trained one after another) on the quick ddmlp MLP, the modular-arithmetic nets (modnoise) and the
-  MASC batch-32 MLP, all defined here so the bench needs no other paper's code;
+  trained one after another) on the tiers' own shapes (WORKLOAD_RUNS: the quick ddmlp MLP7, the
+  modular-arithmetic nets of the quick and small modnoise tiers, the quick masc batch-32 MLP), read
+  from the experiments' run configurations (timing.run_shape), so no tier setting is copied here;
 - R = 1, 2, 4, 8, 16 replicas stacked as one batched model against R = 1 (one after another trains
   R x the samples at R = 1's speed);
+- `runs`: every run of the quick and small tiers (quick only with --quick) at its own shape (its
+  stacked model, replicas, samples, batch, optimizer): the tier's measured training samples/s (from
+  its stored result in --results, probes excluded) beside the engine's at that shape on random data
+  and the plain loop's, with the engine's share of the CPU's float32 FMA peak
+  (devices.cpu_peak_flops: cores x GHz x FMA units x SIMD lanes x 2);
 - `steps`: seconds per training step of every medium/full model (the ddmlp MLP7/5/3 at the paper's
   widths on CIFAR-10 and Fashion-MNIST shapes at batch 512, the smooth ConvNet at widths 4/16/64,
   the MASC CNN) at R = 1, 2, 4, 8 stacked replicas, tf32 beside bf16, with achieved FLOP/s and the
@@ -25,6 +31,7 @@ Numbers and a figure go to --out (bench.json, bench.png). Nothing here is a time
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -37,12 +44,12 @@ import xarray as xr
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from reproduce.devices import NUMERICS, peak_flops, resolve_device
+from reproduce.devices import NUMERICS, cpu_peak_flops, peak_flops, resolve_device
 from reproduce.engine import TrainSpec, train
 from reproduce.step import GraphedStep
-from reproduce.timing import measure_step, sync
+from reproduce.timing import RunShape, measure_step, run_shape, sync
 from reproduce.errors import UserError, _Parser, check_writable
-from reproduce.models import StackedMLP
+from reproduce.models import StackedMLP, StackedTwoLayer
 
 MLP7 = (2048, 2048, 1024, 1024, 512, 512)  # the double-descent paper's MLP7: 14.4 M multiply-adds on CIFAR-10
 
@@ -117,26 +124,48 @@ class StackedQuadratic(nn.Module):
         return torch.bmm(h * h, self.w2)
 
 
-def workloads(quick: bool) -> list[Workload]:
-    """The speed-relevant shapes of the four papers' quick tiers.
+# The runs whose shapes the engine-vs-plain and stacking lines time: (tier, paper, run name), each
+# read from its experiment's own configuration (timing.run_shape), so no tier setting is copied here.
+WORKLOAD_RUNS = (("quick", "ddmlp", "mlp7-s0"), ("quick", "modnoise", "add-m513-s0"), ("small", "modnoise", "add-m33-s0"),
+                 ("quick", "masc", "mlp-fashion_mnist-s0"))
 
-    ddmlp: its quick MLP7 (4096 Fashion-MNIST-sized samples, batch 64, Adam); modnoise: addition mod 59
-    on 90% of the pairs, full batch AdamW, widths 1024 and 2^5 + 1; masc: its quick MLP (256-256-256,
-    2000 samples, batch 32, Adam). Four seeds each, as in the hand-written probe before the bench.
-    """
-    e = 0.25 if quick else 1.0
+
+def workloads(quick: bool) -> list[Workload]:
+    """The speed-relevant shapes of the tiers, from their run configurations (WORKLOAD_RUNS): the quick
+    ddmlp MLP7 (minibatch Adam), the modular-arithmetic nets (full batch AdamW; the quick tier's width
+    513, and the small tier's width 33) and the masc batch-32 MLP, four seeds each (replicas of the
+    run's first four seeds' shape), for a quarter epoch with --quick, one epoch otherwise (10 or 50
+    full-batch steps)."""
+    found = []
+    for tier, paper, name in WORKLOAD_RUNS:
+        shape = _shape(tier, paper, name)
+        if shape is not None:
+            found.append(_workload(f"{paper} {tier} {name}", shape, quick))
+    return found
+
+
+def _shape(tier: str, paper: str, name: str):
+    from reproduce.experiments import experiment
+    from reproduce.runner import plan
+
+    runs = [run for p, run in plan(tier, [paper]) if run.name == name]
+    return run_shape(experiment(paper), runs[0]) if runs else None
+
+
+def _workload(name: str, shape: RunShape, quick: bool) -> Workload:
+    """A RunShape as a bench Workload (StackedMLP or the modular two-layer net)."""
+    model, e = shape.model, 0.25 if quick else 1.0
     full_batch_steps = 10 if quick else 50
-    n_mod = round(0.9 * 59 * 59)
-    return [
-        Workload("ddmlp quick MLP7", (1, 28, 28), (512, 512, 256, 256, 128, 128), 10, 4096,
-                 TrainSpec("adam", 1e-3, 64, e)),
-        Workload("modnoise P=59 width 1024", (2 * 59,), (1024,), 59, n_mod,
-                 TrainSpec("adamw", 1e-3, 0, full_batch_steps, weight_decay=1.0), quadratic=True, one_hot=59,
-                 in_stacking_bench=False),
-        Workload("modnoise P=59 width 33", (2 * 59,), (33,), 59, n_mod,
-                 TrainSpec("adamw", 1e-3, 0, full_batch_steps, weight_decay=1.0), quadratic=True, one_hot=59),
-        Workload("masc quick MLP batch 32", (1, 28, 28), (256, 256, 256), 10, 2000, TrainSpec("adam", 1e-3, 32, e)),
-    ]
+    if shape.spec.batch_size:
+        spec = replace(shape.spec, epochs=e, checkpoints=(), warmup_epochs=0.0)
+    else:
+        spec = replace(shape.spec, epochs=full_batch_steps, checkpoints=(), warmup_epochs=0.0)
+    if isinstance(model, StackedMLP):
+        return Workload(name, shape.input_shape, tuple(model.widths[1:-1]), shape.num_classes, shape.n, spec)
+    if isinstance(model, StackedTwoLayer) and model.activation == "quadratic":
+        return Workload(name, shape.input_shape, (model.width,), shape.num_classes, shape.n, spec, quadratic=True,
+                        one_hot=model.p, in_stacking_bench=model.width < 256)
+    raise ValueError(f"{name}: no bench workload for a {type(model).__name__}")
 
 
 class _Samples(Dataset):
@@ -259,6 +288,130 @@ def stacked_replicas(b: Bench, device: torch.device, quick: bool) -> None:
             b.say(f"stacked replicas, {w.name}, R={r} as one batched model vs one after another: stacked "
                   f"{results[r]:,.0f} samples/s, one after another {single:,.0f} samples/s: {results[r] / single:.1f}x")
         b.numbers.setdefault("stacked", {})[w.name] = {str(r): v for r, v in results.items()}
+
+
+def tier_runs(b: Bench, device: torch.device, quick: bool, results: Path) -> None:
+    """Each run of the quick and small tiers (quick only with --quick) at its own shape (timing.run_shape:
+    the run's stacked model, samples, batch and optimizer): the tier's measured training rate (steps
+    x batch x replicas over train_seconds less probe_seconds, from the run's stored result in
+    --results), the engine's steady rate at that shape on random data (`time_shape`) and the plain
+    loop's (`time_plain_shape`: one replica at a time, a DataLoader), with the engine's achieved
+    FLOP/s as a share of the CPU's float32 FMA peak (devices.cpu_peak_flops)."""
+    from reproduce.store import ENGINE, Store
+
+    if device.type == "cpu":
+        how, peak = cpu_peak_flops()
+        b.say(f"float32 FMA peak for the tier-run lines: {how}")
+    else:
+        how, peak = peak_flops(device, NUMERICS.precision)
+        b.say(f"dense {NUMERICS.precision} peak for the tier-run lines: {how} {peak or 0:.3g} FLOP/s")
+    store = Store(results)
+    steps = 8 if quick else 32
+    for tier, paper, name, shape in tier_run_shapes(quick):
+        engine = time_shape(shape, device, steps)
+        plain = time_plain_shape(shape, device, steps)
+        measured = _tier_rate(store, tier, paper, name, shape, ENGINE)
+        flops = 6.0 * shape.model.multiply_adds() * engine
+        share = f"{flops / peak:.1%} of peak" if peak else "peak unknown"
+        told = (f"tier {measured:,.0f} samples/s ({measured / engine:.0%} of the bench)" if measured
+                else f"tier not measured (no stored {tier} result in {results})")
+        b.numbers.setdefault("tier_runs", {})[f"{tier}/{paper}/{name}"] = dict(
+            tier=measured, bench=engine, plain=plain, flops=flops, peak=peak, replicas=shape.replicas,
+            batch=shape.batch, n=shape.n)
+        b.say(f"tier run, {tier} {paper}/{name} (R={shape.replicas}, batch {shape.batch}, {shape.n} samples): "
+              f"{told}, bench {engine:,.0f} samples/s ({_rate(flops)}, {share}), plain loop {plain:,.0f} samples/s")
+
+
+def tier_run_shapes(quick: bool) -> list[tuple[str, str, str, RunShape]]:
+    """(tier, paper, run name, shape) of every run of the quick and small tiers (quick only with --quick)."""
+    from reproduce.experiments import PAPERS, experiment
+    from reproduce.runner import plan
+
+    return [(tier, paper, run.name, run_shape(experiment(paper), run))
+            for tier in (("quick",) if quick else ("quick", "small")) for paper, run in plan(tier, PAPERS)]
+
+
+def _tier_rate(store, tier: str, paper: str, name: str, shape: RunShape, engine: str) -> float | None:
+    """Samples per second of the stored run's training steps (probes excluded), None if not stored."""
+    path = store.path(tier, paper, name)
+    if not path.exists():
+        return None
+    with xr.open_dataset(path, engine=engine) as ds:
+        steps, seconds = ds.attrs.get("steps"), ds.attrs.get("train_seconds")
+        probes = float(ds.attrs.get("probe_seconds", 0.0))
+    if not steps or not seconds:
+        return None
+    per_epoch = math.ceil(shape.n / shape.batch)
+    samples = shape.replicas * ((int(steps) // per_epoch) * shape.n + (int(steps) % per_epoch) * shape.batch)
+    return samples / max(float(seconds) - probes, 1e-9)
+
+
+def time_shape(shape: RunShape, device: torch.device, steps: int) -> float:
+    """Samples per second of the engine at a run's shape in its steady state: `steps` steps on random
+    data, less a call of a few steps (its one-time costs), as `time_engine`."""
+    x = torch.rand(shape.n, *shape.input_shape, generator=torch.Generator().manual_seed(0)).to(device)
+    y = torch.randint(shape.num_classes, (shape.replicas, shape.n), generator=torch.Generator().manual_seed(1)).to(device)
+    per_epoch = math.ceil(shape.n / shape.batch)
+    short = max(1, min(GraphedStep.warmup + 2, steps // 2))
+
+    def timed(k: int) -> tuple[float, int]:
+        model = copy.deepcopy(shape.model).to(device)
+        spec = replace(shape.spec, epochs=k / per_epoch, checkpoints=(), warmup_epochs=0.0)
+        sync(device)
+        start = time.perf_counter()
+        train(model, x, y, spec, _no_probe, order_seeds=range(shape.replicas))
+        sync(device)
+        return time.perf_counter() - start, shape.replicas * ((k // per_epoch) * shape.n + (k % per_epoch) * shape.batch)
+
+    (t_short, n_short), (t_long, n_long) = timed(short), timed(steps)
+    return (n_long - n_short) / max(t_long - t_short, 1e-9)
+
+
+def one_replica(model: nn.Module) -> nn.Module:
+    """The first replica of a stacked model as a model of its own (every parameter of a stacked model
+    leads with its replicas: (R, ...) or, for grouped convolutions, (R x out, ...))."""
+    r = model.replicas
+    single = copy.deepcopy(model)
+    for module in single.modules():
+        for name, p in list(module.named_parameters(recurse=False)):
+            setattr(module, name, nn.Parameter(p.detach()[: p.shape[0] // r].clone()))
+        if hasattr(module, "replicas"):
+            module.replicas = 1
+    return single
+
+
+def time_plain_shape(shape: RunShape, device: torch.device, steps: int, seeds: int = 2) -> float:
+    """Samples per second of the plain loop at a run's shape: one replica (`one_replica`) per seed,
+    trained one after another from a torchvision-style Dataset and a shuffling DataLoader, the default
+    torch.optim optimizer; `seeds` seeds (the rate of one after another is one seed's)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(shape.n, *shape.input_shape, generator=g)
+    y = torch.randint(shape.num_classes, (shape.n,), generator=g)
+    spec = shape.spec
+    options = {"adam": (torch.optim.Adam, {}), "adamw": (torch.optim.AdamW, {}),
+               "sgd": (torch.optim.SGD, dict(momentum=spec.momentum))}
+    start = time.perf_counter()
+    samples = 0
+    for seed in range(seeds):
+        torch.manual_seed(seed)
+        model = one_replica(shape.model).to(device)
+        opt_class, extra = options[spec.optimizer]
+        opt = opt_class(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay, **extra)
+        loader = DataLoader(_Samples(x, y), batch_size=shape.batch, shuffle=True, pin_memory=device.type == "cuda")
+        done = 0
+        while done < steps:
+            for xb, yb in loader:
+                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+                loss = nn.functional.cross_entropy(model(xb)[0], yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                done += 1
+                samples += xb.shape[0]
+                if done == steps:
+                    break
+    sync(device)
+    return samples / (time.perf_counter() - start)
 
 
 # The medium and full tiers' models (the papers' own widths), for step times at R = 1, 2, 4, 8.
@@ -412,7 +565,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--compile", action="store_true", help="torch.compile the engine's training forward")
     p.add_argument("--results", type=Path, default=Path("results"), help="results store to read probe times from")
     p.add_argument("--out", type=Path, default=None, help="where bench.json and bench.png go (default RESULTS/bench)")
-    sections = ["plain", "stacked", "steps", "tiers", "probes"]
+    sections = ["plain", "stacked", "runs", "steps", "tiers", "probes"]
     p.add_argument("--only", nargs="+", default=sections, choices=sections, help="benchmarks to run (default all)")
     args = p.parse_args(argv)
     device = resolve_device(args.device, args.precision, args.compile)
@@ -426,6 +579,8 @@ def main(argv: list[str]) -> int:
         engine_vs_plain(b, device, args.quick)
     if "stacked" in args.only:
         stacked_replicas(b, device, args.quick)
+    if "runs" in args.only:
+        tier_runs(b, device, args.quick, args.results)
     if "steps" in args.only:
         step_times(b, device, args.quick)
     if "tiers" in args.only:

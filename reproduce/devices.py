@@ -7,10 +7,13 @@ each other.
 
 from __future__ import annotations
 
+import ctypes
 import platform
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -131,3 +134,63 @@ def device_name(device: str) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def on_every_thread(fn: Callable[[], object]) -> int:
+    """Call `fn` once on every thread of torch's OpenMP team (the main thread included), for
+    per-thread CPU state such as the denormal flags of the MXCSR register, which
+    `torch.set_flush_denormal` sets on the calling thread only. Runs one `GOMP_parallel` region of
+    torch.get_num_threads() threads through the libgomp torch has loaded (the same threads its
+    parallel regions and its BLAS use). Returns the number of threads reached; 0 where torch uses no
+    libgomp (then only the caller's own thread has what `fn` did, if the caller ran it)."""
+    gomp = _libgomp()
+    threads = torch.get_num_threads()
+    if gomp is None or threads < 2:
+        return 0
+    reached = set()
+
+    def body(_data) -> None:
+        fn()
+        reached.add(threading.get_native_id())
+
+    callback = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(body)
+    gomp.GOMP_parallel(callback, None, ctypes.c_uint(threads), ctypes.c_uint(0))
+    return len(reached)
+
+
+@lru_cache(maxsize=1)
+def _libgomp() -> ctypes.CDLL | None:
+    """The libgomp already mapped into this process by torch (None if there is none)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    paths = sorted({line.split()[-1] for line in maps.splitlines() if "libgomp" in line.split()[-1]})
+    if not paths:
+        return None
+    gomp = ctypes.CDLL(paths[0])
+    gomp.GOMP_parallel.restype = None
+    return gomp
+
+
+def cpu_peak_flops(threads: int | None = None) -> tuple[str, float | None]:
+    """(how it is computed, the float32 FMA peak FLOP/s of `threads` cores (default torch's threads)):
+    cores x GHz (/proc/cpuinfo's `cpu MHz`: the nominal clock a VM reports, no turbo) x FMA units per
+    core x float32 SIMD lanes x 2 FLOPs per FMA. Lanes from the flags: 16 with avx512f, 8 with avx2 and
+    fma, else 4 (SSE, one multiply and one add unit counted as one FMA). FMA units: 2 per core, an
+    ASSUMPTION (Intel's server cores since Skylake-SP Gold/Platinum and AMD's Zen have two; some
+    AVX-512 parts have one), since neither lscpu nor /proc/cpuinfo names them."""
+    threads = threads or torch.get_num_threads()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown (no /proc/cpuinfo)", None
+    mhz = [float(line.split(":")[1]) for line in info.splitlines() if line.startswith("cpu MHz")]
+    flags = next((line.split(":")[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    if not mhz:
+        return "unknown (no cpu MHz in /proc/cpuinfo)", None
+    lanes, isa = (16, "avx512f") if "avx512f" in flags else (8, "avx2+fma") if {"avx2", "fma"} <= set(flags) else (4, "sse")
+    ghz, units = max(mhz) / 1000, 2
+    peak = threads * ghz * 1e9 * units * lanes * 2
+    return (f"{threads} cores x {ghz:.2f} GHz x {units} FMA units (assumed) x {lanes} float32 lanes ({isa}) x 2 "
+            f"= {peak / 1e9:,.1f} GFLOP/s"), peak

@@ -29,7 +29,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from reproduce.devices import NUMERICS
+from reproduce.devices import NUMERICS, on_every_thread
 from reproduce.probes import Probe, _run_probe
 from reproduce.spec import TrainSpec, log_schedule
 from reproduce.state import load_state, save_state
@@ -114,12 +114,21 @@ def _flush_denormals(device: torch.device):
     """Adam's second moments and late gradients sink into float32 denormals, which the CPU computes
     ~100x slower: without this the quick ddmlp MLP3 ran at 14.2 ms per step after 30 epochs instead
     of 7.9. The flag is process-wide, so it is set for training only and cleared after (values below
-    1.2e-38 become 0 meanwhile); left on, it would change any float code run later in the process."""
+    1.2e-38 become 0 meanwhile); left on, it would change any float code run later in the process.
+
+    The flag lives in each thread's MXCSR register: `torch.set_flush_denormal` sets the calling
+    thread's only, so it is set on every thread of torch's OpenMP team (`on_every_thread`). Set on
+    the main thread alone, the second thread of a two-thread run kept computing denormals at full
+    cost: a (30, 32, 784) x (30, 784, 256) bmm with denormal weights took 448 ms instead of 8
+    (docs/speed.md), and the masc small tier trained at a third of the bench's speed."""
     flush = device.type == "cpu" and torch.set_flush_denormal(True)
+    if flush:
+        on_every_thread(lambda: torch.set_flush_denormal(True))
     try:
         yield
     finally:
         if flush:
+            on_every_thread(lambda: torch.set_flush_denormal(False))
             torch.set_flush_denormal(False)
 
 

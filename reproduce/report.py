@@ -295,7 +295,9 @@ def stability_record(claim_id: str, path: Path = STABILITY_RECORD) -> str:
             found.setdefault(cell.split(" (")[0], []).append(setting)
     name = f"{path.parent.name}/{path.name}"
     if len(found) < 2:
-        return f"{name} records the same quick verdict in every setting ({', '.join(settings)})"
+        verdict = next(iter(found), "?")
+        return (f"{name} records the same quick verdict, {verdict}, in every setting ({', '.join(settings)}): "
+                f"a verdict that differs here is not the base seed's doing")
     return (f"{name} records that its quick verdict depends on the base seed or threads (tT-sS): "
             + "; ".join(f"{verdict} at {', '.join(where)}" for verdict, where in found.items()))
 

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -20,6 +22,8 @@ def training_cost(n: int, spec: TrainSpec, multiply_adds: int, replicas: int,
     """Training steps and FLOPs of `epochs` (default `spec.epochs`) over `n` samples, for --dry-run:
     2 FLOPs per multiply-add, backward = 2 x forward, so 6 per multiply-add and sample."""
     epochs = spec.epochs if epochs is None else epochs
+    if _RECORDING is not None:
+        _RECORDING.append(dict(n=n, cost_spec=spec))
     steps = int(math.ceil(n / (spec.batch_size or n)) * epochs)
     return steps, 6.0 * multiply_adds * n * epochs * replicas
 
@@ -47,6 +51,9 @@ def seconds_per_step(model: nn.Module, input_shape: Sequence[int], num_classes: 
     step are within 2x above the largest calibrated one, or between two calibrated ones, is scaled
     by FLOPs from its neighbours instead of timed (a width sweep times about one width in three).
     """
+    if _RECORDING is not None:  # run_shape: the run's model and shape, not a timing
+        _RECORDING.append(dict(model=model, input_shape=input_shape, num_classes=num_classes))
+        return 0.0
     params = tuple(tuple(p.shape) for p in model.parameters())
     family = (type(model).__name__, tuple(input_shape), num_classes, spec.batch_size, spec.optimizer,
               getattr(model, "replicas", 1), str(device), NUMERICS.precision, NUMERICS.compile, NUMERICS.cuda_graphs)
@@ -139,3 +146,43 @@ def _time_step(model, spec, data, y, batch, device, repeats) -> float:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+@dataclass
+class RunShape:
+    """A run's training problem as its experiment builds it: the stacked model (all the run's replicas),
+    the input shape, classes, samples and the training spec (batch size as the engine trains it)."""
+
+    model: nn.Module
+    input_shape: tuple[int, ...]
+    num_classes: int
+    n: int
+    spec: TrainSpec
+
+    @property
+    def replicas(self) -> int:
+        return getattr(self.model, "replicas", 1)
+
+    @property
+    def batch(self) -> int:
+        return self.spec.batch_size or self.n
+
+
+_RECORDING: list[dict] | None = None
+
+
+def run_shape(experiment, run) -> RunShape:
+    """The shape a run trains at, read from its experiment's own dry-run calibration (`calibrate` and
+    `steps_and_flops`, which build the run's model and name its input, classes and samples), so that
+    the bench times each run at the shape the tier trains and keeps no copies of the tiers' settings."""
+    global _RECORDING
+    _RECORDING = []
+    try:
+        experiment.steps_and_flops(run)
+        experiment.calibrate(run, torch.device("cpu"))
+        seen = {k: v for record in _RECORDING for k, v in record.items()}
+    finally:
+        _RECORDING = None
+    spec = seen["cost_spec"]
+    return RunShape(seen["model"], tuple(seen["input_shape"]), seen["num_classes"], seen["n"],
+                    dataclasses.replace(spec, epochs=run.train.epochs))

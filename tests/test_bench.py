@@ -15,6 +15,9 @@ from reproduce.models import StackedMLP
 RATIO = re.compile(r"^(engine vs plain DataLoader loop|stacked replicas), .+: \S+ ([\d,]+) samples/s, "
                    r".+ ([\d,]+) samples/s: ([\d.]+)x$")
 ONCE = re.compile(r"^engine one-time cost per train\(\) call, tiny \w+: [\d.]+ s \(.+; not in the rate above\)$")
+TIER_RUN = re.compile(r"^tier run, quick ddmlp/mlp3-s0 \(R=2, batch 16, 40 samples\): tier ([\d,]+) samples/s "
+                      r"\(\d+% of the bench\), bench [\d,]+ samples/s \([\d.]+ [GT]FLOP/s, [\d.]+% of peak\), "
+                      r"plain loop [\d,]+ samples/s$")
 STEP = re.compile(r"^step time, tiny MLP, batch 8, R=\d: tf32 ([\d,.]+) ms \([\d.]+ [GT]FLOP/s\), "
                   r"bf16 ([\d,.]+) ms \([\d.]+ [GT]FLOP/s\): bf16 ([\d.]+)x$")
 
@@ -32,10 +35,13 @@ def test_smoke_bench_lines_parse(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "workloads", _tiny)
     monkeypatch.setattr(bench, "step_workloads", lambda quick: [
         ("tiny MLP", lambda r: StackedMLP((1, 4, 4), (16, 16), 10, seeds=range(r)), (1, 4, 4), TrainSpec("adam", 1e-3, 8, 1.0))])
+    tiny = bench.RunShape(StackedMLP((1, 4, 4), (8,), 3, seeds=[0, 1]), (1, 4, 4), 3, 40, TrainSpec("adam", 1e-3, 16, 1.0))
+    monkeypatch.setattr(bench, "tier_run_shapes", lambda quick: [("quick", "ddmlp", "mlp3-s0", tiny)])
     results = tmp_path / "results"
     stored = results / "quick" / "ddmlp"
     stored.mkdir(parents=True)
-    xr.Dataset(attrs=dict(train_seconds=10.0, probe_seconds=2.5)).to_netcdf(stored / "mlp3-s0.nc", engine="netcdf4")
+    xr.Dataset(attrs=dict(train_seconds=10.0, probe_seconds=2.5, steps=30)).to_netcdf(stored / "mlp3-s0.nc",
+                                                                                       engine="netcdf4")
     assert bench.main(["--quick", "--results", str(results)]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line]
     ratios = [RATIO.match(line) for line in lines if line.startswith(("engine vs", "stacked"))]
@@ -51,6 +57,11 @@ def test_smoke_bench_lines_parse(tmp_path, monkeypatch, capsys):
         tf32, bf16, ratio = (float(g.replace(",", "")) for g in m.groups())
         assert abs(ratio - tf32 / bf16) <= 0.05 + 0.01 * tf32 / bf16
     assert any(line.startswith("peak of CPU") for line in lines)
+    run = [TIER_RUN.match(line) for line in lines if line.startswith("tier run")]
+    assert len(run) == 1 and all(run), lines
+    # 30 steps of 3 per epoch (16, 16, 8 samples) on 2 replicas = 10 epochs x 40 x 2 samples in 10 - 2.5 s
+    assert run[0].group(1) == f"{10 * 40 * 2 / 7.5:,.0f}"
+    assert any(line.startswith("float32 FMA peak for the tier-run lines: ") for line in lines)
     assert any(line.startswith("projected tiers: skipped with --quick") for line in lines)
     assert any(line.endswith("probes 2 s of 10 s wall: 25.0%") for line in lines), lines
     saved = json.loads((results / "bench" / "bench.json").read_text())
@@ -156,3 +167,18 @@ def test_the_gpu_checks_cpu_side_runs(tmp_path):
     assert "## medium verdicts" in summary and "| ddmlp." in summary.split("## medium verdicts")[1]
     assert "no CPU claims.json to compare with" in summary and done.returncode == 1
     assert (tmp_path / "check.tar.gz").stat().st_size > 0
+
+
+def test_run_shape_reads_the_tiers_own_runs():
+    """The bench's shapes come from the experiments' configurations: the small masc run's stacked MLP,
+    its replicas, samples and batch, as `masc.runs` declares them (no copy in bench.py)."""
+    from reproduce.experiments import masc
+    from reproduce.timing import run_shape
+
+    run = masc.runs("small", 0)[0]
+    shape = run_shape(masc, run)
+    assert shape.replicas == len(run.replicas) and shape.batch == run.train.batch_size
+    assert shape.n == run.n_train and tuple(shape.model.widths[1:-1]) == run.hidden
+    single = bench.one_replica(shape.model)
+    x = torch.rand(3, *shape.input_shape)
+    assert torch.allclose(single(x), shape.model(x)[:1], atol=1e-6)  # the plain loop's model: the first replica

@@ -69,6 +69,34 @@ def test_training_leaves_denormals_as_it_found_them():
     assert float(torch.tensor(1e-40) * 1.0) > 0.0  # and restored after it
 
 
+def test_training_flushes_denormals_on_every_thread_of_the_team():
+    """The flag is per thread (MXCSR): the engine sets it on each of torch's OpenMP threads, whose
+    share of a parallel matmul or Adam step computed denormals at full cost when only the main
+    thread flushed (docs/speed.md), and clears it on each after training."""
+    from reproduce.devices import on_every_thread
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x, y = _problem()
+        seen, after = [], []
+        look = lambda out: on_every_thread(lambda: out.append(float(torch.tensor(1e-40) * 1.0)))
+
+        def probe(model):
+            look(seen)
+            return _accuracy_probe(x, y[:1])(model)
+
+        train(StackedMLP((1, 4, 4), [8], 3, seeds=[0]), x, y[:1], TrainSpec(batch_size=24, epochs=1), probe,
+              order_seeds=[0])
+        look(after)
+    finally:
+        torch.set_num_threads(saved)
+    if not seen:
+        pytest.skip("torch runs no libgomp team here: only the main thread's flag can be set")
+    assert len(seen) >= 4 and set(seen) == {0.0}  # two probes x two threads, all flushed
+    assert len(after) == 2 and all(v > 0.0 for v in after)  # and cleared on both after training
+
+
 def test_nan_loss_stops_the_run_as_diverged():
     x, y = _problem()
     spec = TrainSpec(optimizer="sgd", lr=1e12, momentum=0.0, batch_size=32, epochs=50, checkpoints=log_schedule(50))

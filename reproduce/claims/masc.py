@@ -21,7 +21,11 @@ from reproduce.verdict import Condition, Difference, StatisticError
 MEDIUM = ["cnn-fashion_mnist", "mlp-fashion_mnist"]
 FULL = ["mlp-mnist", "mlp-cifar10", "cnn-mnist", "cnn-fashion_mnist", "cnn-cifar10", "alexnet-cifar100"]
 MODELS = {"quick": ["mlp-fashion_mnist"], "small": ["mlp-fashion_mnist"], "medium": MEDIUM, "full": FULL}
-RETRAINED = {tier: models for tier, models in MODELS.items() if tier != "quick"}  # quick does not retrain
+# The quick networks do not memorize their corrupted labels (40 epochs: 45% train accuracy at 80%), and
+# MASC's claims about the memorized model are judged where the networks memorize: beats_model's
+# relative-gain trend read not reproduced at base seeds 0, 1, 3, 4 and inconclusive at 2 on them
+# (docs/stability.md); the relabel-retraining needs memorized networks too (quick does not retrain).
+MEMORIZING = {tier: models for tier, models in MODELS.items() if tier != "quick"}
 MEMORIZED = (0.2, 0.4, 0.6, 0.8)
 
 
@@ -147,9 +151,7 @@ PAPER_TABLE = ("the paper's Table 1 and Sec. 5-6 report it for the MLP and CNN r
                "is kept")
 
 CLAIMS = [
-    Claim("masc.beats_model", beats_model, cases(MODELS, "p100"), figure=masc_by_layer, table=masc_table1,
-          why={"quick": "the relative gain does not rise from 60% to 80% on the quick subset: the 40-epoch networks do "
-                        "not memorize the 80% labels; see docs/masc.md"},
+    Claim("masc.beats_model", beats_model, cases(MEMORIZING, "p100"), figure=masc_by_layer, table=masc_table1,
           predicted={"small": ("error", SMALL_UNTRAINED), "medium": ("reproduced", PAPER_TABLE),
                      "full": ("not_reproduced", "the paper's own AlexNet row has the relative gain falling from 60% to "
                                                 "80% (Table 1), and the criterion asks every model for a rise")}),
@@ -157,7 +159,7 @@ CLAIMS = [
           predicted={"small": ("inconclusive", "issue 31's run of the small tier: the independent-corruption control "
                                                "passed at 40% and 60%; no claims.json of this tier is kept"),
                      "medium": ("reproduced", PAPER_TABLE), "full": ("reproduced", PAPER_TABLE)}),
-    Claim("masc.relabel_retraining_improves", relabel_improves, cases(RETRAINED, "p100"), figure=masc_retraining,
+    Claim("masc.relabel_retraining_improves", relabel_improves, cases(MEMORIZING, "p100"), figure=masc_retraining,
           predicted={"small": ("inconclusive", "issue 31's run of the small tier: -0.2 [-3.0, +2.6] points at 20% "
                                                "against 2; no claims.json of this tier is kept"),
                      "medium": ("reproduced", PAPER_TABLE),

@@ -1,0 +1,159 @@
+"""Where a tier's training time goes: one run of a tier, as the tier runs it, with manual timers.
+
+    PYTHONPATH=. python docs/speed_profile.py --tier quick --paper masc [--run NAME] [--out FILE.json]
+
+The run is executed by its experiment's own `execute` (data, model, probes, stop rule, the
+engine's loop), with `engine.train`'s parts wrapped by timers: the batch gather, the forward
+(with the loss), the backward, the optimizer step (timed inside `step.Step.eager`: on the CPU
+every op is synchronous, so a wall-clock timer between them is the op's own time), the per-epoch
+permutation, the checkpoint probes, the stop rule and the state saves. "loop rest" is the wall
+time of the training calls minus all of those: the Python of the loop and the timers themselves.
+The numbers computed are those of the plain run (the wrappers only time): the profile is for
+docs/speed.md, not a place results come from. Nothing is written to a results store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+import reproduce.engine as engine
+import reproduce.step as step_module
+from reproduce.devices import step_numerics
+from reproduce.experiments import experiment
+from reproduce.runner import plan
+from reproduce.step import stacked_cross_entropy
+
+PARTS = ("gather", "forward", "backward", "optimizer", "permutation", "probes", "stop rule", "state saves")
+T: dict[str, float] = defaultdict(float)
+COUNT: dict[str, int] = defaultdict(int)
+
+
+def timed_eager(self, index):
+    """step.Step.eager with a timer between its parts (the same ops in the same order)."""
+    with step_numerics(self.device):
+        t0 = time.perf_counter()
+        batch_x = self.flat_inputs.index_select(0, index.reshape(-1)).view(*index.shape, *self.sample_shape)
+        batch_y = self.labels.gather(1, index)
+        t1 = time.perf_counter()
+        loss = stacked_cross_entropy(self.forward(batch_x), batch_y)
+        t2 = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        t3 = time.perf_counter()
+        self.optimizer.step()
+        t4 = time.perf_counter()
+    for part, seconds in zip(PARTS[:4], (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+        T[part] += seconds
+    COUNT["steps"] += 1
+    COUNT["samples"] += index.numel()
+    return loss.detach()
+
+
+def wrap(module, name: str, part: str) -> None:
+    inner = getattr(module, name)
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            T[part] += time.perf_counter() - start
+            COUNT[part] += 1
+
+    setattr(module, name, timed)
+
+
+def instrument() -> None:
+    step_module.Step.eager = timed_eager
+    wrap(engine, "_run_probe", "probes")
+    wrap(engine, "save_state", "state saves")
+    inner_randperm = torch.randperm
+
+    def randperm(*args, **kwargs):
+        start = time.perf_counter()
+        out = inner_randperm(*args, **kwargs)
+        T["permutation"] += time.perf_counter() - start
+        return out
+
+    engine.torch = _TorchProxy(randperm)
+    inner_train = engine._train
+
+    def train(*args, stop_when=None, **kwargs):
+        if stop_when is not None:
+            def stop(records):
+                start = time.perf_counter()
+                try:
+                    return stop_when(records)
+                finally:
+                    T["stop rule"] += time.perf_counter() - start
+        else:
+            stop = None
+        start = time.perf_counter()
+        try:
+            return inner_train(*args, stop_when=stop, **kwargs)
+        finally:
+            T["train calls"] += time.perf_counter() - start
+
+    engine._train = train
+
+
+class _TorchProxy:
+    """`torch` for engine.py, with `randperm` timed."""
+
+    def __init__(self, randperm):
+        self.randperm = randperm
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+
+def profile(tier: str, paper: str, name: str | None) -> dict:
+    runs = [run for p, run in plan(tier, [paper]) if name is None or run.name == name]
+    run = runs[0]
+    instrument()
+    with tempfile.TemporaryDirectory() as folder:  # saves as the tier makes them (runner.compute passes a state path)
+        start = time.perf_counter()
+        experiment(paper).execute(run, torch.device("cpu"), state_path=Path(folder) / "state.pt")
+        total = time.perf_counter() - start
+    train_s = T["train calls"]
+    parts = {part: T[part] for part in PARTS}
+    parts["loop rest"] = train_s - sum(parts.values())
+    return dict(tier=tier, paper=paper, run=run.name, threads=torch.get_num_threads(), steps=COUNT["steps"],
+                samples=COUNT["samples"], train_seconds=train_s, run_seconds=total, parts=parts,
+                samples_per_s=COUNT["samples"] / train_s,
+                step_samples_per_s=COUNT["samples"] / sum(T[p] for p in PARTS[:4]))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--tier", default="quick")
+    p.add_argument("--paper", default="masc")
+    p.add_argument("--run", default=None)
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--main-thread-flush", action="store_true",
+                   help="the engine before issue 35: denormals flushed on the main thread only")
+    args = p.parse_args()
+    if args.main_thread_flush:
+        import reproduce.devices
+        engine.on_every_thread = lambda fn: 0
+    result = profile(args.tier, args.paper, args.run)
+    result["main_thread_flush"] = args.main_thread_flush
+    print(f"{'main thread only: ' if args.main_thread_flush else ''}{result['tier']} {result['paper']}/{result['run']}: {result['steps']} steps, "
+          f"{result['train_seconds']:.1f} s in train() of {result['run_seconds']:.1f} s, "
+          f"{result['samples_per_s']:,.0f} samples/s (steps alone {result['step_samples_per_s']:,.0f})")
+    for part, seconds in result["parts"].items():
+        print(f"  {part:12} {seconds:8.2f} s  {seconds / result['train_seconds']:6.1%}  "
+              f"{seconds / max(result['steps'], 1) * 1e3:7.3f} ms/step")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
