@@ -158,11 +158,12 @@ def partition_weaker(ds, case: Case) -> Evidence:
     conditions += [Condition(f"{name} minus model", [s[key] - s["model"] for s in seeds], ">=", MARGIN, quantum=quantum,
                              unit="points", bounds=POINTS, reported=True)
                    for key, name in SHOWN.items() if key != main and key in seeds[0]]
-    shown = ", ".join(f"{SHOWN.get(n, n)} {mean[n]:.1%}" for n in SHOWN if n != main and n in mean)
+    shown = "; shown: " + ", ".join(f"{SHOWN.get(n, n)} {mean[n]:.1%}" for n in SHOWN if n != main and n in mean)
+    shown = shown if main == "strength" else ""
     ks = "; k chosen on the held-out split: " + ", ".join(f"{n} {v}" for n, v in chosen.items()) if chosen else ""
     return Evidence(conditions,
                     f"{rate:.0%} flip: model {mean['model']:.1%}, {label} {mean[main]:.1%}, Fourier {mean['fourier']:.1%} "
-                    f"(mean of {len(seeds)} seeds); shown: {shown}{ks}", dict(seeds=seeds, k=chosen))
+                    f"(mean of {len(seeds)} seeds){shown}{ks}", dict(seeds=seeds, k=chosen))
 
 
 # --- modnoise.noisy_memorized_faster_early ---------------------------------------------------
