@@ -9,9 +9,11 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
-from reproduce.experiments.modnoise import ORDER_LEVEL
+from reproduce.experiments.modnoise import ORDER_LEVEL, WIDTH_NOISE
 
-NETWORK_STYLE = {"model": ("model", "k-o"), "fourier": ("Fourier extraction", "C0-s"), "partition": ("partition", "C3-^")}
+NETWORK_STYLE = {"model": ("model", "k-o"), "fourier": ("Fourier extraction", "C0-s"),
+                 "strength": ("Strength top k (paper, task-agnostic)", "C1-v"), "ipr": ("IPR top k (task-aware)", "C2-D"),
+                 "partition": ("held-out ablation", "C3-^")}
 
 
 def run_of(ds: xr.Dataset, model: str) -> xr.Dataset:
@@ -76,7 +78,7 @@ def modnoise_width(ds: xr.Dataset) -> Figure:
     fig = Figure(figsize=(4 * len(rates), 3.2))
     axes = fig.subplots(1, len(rates), squeeze=False, sharey=True)[0]
     for ax, rate in zip(axes, rates):
-        have = [(w, m) for w, m in pairs if _has(ds, m, "flip", rate)]
+        have = [(w, m) for w, m in pairs if _has(ds, m, "flip", rate) and _has(ds, m, "flip", WIDTH_NOISE)]  # the sweep
         widths = [w for w, _ in have]
         for network in ("model", "fourier"):
             label, style = NETWORK_STYLE[network]
@@ -100,7 +102,8 @@ def modnoise_partition(ds: xr.Dataset) -> Figure:
         one = run_of(ds, model)
         rates = sorted({float(r) for s, r in zip(one.setting.values, one.noise_rate.values) if s == "flip"})
         for network, (label, style) in NETWORK_STYLE.items():
-            _seeds(ax, rates, np.stack([_final(ds, model, r, network) for r in rates], 1), style, label)
+            if network in one.network.values:  # runs made before the paper's scores have no Strength or IPR
+                _seeds(ax, rates, np.stack([_final(ds, model, r, network) for r in rates], 1), style, label)
         ax.set_title(f"{op} mod {int(one.p)}, width {width}")
         ax.set_xlabel("flip noise level")
     axes[0].set_ylabel("test accuracy")
