@@ -267,7 +267,9 @@ CLAIMS = [
                         "control does not; at 30% the factor under Adam, 1.479 [1.377, 1.587], straddles 1.4 "
                         "(AdamW 1.473 [1.408, 1.541] clears it); see docs/modnoise.md"},
           predicted={"small": ("inconclusive", "factor at 30%: Adam 1.479 [1.377, 1.587], AdamW 1.473 [1.408, 1.541]; lead "
-                                               "0.354 under both; tag control x1.00; " + SMALL_RUN),
+                                               "0.354 under both; tag control x1.00; at base seed 1 reproduced (Adam 1.446 [1.409, "
+                                               "1.484], AdamW 1.452 [1.440, 1.464]): the factor sits at the threshold; "
+                                               + SMALL_RUN),
                      "medium": ("not_reproduced", "the quick tier's subsets are memorized together at 80% noise "
                                                   "(data/expected/quick.json); medium has no run at the paper's alpha "
                                                   "(0.05-0.3), only 80%"),
