@@ -102,7 +102,9 @@ VARIABLES: dict[str, tuple[str, str | None]] = {
     "a": ("first operand", "1"),
     "b": ("second operand", "1"),
     "in_holdout": ("pair in the held-out part of the training set (1) or not (0)", "1"),
-    "network": ("network (trained, frequency-extracted, partitioned)", None),
+    "network": ("network (trained, frequency-extracted, partitioned: held-out ablation, Strength top k, IPR top k)", None),
+    "scorer": ("score of a top-k partition (the paper's Strength, IPR)", None),
+    "variant": ("run beside the main one at its width (adam, adamw: the learning order)", None),
     "test_accuracy": ("test accuracy", "1"),
     "global_accuracy": ("test accuracy keeping the top-k global frequencies", "1"),
     "top_k": ("global frequencies kept", "1"),
@@ -113,6 +115,9 @@ VARIABLES: dict[str, tuple[str, str | None]] = {
     "mean_concentration": ("mean over neurons of the share of power at the dominant frequency", "1"),
     "generalizing_fraction": ("fraction of neurons in the generalizing group", "1"),
     "partition_score": ("neuron's score in the task-agnostic partition", "1"),
+    "partition_k": ("neurons kept by a top-k partition, k chosen on the held-out split", "1"),
+    "strength_score": ("neuron's Strength ||w||_inf phi(||u||_inf + ||v||_inf)", "1"),
+    "ipr_score": ("IPR of the DFT of the neuron's output weights", "1"),
 }
 
 

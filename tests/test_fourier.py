@@ -12,7 +12,8 @@ from reproduce.errors import UserError
 from reproduce.experiments.modnoise import one_hot_pairs, table
 from reproduce.measures.fourier import (discrete_log, discrete_log_order, extract_global, extract_per_neuron,
                                         group_order, neuron_spectrum, primitive_root)
-from reproduce.measures.partition import ablation_scores, generalizing_group, partition, subnetwork_output
+from reproduce.measures.partition import (ablation_scores, choose_k, generalizing_group, ipr_scores, partition,
+                                          strength_scores, subnetwork_output, top_k)
 from reproduce.models import two_layer_logits
 
 PRIMES = [5, 7, 11, 13, 17, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 97]
@@ -163,3 +164,86 @@ def test_partition_finds_planted_generalizing_neurons():
     fixed = partition(hidden, w_out, y.unsqueeze(0))  # repeated scoring only ever removes neurons
     assert (fixed <= group).all() and fixed[0, :200].float().mean() > 0.9 and fixed[0, 200:].float().mean() < 0.3
     assert accuracy("add", p, w_in, subnetwork_output(w_out, fixed)) >= sub
+
+
+# --- the paper's scores: Strength (task-agnostic) and IPR (task-aware), top k chosen on held-out samples ---
+
+def _rule_and_memory(op: str, p: int, memory_scale: float, n: int = 200):
+    """n planted Fourier neurons (the rule, neurons 0..n-1) beside n i.i.d. Gaussian neurons of the
+    given scale (a stand-in for memorization), and which neurons are the rule's."""
+    rule_in, rule_out = planted(op, p, n)
+    g = torch.Generator().manual_seed(1)
+    mem_in = memory_scale * torch.randn(1, 2 * p, n, generator=g, dtype=torch.float64)
+    mem_out = memory_scale * torch.randn(1, n, p, generator=g, dtype=torch.float64)
+    truth = torch.arange(2 * n).unsqueeze(0) < n
+    return torch.cat([rule_in, mem_in], 2), torch.cat([rule_out, mem_out], 1), truth
+
+
+def _held_out(op: str, p: int, w_in, w_out, activation: str, flip: float = 0.5):
+    """Hidden activations of every pair and its label, `flip` of them replaced by a wrong one (noisy held-out labels)."""
+    pairs, y = table(op, p)
+    _, hidden = two_layer_logits(w_in, w_out, one_hot_pairs(pairs, p).double(), activation, return_hidden=True)
+    g = torch.Generator().manual_seed(2)
+    wrong = (y + torch.randint(1, p, y.shape, generator=g)) % p
+    noisy = torch.where(torch.rand(y.shape, generator=g) < flip, wrong, y)
+    return hidden, noisy.unsqueeze(0), y
+
+
+def test_strength_is_the_papers_formula():
+    w_in = torch.tensor([[[1.0, -0.5], [-2.0, 0.1], [0.5, 0.2], [0.0, -0.3]]])  # P = 2: rows a0, a1, b0, b1; 2 neurons
+    w_out = torch.tensor([[[0.5, -3.0], [1.0, 1.0]]])
+    # neuron 0: ||u||inf 2, ||v||inf 0.5, ||w||inf 3; neuron 1: 0.5, 0.3, 1
+    assert torch.allclose(strength_scores(w_in, w_out, "relu"), torch.tensor([[3 * 2.5, 1 * 0.8]]))
+    assert torch.allclose(strength_scores(w_in, w_out, "quadratic"), torch.tensor([[3 * 2.5**2, 1 * 0.8**2]]))
+
+
+def test_ipr_of_a_cosine_a_constant_and_noise():
+    n = 31
+    cosine = torch.cos(2 * math.pi * 3 * torch.arange(n) / n + 0.4).double()
+    w_out = torch.stack([cosine, torch.ones(n, dtype=torch.float64), torch.randn(n, generator=torch.Generator().manual_seed(0),
+                                                                                  dtype=torch.float64)]).unsqueeze(0)
+    ipr = ipr_scores(w_out, np.arange(n))[0]
+    assert float(ipr[0]) == pytest.approx(0.5) and float(ipr[1]) == pytest.approx(1.0)
+    assert float(ipr[2]) < 0.15  # about 2/L for a Gaussian vector
+
+
+@pytest.mark.parametrize("activation", ["relu", "quadratic"])
+@pytest.mark.parametrize("op", ["add", "sub", "mul"])
+def test_scores_rank_planted_rule_neurons_first(op, activation):
+    """Memorizing neurons weaker than the rule's: both scores put all rule neurons on top, and the k
+    chosen on noisy held-out labels gives a subnetwork as accurate as the rule's neurons alone."""
+    p = 23
+    w_in, w_out, truth = _rule_and_memory(op, p, memory_scale=0.2)
+    hidden, noisy, y = _held_out(op, p, w_in, w_out, activation)
+    rule_acc = float((torch.bmm(hidden, subnetwork_output(w_out, truth)).argmax(-1) == y).double().mean())
+    for scores in (strength_scores(w_in, w_out, activation), ipr_scores(w_out, group_order(op, p))):
+        assert torch.equal(top_k(scores, 200), truth)
+        group, k = choose_k(scores, hidden, w_out, noisy)
+        assert int(k) <= 200 and (group <= truth).all()  # never a memorizing neuron
+        assert float((torch.bmm(hidden, subnetwork_output(w_out, group)).argmax(-1) == y).double().mean()) >= rule_acc - 0.01
+
+
+@pytest.mark.parametrize("op", ["add", "sub", "mul"])
+def test_ipr_finds_rule_neurons_strength_does_not_when_memory_is_strong(op):
+    """Memorizing neurons as strong as the rule's: IPR (task-aware) still finds the rule and its chosen
+    subnetwork beats the network; Strength (weight magnitudes only) ranks the memorizing neurons on top
+    and its chosen subnetwork gains nothing: the comparison can fail."""
+    p = 23
+    w_in, w_out, truth = _rule_and_memory(op, p, memory_scale=1.0)
+    hidden, noisy, y = _held_out(op, p, w_in, w_out, "quadratic")
+    full = float((torch.bmm(hidden, w_out).argmax(-1) == y).double().mean())
+    group, _ = choose_k(ipr_scores(w_out, group_order(op, p)), hidden, w_out, noisy)
+    assert (group <= truth).all()
+    assert float((torch.bmm(hidden, subnetwork_output(w_out, group)).argmax(-1) == y).double().mean()) > full + 0.3
+    strength = strength_scores(w_in, w_out, "quadratic")
+    assert not (top_k(strength, 200) & truth).any()
+    group, _ = choose_k(strength, hidden, w_out, noisy)
+    assert float((torch.bmm(hidden, subnetwork_output(w_out, group)).argmax(-1) == y).double().mean()) <= full + 0.01
+
+
+def test_top_k_and_ties_of_choose_k():
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.3], [4.0, 3.0, 2.0, 1.0]])
+    assert top_k(scores, torch.tensor([2, 1])).tolist() == [[False, True, True, False], [True, False, False, False]]
+    hidden = torch.zeros(2, 5, 4)  # every subnetwork predicts class 0: all k tie, the smallest wins
+    _, k = choose_k(scores, hidden, torch.randn(2, 4, 3), torch.zeros(2, 5, dtype=torch.long), fractions=(0.5, 1.0))
+    assert k.tolist() == [2, 2]

@@ -71,12 +71,23 @@ def test_quick_tier_plan():
 
 
 def test_small_tier_plan(monkeypatch):
-    """The width claim: addition at widths 2^k + 1 (k = 4..9), 20% flip noise and its 100% control,
-    under strong AdamW weight decay."""
+    """The paper's setting (P = 113, ReLU): the main addition run at 80% and 100% flip under AdamW weight
+    decay 0.1; the learning order under Adam and AdamW at alpha = 0.05, 0.2, 0.3 with the tag control,
+    every step a checkpoint; the width sweep at 20% flip and its 100% control under strong weight decay."""
     monkeypatch.delenv(SHRINK_ENV, raising=False)
     runs = modnoise.runs("small")
-    assert sorted(r.width for r in runs) == [17, 33, 65, 129, 257, 513]
-    assert all(r.op == "add" and r.settings == (("flip", 0.2), ("flip", 1.0)) and r.train.weight_decay >= 5 for r in runs)
+    assert all(r.op == "add" and r.p == 113 and r.activation == "relu" and r.seeds_per_setting == 3 for r in runs)
+    main, adam, adamw, *sweep = runs
+    assert main.model == f"add-m{modnoise.SMALL_WIDTH}" and main.settings == (("flip", 0.8), ("flip", 1.0))
+    assert main.train.optimizer == "adamw" and main.train.weight_decay == 0.1
+    assert (adam.model, adamw.model) == (f"add-m{modnoise.ORDER_WIDTH}-adam", f"add-m{modnoise.ORDER_WIDTH}-adamw")
+    assert adam.train.optimizer == "adam" and adamw.train.weight_decay == 0.1
+    for order in (adam, adamw):
+        assert order.settings == (("flip", 0.05), ("flip", 0.2), ("flip", 0.3), ("tag", 0.3))
+        assert modnoise.checkpoint_epochs(order) == [float(e) for e in range(order.train.epochs + 1)]
+    assert [r.width for r in sweep] == [17, 33, 65, 129, 257]
+    assert all(r.settings == (("flip", 0.2), ("flip", 1.0)) and r.train.weight_decay >= 5 for r in sweep)
+    assert len({r.name for r in runs}) == len(runs)
 
 
 def test_per_step_checkpoints_are_light():
@@ -120,13 +131,16 @@ def test_medium_path_end_to_end_shrunk(shrunk_medium, tmp_path):
 
 
 def test_small_path_end_to_end_shrunk(shrunk_medium, tmp_path):
-    """The small configuration (the width sweep), shrunk by REPRODUCE_SHRINK=1, through the store and
-    the small claim cases: the width claim and its control run, with n = 5 per condition."""
+    """The small configuration, shrunk by REPRODUCE_SHRINK=1, through the store and every small claim
+    case (Fourier 3, width 2, partition 2, learning order 4), with n = 3 per condition; the learning
+    order shows every alpha."""
     text, by_id = shrunk_medium("modnoise", "small")
     cases = [c for e in by_id.values() for c in e["cases"]]
-    assert len(cases) == 2 and all(c["verdict"] not in ("not_run", "error") for c in cases), text
-    width = by_id["modnoise.larger_width_generalizes_better"]
-    assert all(j["n"] == 5 for case in width["cases"] for j in case["conditions"]), width
+    assert len(cases) == 11 and all(c["verdict"] not in ("not_run", "error") for c in cases), text
+    assert all(j["n"] == 3 for e in by_id.values() for case in e["cases"] for j in case["conditions"]), text
+    order = by_id["modnoise.noisy_memorized_faster_early"]["cases"][0]
+    assert {j["instance"] for j in order["conditions"]} == {"5%", "20%", "30%"}
+    assert {j["instance"] for j in order["conditions"] if not j["reported"]} == {"30%"}
 
 
 def test_relu_option_and_bad_activation():

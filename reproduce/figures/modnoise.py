@@ -9,9 +9,11 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
-from reproduce.measures.activations import first_crossing
+from reproduce.experiments.modnoise import ORDER_LEVEL, WIDTH_NOISE
 
-NETWORK_STYLE = {"model": ("model", "k-o"), "fourier": ("Fourier extraction", "C0-s"), "partition": ("partition", "C3-^")}
+NETWORK_STYLE = {"model": ("model", "k-o"), "fourier": ("Fourier extraction", "C0-s"),
+                 "strength": ("Strength top k (paper, task-agnostic)", "C1-v"), "ipr": ("IPR top k (task-aware)", "C2-D"),
+                 "partition": ("held-out ablation", "C3-^")}
 
 
 def run_of(ds: xr.Dataset, model: str) -> xr.Dataset:
@@ -38,11 +40,14 @@ def replicas(ds: xr.Dataset, model: str, setting: str = "flip", rate: float = 0.
     return out
 
 
-def models(ds: xr.Dataset, op: str) -> list[tuple[int, str]]:
-    """(width, model) of every run of operation `op`, by width."""
+def models(ds: xr.Dataset, op: str, variant: str = "") -> list[tuple[int, str]]:
+    """(width, model) of every run of operation `op` and this variant ("" the main runs; "adam", "adamw"
+    the learning-order runs beside them), by width."""
     # a coordinate that is the same in every run (one width, one operation) stays scalar when runs combine
-    model, o, w = (np.broadcast_to(ds[k].values, (ds.sizes["run"],)) for k in ("model", "op", "width"))
-    return sorted((int(wi), str(m)) for m, oi, wi in zip(model, o, w) if oi == op)
+    n = ds.sizes["run"]
+    model, o, w = (np.broadcast_to(ds[k].values, (n,)) for k in ("model", "op", "width"))
+    v = np.broadcast_to(ds["variant"].values, (n,)) if "variant" in ds.coords else np.full(n, "")
+    return sorted((int(wi), str(m)) for m, oi, wi, vi in zip(model, o, w, v) if oi == op and str(vi) == variant)
 
 
 def final_accuracy(run: xr.Dataset) -> dict[str, float]:
@@ -73,7 +78,7 @@ def modnoise_width(ds: xr.Dataset) -> Figure:
     fig = Figure(figsize=(4 * len(rates), 3.2))
     axes = fig.subplots(1, len(rates), squeeze=False, sharey=True)[0]
     for ax, rate in zip(axes, rates):
-        have = [(w, m) for w, m in pairs if _has(ds, m, "flip", rate)]
+        have = [(w, m) for w, m in pairs if _has(ds, m, "flip", rate) and _has(ds, m, "flip", WIDTH_NOISE)]  # the sweep
         widths = [w for w, _ in have]
         for network in ("model", "fourier"):
             label, style = NETWORK_STYLE[network]
@@ -97,7 +102,8 @@ def modnoise_partition(ds: xr.Dataset) -> Figure:
         one = run_of(ds, model)
         rates = sorted({float(r) for s, r in zip(one.setting.values, one.noise_rate.values) if s == "flip"})
         for network, (label, style) in NETWORK_STYLE.items():
-            _seeds(ax, rates, np.stack([_final(ds, model, r, network) for r in rates], 1), style, label)
+            if network in one.network.values:  # runs made before the paper's scores have no Strength or IPR
+                _seeds(ax, rates, np.stack([_final(ds, model, r, network) for r in rates], 1), style, label)
         ax.set_title(f"{op} mod {int(one.p)}, width {width}")
         ax.set_xlabel("flip noise level")
     axes[0].set_ylabel("test accuracy")
@@ -135,26 +141,48 @@ def modnoise_heatmap(ds: xr.Dataset, model: str | None = None) -> Figure:
 
 def modnoise_learning_curves(ds: xr.Dataset, model: str | None = None) -> Figure:
     """Accuracy of the clean and noisy training subsets (against their training labels) over steps
-    (full batch: a step is an epoch), every seed, with each subset's half-way point (the first
-    checkpoint at half its final accuracy, the learning-order statistic) marked; 80% flip noise
-    beside its tagged 0%-noise control. Only the per-step part of the schedule is drawn densely."""
-    model = model or models(ds, "add")[-1][1]
-    fig = Figure(figsize=(9, 3.4), layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True)
+    (full batch: a step is an epoch), every seed, with the step at which each subset reaches
+    ORDER_LEVEL (the learning-order statistic) marked. One row per learning-order run (small: Adam and
+    AdamW), one panel per flip-noise level and the tag control; else the main addition run at 80%."""
+    rows = [m for v in ("adam", "adamw") for _, m in models(ds, "add", v)[-1:]] or [model or models(ds, "add")[-1][1]]
+    panels = {m: _order_panels(run_of(ds, m)) for m in rows}
+    columns = max(len(v) for v in panels.values())
+    fig = Figure(figsize=(3.2 * columns, 2.8 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), columns, sharey=True, squeeze=False)
     subsets = (("clean", "clean subset", "C0"), ("noisy", "noisy subset (noisy labels)", "C3"),
                ("noisy_original", "noisy subset (true labels)", "C2"), ("test", "test", "0.5"))
-    for ax, (setting, title) in zip(axes, (("flip", "80% flip noise"), ("tag", "control: 80% tagged, labels clean"))):
-        for k, one in enumerate(replicas(ds, model, setting, 0.8)):
-            epochs = one.epoch.values
-            for split, label, color in subsets:
-                acc = one.accuracy.sel(split=split).values
-                ax.plot(epochs, acc, color=color, linewidth=0.8, alpha=0.6, label=label if k == 0 else None)
-                half = first_crossing(epochs, acc) if split in ("clean", "noisy") else np.nan
-                if not np.isnan(half):  # a subset that never gets half way has no marker
-                    ax.plot([half], [acc[np.nonzero(epochs == half)[0][0]]], "o" if split == "clean" else "x",
-                            color=color, markersize=5, label=f"{split} half-way" if k == 0 else None)
-        ax.set_xlabel("step (= epoch, full batch)")
-        ax.set_title(f"{model}: {title}", fontsize=9)
-    axes[0].set_ylabel("accuracy")
-    axes[0].legend(fontsize=6)
+    for row, m in zip(axes, rows):
+        for ax, (setting, rate) in zip(row, panels[m]):
+            for k, one in enumerate(replicas(ds, m, setting, rate)):
+                epochs = one.epoch.values
+                for split, label, color in subsets:
+                    acc = one.accuracy.sel(split=split).values
+                    ax.plot(epochs, acc, color=color, linewidth=0.8, alpha=0.6, label=label if k == 0 else None)
+                    hits = np.nonzero(acc >= ORDER_LEVEL)[0] if split in ("clean", "noisy") else []
+                    if len(hits):  # a subset that never reaches the level has no marker
+                        ax.plot([epochs[hits[0]]], [acc[hits[0]]], "o" if split == "clean" else "x", color=color,
+                                markersize=5, label=f"{split} at {ORDER_LEVEL:.0%}" if k == 0 else None)
+            ax.set_xlim(0, _order_until(run_of(ds, m)))
+            ax.set_xlabel("step (= epoch, full batch)")
+            title = f"tagged {rate:.0%}, labels clean (control)" if setting == "tag" else f"{rate:.0%} flip noise"
+            ax.set_title(f"{m}: {title}", fontsize=8)
+        for ax in row[len(panels[m]):]:
+            ax.set_visible(False)
+        row[0].set_ylabel("accuracy")
+    axes[0, 0].legend(fontsize=6)
     return fig
+
+
+def _order_panels(run: xr.Dataset) -> list[tuple[str, float]]:
+    """(setting, rate) of a run's learning-order panels: its flip levels up to 80% and its tag control."""
+    have = sorted({(str(s), float(r)) for s, r in zip(run.setting.values, run.noise_rate.values)
+                   if s in ("flip", "tag") and np.isfinite(r)}, key=lambda x: (x[0] == "tag", x[1]))
+    return [(s, r) for s, r in have if s == "tag" or r <= 0.8]
+
+
+def _order_until(run: xr.Dataset) -> float:
+    """The last epoch of the per-step part of a run's schedule (its order_until), else its last epoch."""
+    epochs = run.epoch.values[np.isfinite(run.epoch.values)]
+    steps = np.diff(epochs)
+    dense = np.nonzero(steps > 1)[0]
+    return float(epochs[dense[0]] if dense.size and dense[0] > 0 else epochs[-1])

@@ -1,8 +1,22 @@
-"""A task-agnostic partition of a layer's neurons into a generalizing and a memorizing group
-("Unveiling Memorization-Generalization Coexistence: A Case Study on Arithmetic Tasks with Label Noise": the proposed partition, compared with frequency
-extraction).
+"""Partitions of a layer's neurons into a generalizing and a memorizing group
+("Unveiling Memorization-Generalization Coexistence: A Case Study on Arithmetic Tasks with Label
+Noise", Algorithm 1: rank the neurons by an importance score, keep the top k).
 
-It uses no knowledge of the task's structure, only a held-out split of the *noisy* training set
+The paper's two scores (facts from ../shared/papers/modular-arithmetic-label-noise-details.md):
+
+- `strength_scores`, task-agnostic: ||w_m||_inf * phi(||u_m||_inf + ||v_m||_inf), from the neuron's
+  output weights w_m and its input weights for a (u_m) and b (v_m): a bound on how much the neuron
+  can move any logit;
+- `ipr_scores`, task-aware (it uses the task's cyclic group): the inverse participation ratio
+  (||w^_m||_4 / ||w^_m||_2)^4 of the DFT of w_m: 1/2 for a single cosine, about 2/L for a random
+  vector of length L. The ceiling of a neuron-level score.
+
+`top_k` keeps the k best; `choose_k` picks k on the held-out split (the noisy labels' accuracy of
+the subnetwork, which under flip noise rises with its true accuracy), since the paper's k is not
+known to us.
+
+The project's own task-agnostic score, `ablation_scores` and its fixed point `partition`, is kept
+beside them. It uses no knowledge of the task's structure, only a held-out split of the *noisy* training set
 (samples with noisy labels the network never trained on). A neuron that carries a rule shared by
 many samples helps predict held-out samples whose label is right, so removing it raises the
 held-out loss; a neuron that stores individual training samples does not help on samples it
@@ -64,3 +78,50 @@ def partition(hidden: torch.Tensor, w_out: torch.Tensor, labels: torch.Tensor, m
 def subnetwork_output(w_out: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
     """Output weights of the subnetwork that keeps only the neurons in `group` (R, M)."""
     return w_out * group.unsqueeze(-1).to(w_out.dtype)
+
+
+# --- the paper's scores (Algorithm 1) -------------------------------------------------------
+
+PHI = {"relu": torch.relu, "quadratic": torch.square}  # phi of the network, applied to ||u||_inf + ||v||_inf
+FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)  # the k of top-k tried, as fractions of the width
+
+
+def strength_scores(w_in: torch.Tensor, w_out: torch.Tensor, activation: str) -> torch.Tensor:
+    """(R, M): ||w_m||_inf * phi(||u_m||_inf + ||v_m||_inf); w_in (R, 2P, M), rows 0..P-1 read a, P..2P-1 b."""
+    p = w_in.shape[1] // 2
+    u, v = w_in[:, :p].abs().amax(1), w_in[:, p:].abs().amax(1)
+    return w_out.abs().amax(2) * PHI[activation](u + v)
+
+
+def ipr_scores(w_out: torch.Tensor, order) -> torch.Tensor:
+    """(R, M): IPR (||w^||_4 / ||w^||_2)^4 of the DFT of each neuron's output weights along the group
+    (`order`: the residues in the group's order, measures/fourier.group_order; all L bins, constant included)."""
+    w = w_out[:, :, torch.as_tensor(order, device=w_out.device)].double()
+    power = torch.fft.fft(w, dim=-1).abs() ** 2
+    total = power.sum(-1)
+    return torch.where(total > 0, (power**2).sum(-1) / total.clamp(min=1e-300) ** 2, torch.zeros_like(total))
+
+
+def top_k(scores: torch.Tensor, k: torch.Tensor | int) -> torch.Tensor:
+    """Boolean (R, M): the k highest-scoring neurons of each replica (k an int or (R,))."""
+    rank = scores.argsort(1, descending=True).argsort(1)
+    k = torch.as_tensor(k, device=scores.device).reshape(-1, 1)
+    return rank < k
+
+
+def choose_k(scores: torch.Tensor, hidden: torch.Tensor, w_out: torch.Tensor, labels: torch.Tensor,
+             fractions=FRACTIONS) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top-k group per replica with k chosen on held-out samples: the k (of `fractions` of the
+    width) whose subnetwork predicts the held-out (noisy) labels best; ties go to the smaller k.
+
+    hidden (R, N, M) held-out activations, labels (R, N). Returns the group (R, M) and k (R,)."""
+    width = scores.shape[1]
+    ks = sorted({max(1, round(f * width)) for f in fractions})
+    best_acc = torch.full((scores.shape[0],), -1.0, dtype=torch.float64, device=scores.device)
+    best_k = torch.full_like(best_acc, ks[0], dtype=torch.long)
+    for k in ks:
+        group = top_k(scores, k)
+        acc = (torch.bmm(hidden, subnetwork_output(w_out, group)).argmax(-1) == labels).double().mean(1)
+        better = acc > best_acc
+        best_acc, best_k = torch.where(better, acc, best_acc), torch.where(better, k, best_k)
+    return top_k(scores, best_k), best_k
