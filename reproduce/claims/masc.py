@@ -164,8 +164,6 @@ def relabel_improves(ds, case: Case) -> Evidence:
 
 
 # --- the declarations --------------------------------------------------------------------
-SMALL_UNTRAINED = ("the small tier was trained once (issue 31): at 80% three of five seeds stopped at the epoch cap "
-                   "below 99% train accuracy, so the statistic errs; no claims.json of this tier is kept")
 PAPER_TABLE = ("the paper's Table 1 and Sec. 5-6 report it for the MLP and CNN rows at this scale; no run of this tier "
                "is kept")
 
@@ -173,18 +171,14 @@ CLAIMS = [
     Claim("masc.beats_model", beats_model, cases(MODELS, "p100"), figure=masc_by_layer, table=masc_table1,
           why={"quick": "the relative gain does not rise from 60% to 80% on the quick subset: the 40-epoch networks do "
                         "not memorize the 80% labels; see docs/masc.md"},
-          predicted={"small": ("error", SMALL_UNTRAINED), "medium": ("reproduced", PAPER_TABLE),
+          predicted={"medium": ("reproduced", PAPER_TABLE),
                      "full": ("not_reproduced", "the paper's own AlexNet row has the relative gain falling from 60% to "
                                                 "80% (Table 1), and the criterion asks every model for a rise")}),
     Claim("masc.true_label_subspaces_better", true_label_subspaces, cases(MODELS, "placebo"), figure=masc_true_vs_corrupted,
           table=masc_per_degree,
-          predicted={"small": ("inconclusive", "issue 31's run of the small tier: the independent-corruption control "
-                                               "passed at 40% and 60%; no claims.json of this tier is kept"),
-                     "medium": ("reproduced", PAPER_TABLE), "full": ("reproduced", PAPER_TABLE)}),
+          predicted={"medium": ("reproduced", PAPER_TABLE), "full": ("reproduced", PAPER_TABLE)}),
     Claim("masc.relabel_retraining_improves", relabel_improves, cases(RETRAINED, "p100"), figure=masc_retraining, table=masc_per_degree,
-          predicted={"small": ("inconclusive", "issue 31's run of the small tier: -0.2 [-3.0, +2.6] points at 20% "
-                                               "against 2; no claims.json of this tier is kept"),
-                     "medium": ("reproduced", PAPER_TABLE),
+          predicted={"medium": ("reproduced", PAPER_TABLE),
                      "full": ("not_reproduced", "the paper finds the gain marginal or negative for MLP-CIFAR-10 and "
                                                 "AlexNet (Sec. 6), and the criterion asks every model for 2 points")}),
 ]
