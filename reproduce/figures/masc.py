@@ -59,6 +59,8 @@ def degree_summary(run: xr.Dataset) -> dict[float, dict]:
         per_replica[f"{subspace}_layer"] = best
         if subspace == "corrupted":
             per_replica["input"] = a.sel(split="test_eval").values[:, 0]
+        if subspace == "true":  # the input's true-label MASC: the baseline of the true-label claim
+            per_replica["input_true"] = a.sel(split="test_eval").values[:, 0]
     if "retrain_accuracy" in run and "relabel_kind" in run.retrain_accuracy.dims:
         for kind, key in (("masc", "retrained"), ("own", "retrained_own")):
             curve = run.retrain_accuracy.sel(relabel_kind=kind, split="test_eval")
@@ -135,7 +137,8 @@ def masc_per_degree(ds: xr.Dataset) -> tuple[list[str], list[list]]:
     model retrained on MASC's relabeling and on its own labels; the training fit and the stop rule's
     epochs beside them, and the paper's MLP-MNIST row (model, MASC) where it reports one."""
     columns = ["run", "degree", "seeds", "train fit on corrupted labels (min/mean)", "epoch at 99% (per seed; none: not reached)",
-               "model", "MASC (corrupted)", "MASC (true labels)", "MASC (independent corruption)",
+               "model", "MASC (corrupted)", "MASC (true labels)", "input MASC (true labels; baseline)",
+               "MASC (independent corruption)",
                "retrained on MASC's labels", "retrained on own labels", "paper MLP-MNIST: model -> MASC"]
     rows = []
     for model in np.atleast_1d(ds["model"].values):
@@ -149,6 +152,7 @@ def masc_per_degree(ds: xr.Dataset) -> tuple[list[str], list[list]]:
                      f"chance -> true-label MASC {PAPER_TRUE_AT_100:.0f}" if p == 1.0 else "")
             rows.append([str(model), f"{p:.0%}", row["replicas"], f"{100 * fit.min():.1f}% / {100 * fit.mean():.1f}%",
                          epochs, _mean_interval(s["model"]), _mean_interval(s["masc"]), _mean_interval(s["masc_true"]),
+                         _mean_interval(s["input_true"]),
                          _mean_interval(s.get("masc_independent")), _mean_interval(s.get("retrained")),
                          _mean_interval(s.get("retrained_own")), paper])
     return columns, rows
