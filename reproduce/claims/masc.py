@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from reproduce.figures.masc import (degree_summary, eval_size, masc_by_layer, masc_per_degree, masc_retraining, masc_table1,
-                                   masc_true_vs_corrupted, run_of)
+from reproduce.figures.masc import (degree_summary, eval_size, masc_by_layer, masc_per_degree, masc_retraining,
+                                   masc_table1, masc_true_vs_corrupted, run_of)
 from reproduce.judge import Case, Claim, Evidence, cases
 from reproduce.verdict import Condition, Difference, StatisticError
 
@@ -177,7 +177,8 @@ CLAIMS = [
     Claim("masc.true_label_subspaces_better", true_label_subspaces, cases(MODELS, "placebo"), figure=masc_true_vs_corrupted,
           table=masc_per_degree,
           predicted={"medium": ("reproduced", PAPER_TABLE), "full": ("reproduced", PAPER_TABLE)}),
-    Claim("masc.relabel_retraining_improves", relabel_improves, cases(RETRAINED, "p100"), figure=masc_retraining, table=masc_per_degree,
+    Claim("masc.relabel_retraining_improves", relabel_improves, cases(RETRAINED, "p100"), figure=masc_retraining,
+          table=masc_per_degree,
           predicted={"medium": ("reproduced", PAPER_TABLE),
                      "full": ("not_reproduced", "the paper finds the gain marginal or negative for MLP-CIFAR-10 and "
                                                 "AlexNet (Sec. 6), and the criterion asks every model for 2 points")}),
