@@ -302,7 +302,9 @@ def record_expected(tier: str, results: Path, papers: Sequence[str] | None = Non
     if kept_verdicts and not kept.get("sources"):  # a record from before sources per paper: its one source stands for all
         sources.update({i.split(".")[0]: kept["source"] for i in kept_verdicts})
     sources.update({e.get("paper", i.split(".")[0]): cited for i, e in judged.items()})
-    record = dict(tier=tier, source="; ".join(f"{p}: {src}" for p, src in sorted(sources.items())),
+    distinct = sorted(set(sources.values()))
+    record = dict(tier=tier, source=distinct[0] if len(distinct) == 1 and papers is None else
+                  "; ".join(f"{p}: {src}" for p, src in sorted(sources.items())),
                   sources=dict(sorted(sources.items())),
                   verdicts={**kept_verdicts, **{i: e["verdict"] for i, e in judged.items()}},
                   cases={**{i: c for i, c in kept.get("cases", {}).items() if i in kept_verdicts},

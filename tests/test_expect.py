@@ -34,3 +34,11 @@ def test_one_paper_is_recorded_beside_the_others_kept(tmp_path, monkeypatch):
     assert set(second["cases"]) == {"ddmlp.a", "masc.b"} and "commit" in second["source"]
     with pytest.raises(UserError, match="no claim of modnoise"):
         judge.record_expected("small", results, ["modnoise"])
+
+
+def test_every_paper_at_once_cites_one_source(tmp_path, monkeypatch):
+    monkeypatch.setattr(judge, "EXPECTED", tmp_path / "expected")
+    results = _claims(tmp_path, [_entry("ddmlp.a", "reproduced"), _entry("masc.b", "inconclusive")])
+    record = json.loads(judge.record_expected("small", results).read_text())
+    assert set(record["sources"]) == {"ddmlp", "masc"} and record["source"] == record["sources"]["masc"]
+    assert "--paper" not in record["source"]

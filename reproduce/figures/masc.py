@@ -136,10 +136,10 @@ def masc_per_degree(ds: xr.Dataset) -> tuple[list[str], list[list]]:
     best-hidden-layer MASC with corrupted-, true- and independently-corrupted-label subspaces, and of the
     model retrained on MASC's relabeling and on its own labels; the training fit and the stop rule's
     epochs beside them, and the paper's MLP-MNIST row (model, MASC) where it reports one."""
-    columns = ["run", "degree", "seeds", "train fit on corrupted labels (min/mean)", "epoch at 99% (per seed; none: not reached)",
-               "model", "MASC (corrupted)", "MASC (true labels)", "input MASC (true labels; baseline)",
-               "MASC (independent corruption)",
-               "retrained on MASC's labels", "retrained on own labels", "paper MLP-MNIST: model -> MASC"]
+    columns = ["run", "degree", "seeds", "train fit on corrupted labels (min/mean)",
+               "epoch at 99% (per seed; none: not reached)", "model", "MASC (corrupted)", "MASC (true labels)",
+               "input MASC (true labels; baseline)", "MASC (independent corruption)", "retrained on MASC's labels",
+               "retrained on own labels", "paper MLP-MNIST: model -> MASC"]
     rows = []
     for model in np.atleast_1d(ds["model"].values):
         for p, row in degree_summary(run_of(ds, str(model))).items():
