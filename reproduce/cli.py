@@ -110,6 +110,8 @@ def _parser() -> argparse.ArgumentParser:
         "of the tier must have been judged (none not run)."))
     expect.add_argument("--tier", required=True, help=f"one of {', '.join(TIERS)}")
     expect.add_argument("--results", type=Path, default=Path("results"), help="results store (default results/)")
+    expect.add_argument("--paper", nargs="+", help="record only these papers' claims (each judged), keeping the other "
+                        "papers' measurements already recorded")
     return p
 
 
@@ -149,7 +151,9 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "expect":
         from reproduce.judge import record_expected
 
-        print(f"wrote {record_expected(check_tier(args.tier), args.results)}")
+        for paper in args.paper or ():
+            check_paper(paper)
+        print(f"wrote {record_expected(check_tier(args.tier), args.results, args.paper)}")
         return 0
     if args.command == "report" and args.all_tiers:
         return scorecard(args.results, args.out)

@@ -137,7 +137,8 @@ def expectation(claim: Claim, tier: str, record: dict | None = None) -> dict:
     predicted (the reason). A claim judged at the tier has exactly one of the two."""
     record = measured(tier) if record is None else record
     if claim.id in record.get("verdicts", {}):
-        source = f"measured: data/expected/{tier}.json, {record.get('source', 'a cited run')}"
+        cited = record.get("sources", {}).get(claim.paper, record.get("source", "a cited run"))
+        source = f"measured: data/expected/{tier}.json, {cited}"
         return dict(expected=record["verdicts"][claim.id], expectation="measured", expectation_source=source)
     if tier in claim.predicted:
         verdict, reason = claim.predicted[tier]
@@ -273,10 +274,12 @@ def judge_tier(store: Store, tier: str, papers: Sequence[str], seed: int = 0,
     return entries, results
 
 
-def record_expected(tier: str, results: Path) -> Path:
+def record_expected(tier: str, results: Path, papers: Sequence[str] | None = None) -> Path:
     """Write data/expected/<tier>.json from results/<tier>/claims.json: the verdict of every claim
     judged there becomes the tier's measured expectation, with the commits that made and judged it
-    (a prediction declared for such a claim then no longer applies: the measurement stands)."""
+    (a prediction declared for such a claim then no longer applies: the measurement stands).
+    With `papers`, only those papers' claims are recorded (each of them must have been judged); the
+    other papers' measurements already in the file are kept with their own sources."""
     from reproduce.errors import UserError
     from reproduce.store import git_commit, utc_now
 
@@ -285,7 +288,10 @@ def record_expected(tier: str, results: Path) -> Path:
         entries = json.loads(source.read_text())
     except (OSError, ValueError) as error:
         raise UserError(f"cannot read {source} ({error}): make the {tier} report first") from None
-    judged = {e["id"]: e for e in entries if e.get("verdict") not in ("not_at_tier", None)}
+    judged = {e["id"]: e for e in entries if e.get("verdict") not in ("not_at_tier", None)
+              and (papers is None or e.get("paper", e["id"].split(".")[0]) in papers)}
+    if papers is not None and not judged:
+        raise UserError(f"{source} has no claim of {', '.join(papers)}: make their {tier} report first")
     missing = [i for i, e in judged.items() if e["verdict"] == "not_run"]
     if missing:
         raise UserError(f"{source} has claims not run ({', '.join(missing)}): a measurement needs every claim judged")
@@ -293,12 +299,26 @@ def record_expected(tier: str, results: Path) -> Path:
     provenance = json.loads(provenance_path.read_text()) if provenance_path.is_file() else {}
     made = sorted({p.get("git_commit", "unknown") for p in provenance.values()})
     seeds = sorted({e.get("seed", 0) for e in judged.values()})
-    record = dict(tier=tier, source=f"the claims.json of `python -m reproduce --tier {tier}` at base seed "
-                                    f"{', '.join(map(str, seeds))}, results made at commit {', '.join(made)}, "
-                                    f"judged at commit {git_commit()[:12]} on {utc_now()}",
-                  verdicts={i: e["verdict"] for i, e in judged.items()},
-                  cases={i: {c["case"]: c["verdict"] for c in e.get("cases", [])} for i, e in judged.items()})
+    cited = (f"the claims.json of `python -m reproduce --tier {tier}"
+             + (f" --paper {' '.join(papers)}" if papers is not None else "") + f"` at base seed "
+             f"{', '.join(map(str, seeds))}, results made at commit {', '.join(made)}, "
+             f"judged at commit {git_commit()[:12]} on {utc_now()}")
+    kept = measured(tier) if papers is not None else {}
+    kept_verdicts = {i: v for i, v in kept.get("verdicts", {}).items() if i.split(".")[0] not in papers} if kept else {}
+    sources = {p: src for p, src in kept.get("sources", {}).items() if p not in (papers or ())}
+    if kept_verdicts and not kept.get("sources"):  # a record from before sources per paper: its one source stands for all
+        sources.update({i.split(".")[0]: kept["source"] for i in kept_verdicts})
+    sources.update({e.get("paper", i.split(".")[0]): cited for i, e in judged.items()})
+    distinct = sorted(set(sources.values()))
+    record = dict(tier=tier, source=distinct[0] if len(distinct) == 1 and papers is None else
+                  "; ".join(f"{p}: {src}" for p, src in sorted(sources.items())),
+                  sources=dict(sorted(sources.items())),
+                  verdicts={**kept_verdicts, **{i: e["verdict"] for i, e in judged.items()}},
+                  cases={**{i: c for i, c in kept.get("cases", {}).items() if i in kept_verdicts},
+                         **{i: {c["case"]: c["verdict"] for c in e.get("cases", [])} for i, e in judged.items()}})
     EXPECTED.mkdir(parents=True, exist_ok=True)
     path = EXPECTED / f"{tier}.json"
-    path.write_text(json.dumps(record, indent=1) + "\n")
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(path)  # atomically: a reader never sees half a record
     return path

@@ -558,8 +558,10 @@ def entry_problem(entries: list) -> str | None:
 
 def check_seed(entries: list[dict], seed: int, path: Path) -> None:
     """A report holds the verdicts of one base seed: an entry is only ever replaced by a newer verdict
-    of its own seed, so a report of another seed in the same store stops before anything is judged."""
-    seeds = sorted({e.get("seed", 0) for e in entries if e.get("cases")} - {seed})
+    of its own seed, so a report of another seed in the same store stops before anything is judged.
+    A stub (every case not run: a paper the report did not judge) holds no verdict of any seed."""
+    seeds = sorted({e.get("seed", 0) for e in entries
+                    if any(c.get("verdict") != "not_run" for c in e.get("cases", []))} - {seed})
     if seeds:
         raise UserError(f"{path} holds verdicts of base seed {', '.join(map(str, seeds))}, not {seed}: a report "
                         f"of seed {seed} would mix them; pass --results with another folder for seed {seed}")

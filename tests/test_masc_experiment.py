@@ -79,6 +79,31 @@ def test_summary_table_and_figure(tiny_run):
     assert summary[1.0]["replicas"] == 2 and summary[0.0]["replicas"] == 1
 
 
+def test_per_degree_table_has_intervals_and_the_paper_row(tiny_run):
+    from reproduce.figures.masc import PAPER_MLP_MNIST, masc_per_degree
+    columns, rows = masc_per_degree(tiny_run)
+    assert len(rows) == 6 and all(len(r) == len(columns) for r in rows)
+    by_degree = {r[1]: r for r in rows}
+    assert by_degree["20%"][-1] == "{:.1f} -> {:.1f}".format(*PAPER_MLP_MNIST[0.2])
+    assert by_degree["0%"][5].endswith("(one seed)")  # one seed: no interval
+    assert "[" in by_degree["100%"][6]  # two seeds at p = 1.0: mean [interval]
+
+
+def test_true_label_claim_judges_100_percent_at_small_only(tiny_run):
+    from reproduce.claims.masc import true_label_degrees, true_label_subspaces
+    from reproduce.judge import Case
+    assert 1.0 in true_label_degrees("small") and 1.0 not in true_label_degrees("quick")
+    main = true_label_subspaces(tiny_run, Case("small", "mlp-fashion_mnist")).conditions
+    placebo = true_label_subspaces(tiny_run, Case("small", "mlp-fashion_mnist", "placebo")).conditions
+    quick = true_label_subspaces(tiny_run, Case("quick", "mlp-fashion_mnist")).conditions
+    judged = lambda cs: {c.instance for c in cs if not c.reported}  # noqa: E731
+    assert judged(main) == judged(placebo) == {"20%", "40%", "60%", "80%", "100%"}
+    assert judged(quick) == {"20%", "40%", "60%", "80%"}
+    # at 100% the judged statistic is true minus independent corruption; the model's chance level is reported
+    at100 = [c for c in main if c.instance == "100%"]
+    assert [c.reported for c in at100] == [False, True, True]
+
+
 def test_early_stopping_keeps_the_best_epoch_before_patience_runs_out():
     assert masc.early_stopped(np.array([0.9, 0.5, 0.6, 0.55, 0.58, 0.59, 0.9]), 3) == (2, True)
     assert masc.early_stopped(np.array([0.9, 0.5, 0.4]), 3) == (1, False)  # never the model before retraining

@@ -108,3 +108,17 @@ def test_contradicting_claims_are_shown_side_by_side(tmp_path):
     assert "<h2>Contrasts</h2>" in (tmp_path / "report.html").read_text()
     write_report(tmp_path, "quick", entries[:1], {})
     assert "not judged in this session" in (tmp_path / "report.md").read_text()
+
+
+def test_stubs_of_papers_not_judged_hold_no_seed():
+    """`run --paper masc --seed 1` leaves the other papers as not-run stubs; judging seed 1 again in the
+    same store (e.g. `pytest claims --seed 1`) must not read them as verdicts of seed 0."""
+    from reproduce.report import check_seed, merge_entries, stub_entry
+
+    stub = stub_entry("masc.beats_model", "small")  # a claim with small cases
+    assert stub["cases"] and all(c["verdict"] == "not_run" for c in stub["cases"])
+    merged = merge_entries([stub], [], "small", seed=1)
+    assert len(merged) > 1
+    judged = {**stub, "seed": 0, "cases": [{**stub["cases"][0], "verdict": "reproduced"}]}
+    with pytest.raises(Exception, match="base seed 0, not 1"):
+        check_seed([judged], 1, __import__("pathlib").Path("claims.json"))

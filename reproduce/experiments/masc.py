@@ -138,14 +138,15 @@ def runs(tier: str, seed: int = 0) -> list[Run]:
 
 
 SMALL_SEEDS = 5
-SMALL_EPOCHS = 300  # the cap of the stop rule; the search (docs/masc.md) memorized 80% noise well before it
+SMALL_EPOCHS = 200  # the stop rule's cap: the tier fits 20 minutes even there; lr 1e-3 memorized 80% noise by epoch 75-80 (docs/masc.md)
+SMALL_LR = 1e-3  # issue 31: at 3e-3 three of five 80% networks stalled below 99% at the 300-epoch cap (docs/masc.md)
 
 
 def small_runs(seed: int = 0) -> list[Run]:
     """One CPU machine: the quick MLP trained to memorization, the paper's stop rule (99% training
     accuracy on the corrupted labels at every degree up to 80%, or the epoch cap), checked every 5
     epochs; the setting was found by the search in docs/masc.md."""
-    spec = TrainSpec(optimizer="adam", lr=3e-3, batch_size=32, epochs=SMALL_EPOCHS,
+    spec = TrainSpec(optimizer="adam", lr=SMALL_LR, batch_size=32, epochs=SMALL_EPOCHS,
                      checkpoints=memorize_checkpoints(SMALL_EPOCHS, 5))
     return [Run("mlp-fashion_mnist", "mlp", (256, 256, 256), "fashion_mnist", spec, seed, seeds_per_degree=SMALL_SEEDS,
                 n_train=1500, n_test=2000, retrain=_retrain(spec), memorize=0.99)]

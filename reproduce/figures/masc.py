@@ -59,6 +59,8 @@ def degree_summary(run: xr.Dataset) -> dict[float, dict]:
         per_replica[f"{subspace}_layer"] = best
         if subspace == "corrupted":
             per_replica["input"] = a.sel(split="test_eval").values[:, 0]
+        if subspace == "true":  # the input's true-label MASC: the baseline of the true-label claim
+            per_replica["input_true"] = a.sel(split="test_eval").values[:, 0]
     if "retrain_accuracy" in run and "relabel_kind" in run.retrain_accuracy.dims:
         for kind, key in (("masc", "retrained"), ("own", "retrained_own")):
             curve = run.retrain_accuracy.sel(relabel_kind=kind, split="test_eval")
@@ -108,6 +110,51 @@ def masc_table1(ds: xr.Dataset) -> tuple[list[str], list[list]]:
                          f"{100 * row['masc']:.1f}%", f"{100 * row['input']:.1f}%", f"{100 * row['gain']:+.1f}",
                          f"{100 * rel.mean():+.1f}% [{100 * lo:+.1f}, {100 * hi:+.1f}]",
                          " ".join(f"{100 * v:+.1f}%" for v in rel), *paper])
+    return columns, rows
+
+
+# The paper's MLP-MNIST row, test accuracy (%) of the model and of best-layer corrupted-subspace MASC (the
+# three-run means behind Table 1's relative gains, as issue 31 quotes them; they give Table 1's 10.9 / 31.6 /
+# 75.0 / 159.9% to 0.1 point). Sec. 5 gives true-label MASC only as its best gain (198.4% at MLP-MNIST) and
+# at 100% corruption (95% test accuracy in the last FC(2048) layer, the model at chance).
+PAPER_MLP_MNIST = {0.2: (87.4, 96.9), 0.4: (73.3, 96.5), 0.6: (54.2, 94.8), 0.8: (32.1, 83.4), 1.0: (None, None)}
+PAPER_TRUE_AT_100 = 95.0
+
+
+def _mean_interval(values: np.ndarray) -> str:
+    """A seed mean in percent with its 95% t-interval over the seeds ("-" where absent)."""
+    if values is None or not len(values):
+        return "-"
+    if len(values) < 2:
+        return f"{100 * values.mean():.1f} (one seed)"
+    lo, hi = t_interval(values)
+    return f"{100 * values.mean():.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def masc_per_degree(ds: xr.Dataset) -> tuple[list[str], list[list]]:
+    """Per degree and run, test accuracy (%, eval split, seed mean [95% t-interval]) of the model, of
+    best-hidden-layer MASC with corrupted-, true- and independently-corrupted-label subspaces, and of the
+    model retrained on MASC's relabeling and on its own labels; the training fit and the stop rule's
+    epochs beside them, and the paper's MLP-MNIST row (model, MASC) where it reports one."""
+    columns = ["run", "degree", "seeds", "train fit on corrupted labels (min/mean)",
+               "epoch at 99% (per seed; none: not reached)", "model", "MASC (corrupted)", "MASC (true labels)",
+               "input MASC (true labels; baseline)", "MASC (independent corruption)", "retrained on MASC's labels",
+               "retrained on own labels", "paper MLP-MNIST: model -> MASC"]
+    rows = []
+    for model in np.atleast_1d(ds["model"].values):
+        for p, row in degree_summary(run_of(ds, str(model))).items():
+            s = row["seeds"]
+            fit = s["train_fit"]
+            epochs = " ".join("none" if not np.isfinite(e) else f"{e:.0f}" for e in s["memorized_epoch"]) \
+                if "memorized_epoch" in s else "-"
+            paper_model, paper_masc = PAPER_MLP_MNIST.get(p, (None, None))
+            paper = (f"{paper_model:.1f} -> {paper_masc:.1f}" if paper_model is not None else
+                     f"chance -> true-label MASC {PAPER_TRUE_AT_100:.0f}" if p == 1.0 else "")
+            rows.append([str(model), f"{p:.0%}", row["replicas"], f"{100 * fit.min():.1f}% / {100 * fit.mean():.1f}%",
+                         epochs, _mean_interval(s["model"]), _mean_interval(s["masc"]), _mean_interval(s["masc_true"]),
+                         _mean_interval(s["input_true"]),
+                         _mean_interval(s.get("masc_independent")), _mean_interval(s.get("retrained")),
+                         _mean_interval(s.get("retrained_own")), paper])
     return columns, rows
 
 
