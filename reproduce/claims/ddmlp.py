@@ -16,7 +16,8 @@ from reproduce.figures.ddmlp import (ddmlp_learning_curves, ddmlp_outlier, ddmlp
                                      ddmlp_separation, ddmlp_test_accuracy, ddmlp_test_loss)
 from reproduce.judge import Absent, Case, Claim, Evidence, cases
 from reproduce.measures.activations import (cell_spreads, class_mean_cs, fall_from_first_peak, first_crossing,
-                                           largest_drop, runner_up_ratio, tracked_outlier_ratio)
+                                           largest_drop, runner_up_ratio, smoothed_over_log_epochs,
+                                           tracked_outlier_ratio, SMOOTHING_DECADES)
 from reproduce.store import replicas
 from reproduce.verdict import Condition, judge, spearman_quantum
 
@@ -185,15 +186,25 @@ def single_outlier(ds, case: Case) -> Evidence:
 
 # --- ddmlp.epochwise_double_descent -------------------------------------------------------
 
-def double_descent(run) -> dict:
+def double_descent(run, decades: float = SMOOTHING_DECADES) -> dict:
     """Fig. 1: the fall of test accuracy from its first peak (the highest before the noisy subset is
-    half fitted to its noisy labels) to its later minimum, and the recovery from there to the end."""
-    acc = run.accuracy.sel(split="test").values
+    half fitted to its noisy labels) to its later minimum, and the recovery from there to the end, read
+    from the test curve smoothed over +-`decades` on the log-epoch axis (smoothed_over_log_epochs;
+    decades=0: single checkpoints, which exaggerate both)."""
+    epochs = run.epoch.values
+    acc = smoothed_over_log_epochs(run.accuracy.sel(split="test").values, epochs, decades)
     peak, at = fall_from_first_peak(acc, run.accuracy.sel(split="noisy").values)
     fall, recovery = float(acc[peak] - acc[at]), float(acc[-1] - acc[at])
-    epochs = run.epoch.values
     return dict(fall=fall, recovery=recovery, peak_epoch=float(epochs[peak]), minimum_epoch=float(epochs[at]),
-                recovery_minus_quarter_fall=recovery - fall / 4)
+                recovery_minus_quarter_fall=recovery - fall / 4, fitted_epoch=fitted_epoch(run))
+
+
+def fitted_epoch(run) -> float:
+    """The first checkpoint at which every training sample is predicted as its (noisy) label: the
+    condition the public runs name for the re-rise (../shared/ENGINEERING-NOTES.md). inf if never."""
+    acc = run.accuracy
+    full = np.nonzero((acc.sel(split="clean").values >= 1) & (acc.sel(split="noisy").values >= 1))[0]
+    return float(run.epoch.values[full[0]]) if full.size else float("inf")
 
 
 def epochwise_double_descent(ds, case: Case) -> Evidence:
@@ -212,9 +223,10 @@ def epochwise_double_descent(ds, case: Case) -> Evidence:
 
 # --- ddmlp.double_descent_only_largest ----------------------------------------------------
 
-def loss_rise_and_fall(run) -> dict:
-    """Test loss: the largest rise from a minimum to a later maximum, and the fall from there to the end."""
-    loss = run.loss.sel(split="test").values
+def loss_rise_and_fall(run, decades: float = SMOOTHING_DECADES) -> dict:
+    """Test loss, smoothed as the accuracy is (smoothed_over_log_epochs): the largest rise from a
+    minimum to a later maximum, and the fall from there to the end."""
+    loss = smoothed_over_log_epochs(run.loss.sel(split="test").values, run.epoch.values, decades)
     rise, at = largest_drop(-loss)
     fall = float(loss[at] - loss[-1])
     return dict(rise=rise, fall=fall, fall_minus_quarter_rise=fall - rise / 4)

@@ -84,6 +84,9 @@ QUICK_SEEDS = 8
 # such epochs moves in steps of about 1.5x, not 2-2.5x; on the 1-2-5 grid one twin of MLP5 read
 # a factor of 5 and its control was inconclusive (docs/ddmlp.md).
 QUICK_MANTISSAS = (1, 1.5, 2, 3, 5, 7)
+# small: ten checkpoints a decade, evenly spaced on the log axis, so the running mean that reads the
+# fall and recovery (measures.activations.SMOOTHING_DECADES, +-0.25 decades) averages five checkpoints
+SMALL_MANTISSAS = (1, 1.25, 1.6, 2, 2.5, 3.2, 4, 5, 6.3, 8)
 # small: one CPU machine, what the quick budget cannot hold: the double descent needs the noisy subset
 # fully fitted, cheap with full-batch Adam steps on a few hundred images (docs/ddmlp.md has the search).
 # MLP7 shows it, MLP3 is the contrast of double_descent_only_largest; widths an eighth of the paper's.
