@@ -23,13 +23,13 @@ import torch
 
 from reproduce.claims.ddmlp import double_descent, fitted_epoch, loss_rise_and_fall, outlier
 from reproduce.engine import TrainSpec, log_schedule
-from reproduce.experiments.ddmlp import PAPER_WIDTHS, SMALL_MANTISSAS, Run, execute
+from reproduce.experiments.ddmlp import SMALL_MANTISSAS, Run, execute, scaled_widths
 from reproduce.store import replicas
 
 
 def train(a) -> tuple[object, float]:
     torch.set_num_threads(a.threads)
-    widths = tuple(int(w * a.width) for w in PAPER_WIDTHS[a.model])
+    widths = scaled_widths(a.model, a.width)
     first = 1.0 if a.batch == 0 else 0.1
     spec = TrainSpec(optimizer=a.optimizer, lr=a.lr, batch_size=a.batch, epochs=a.epochs,
                      checkpoints=log_schedule(a.epochs, first=first, mantissas=SMALL_MANTISSAS))
