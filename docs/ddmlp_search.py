@@ -10,7 +10,9 @@ r with its runner-up. Run from the repository root, inside a CPU slot:
         --width 0.25 --save /tmp/probe.pkl
 
 `--width` scales every layer of the paper's widths by one factor (0.25: MLP7 512-512-256-256-128-128).
-`--load FILE` reads a saved result instead of training (to re-read it after the measures change).
+`--load FILE` reads a saved result instead of training (to re-read it after the measures change);
+`--results DIR --tier small` reads a tier's stored results (`python -m reproduce --tier small --results DIR`),
+every model trained there, as the claims read them.
 """
 
 from __future__ import annotations
@@ -75,7 +77,20 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--save", default="", help="pickle the results here before reading them")
     p.add_argument("--load", default="", help="read a saved result instead of training")
+    p.add_argument("--results", default="", help="read a tier's stored results from this folder")
+    p.add_argument("--tier", default="small")
     a = p.parse_args()
+    if a.results:
+        from reproduce.judge import Unavailable, load_results
+        from reproduce.store import Store
+
+        ds = load_results(Store(a.results), a.tier, "ddmlp", a.seed)
+        if isinstance(ds, Unavailable):
+            raise SystemExit(ds.message)
+        for model in ds.model.values:
+            print(f"{model} (seconds: the run's log line)")
+            report(ds, str(model))
+        return
     if a.load:
         with open(a.load, "rb") as f:
             ds = pickle.load(f)
