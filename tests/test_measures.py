@@ -237,3 +237,27 @@ def test_smoothing_recovers_the_planted_dip_where_single_checkpoint_minima_exagg
     assert raw_fall - PLANTED_FALL > 0.03 and raw_recovery - PLANTED_RECOVERY > 0.01
     # and the smoothed reading varies less from draw to draw
     assert (np.std(smooth, axis=0) < 0.8 * np.std(raw, axis=0)).all()
+
+
+def test_the_claim_reads_the_planted_dip_smoothed_and_the_epoch_the_training_set_is_fitted():
+    """reproduce.claims.ddmlp.double_descent on a stored-run-shaped Dataset: the smoothed reading by
+    default, single checkpoints with decades=0, and the first checkpoint where both subsets are at 1."""
+    from reproduce.claims.ddmlp import double_descent, fitted_epoch, loss_rise_and_fall
+
+    e = SMALL_CHECKPOINTS
+    acc = planted_test_curve(e) + np.random.default_rng(3).normal(0, 0.02, e.size)
+    fitted = planted_fitted(e)
+    splits = ["clean", "noisy", "noisy_original", "test"]
+    clean = np.minimum(1.0, 0.5 + e / 100)  # 1 from epoch 50
+    table = np.stack([clean, fitted, 1 - fitted, acc], 1)
+    run = xr.Dataset({"accuracy": (("epoch", "split"), table), "loss": (("epoch", "split"), -table)},
+                     coords={"epoch": e, "split": splits})
+    smooth, raw = double_descent(run), double_descent(run, decades=0)
+    assert abs(smooth["fall"] - PLANTED_FALL) < abs(raw["fall"] - PLANTED_FALL)
+    assert smooth["recovery_minus_quarter_fall"] == pytest.approx(smooth["recovery"] - smooth["fall"] / 4)
+    assert smooth["fitted_epoch"] == fitted_epoch(run) == 200  # planted_fitted reaches 1 at 10^2.3
+    never = run.copy(deep=True)
+    never["accuracy"].loc[dict(split="noisy")] = 0.99
+    assert fitted_epoch(never) == float("inf")
+    # the loss is -accuracy here: its rise is the accuracy's fall, read from the same smoothed curve
+    assert loss_rise_and_fall(run)["rise"] >= smooth["fall"] - 1e-12
