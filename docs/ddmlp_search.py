@@ -21,6 +21,7 @@ import argparse
 import pickle
 import time
 
+import numpy as np
 import torch
 
 from reproduce.claims.ddmlp import double_descent, fitted_epoch, loss_rise_and_fall, outlier
@@ -90,7 +91,9 @@ def main() -> None:
         if not names:
             raise SystemExit(f"no {a.tier} ddmlp results in {a.results}")
         ds = store.combine(a.tier, "ddmlp", names)
-        for model in ds.model.values:
+        if ds.model.ndim == 0:  # one run stored: its model is a scalar coordinate
+            ds = ds.assign_coords(model=("run", [str(ds.model.values)]))
+        for model in np.atleast_1d(ds.model.values):
             print(f"{model}:")
             report(ds, str(model))
         return
