@@ -342,7 +342,8 @@ CLAIMS = [
                         "(by epoch 100-200), then stays flat to epoch 400: a recovery near, not clearly above, a quarter "
                         "of the fall; see docs/ddmlp.md"},
           predicted={"small": ("inconclusive", SMALL_RUN + ": recovery minus a quarter of the fall -0.5 [-1.7, +0.8] "
-                                               "points over 5 seeds; the twins do not fall"),
+                                               "points over 5 seeds; the twins do not fall. At base seed 1 it reads not "
+                                               "reproduced (-1.6 [-2.6, -0.6]): the verdict depends on the base seed"),
                      "medium": ("inconclusive", "the H200 probe at lr 1e-4 recovered 0.40 of the fall by epoch 1,000, "
                                                 "but medium stops MLP7 at 500 epochs, where lr 3e-4 had recovered only "
                                                 "0.17-0.22 of it (docs/ddmlp-medium.md)"),
