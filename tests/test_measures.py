@@ -17,8 +17,11 @@ from reproduce.measures.activations import (
     largest_drop,
     outlier_ratio,
     runner_up_ratio,
+    SMOOTHING_DECADES,
+    smoothed_over_log_epochs,
     tracked_outlier_ratio,
 )
+from reproduce.spec import log_schedule
 from reproduce.verdict import StatisticError
 
 
@@ -168,3 +171,93 @@ def test_fall_from_first_peak_takes_the_peak_before_the_noisy_labels_are_half_fi
     # rising throughout: the peak is the minimum after it, no fall
     peak, at = fall_from_first_peak(np.array([0.1, 0.5, 0.9]), np.array([0.1, 0.6, 1.0]))
     assert peak == at
+
+
+# Fig. 1 planted (the probe's shape, ../shared/ENGINEERING-NOTES.md): rise to 0.66 by epoch 5, flat to
+# epoch 31, a fall to 0.53 by epoch 50, flat to epoch 158, a rise to 0.59 by epoch 200, flat to the end
+# (400): fall 13 points, recovery 6. The bottom is 0.5 decades wide and the end 0.3, at least the
+# smoothing window (+-0.25 decades, cut at the end), so the running mean reads them exactly.
+SMALL_CHECKPOINTS = np.array(log_schedule(400, first=0.1, mantissas=(1, 1.25, 1.6, 2, 2.5, 3.2, 4, 5, 6.3, 8)))
+PLANTED_FALL, PLANTED_RECOVERY = 0.13, 0.06
+
+
+def planted_test_curve(epochs: np.ndarray) -> np.ndarray:
+    x = np.log10(np.maximum(epochs, 0.05))
+    return np.interp(x, [-1.3, 0.7, 1.5, 1.7, 2.2, 2.3], [0.1, 0.66, 0.66, 0.53, 0.53, 0.59])
+
+
+def planted_fitted(epochs: np.ndarray) -> np.ndarray:
+    """The noisy subset's accuracy on its noisy labels: half fitted at epoch 50, fully by 200."""
+    return np.clip(np.interp(np.log10(np.maximum(epochs, 0.05)), [1.0, 1.7, 2.3], [0.0, 0.5, 1.0]), 0, 1)
+
+
+def read_fall(acc: np.ndarray, epochs: np.ndarray, decades: float) -> tuple[float, float]:
+    smooth = smoothed_over_log_epochs(acc, epochs, decades)
+    peak, at = fall_from_first_peak(smooth, planted_fitted(epochs))
+    return smooth[peak] - smooth[at], smooth[-1] - smooth[at]
+
+
+def test_smoothing_keeps_single_checkpoints_at_zero_width_and_constants_everywhere():
+    e = SMALL_CHECKPOINTS
+    v = np.random.default_rng(0).normal(size=e.size)
+    assert np.array_equal(smoothed_over_log_epochs(v, e, 0), v)
+    assert np.allclose(smoothed_over_log_epochs(np.full(e.size, 0.4), e), 0.4)
+    # epoch 0 has no log epoch: kept as it is and in no other's window
+    w = v.copy()
+    w[0] = 1e6
+    assert smoothed_over_log_epochs(w, e)[0] == 1e6 and np.allclose(smoothed_over_log_epochs(w, e)[1:],
+                                                                     smoothed_over_log_epochs(v, e)[1:])
+    # ten checkpoints a decade (rounded mantissas, neighbours 0.08-0.11 decades apart): an inner checkpoint
+    # averages five, itself and two either side
+    i = 20
+    assert smoothed_over_log_epochs(v, e)[i] == pytest.approx(v[i - 2:i + 3].mean())
+    with pytest.raises(ValueError, match="differ in shape"):
+        smoothed_over_log_epochs(v, e[1:])
+
+
+def test_smoothed_fall_and_recovery_read_a_noiseless_planted_dip_exactly():
+    fall, recovery = read_fall(planted_test_curve(SMALL_CHECKPOINTS), SMALL_CHECKPOINTS, SMOOTHING_DECADES)
+    assert fall == pytest.approx(PLANTED_FALL, abs=2e-3) and recovery == pytest.approx(PLANTED_RECOVERY, abs=2e-3)
+
+
+def test_smoothing_recovers_the_planted_dip_where_single_checkpoint_minima_exaggerate_it():
+    """Checkpoint noise of 2 points (sd; the probe's jumps reached 6): over 400 draws the smoothed fall
+    and recovery stay within a point of the planted 13 and 6, while the raw ones, a maximum and a
+    minimum over noisy single checkpoints, read the fall 3+ points and the recovery 1+ point too large."""
+    rng = np.random.default_rng(7)
+    truth = planted_test_curve(SMALL_CHECKPOINTS)
+    smooth, raw = [], []
+    for _ in range(400):
+        acc = truth + rng.normal(0, 0.02, truth.size)
+        smooth.append(read_fall(acc, SMALL_CHECKPOINTS, SMOOTHING_DECADES))
+        raw.append(read_fall(acc, SMALL_CHECKPOINTS, 0))
+    smooth_fall, smooth_recovery = np.mean(smooth, axis=0)
+    raw_fall, raw_recovery = np.mean(raw, axis=0)
+    assert abs(smooth_fall - PLANTED_FALL) < 0.01 and abs(smooth_recovery - PLANTED_RECOVERY) < 0.01
+    assert raw_fall - PLANTED_FALL > 0.03 and raw_recovery - PLANTED_RECOVERY > 0.01
+    # and the smoothed reading varies less from draw to draw
+    assert (np.std(smooth, axis=0) < 0.8 * np.std(raw, axis=0)).all()
+
+
+def test_the_claim_reads_the_planted_dip_smoothed_and_the_epoch_the_training_set_is_fitted():
+    """reproduce.claims.ddmlp.double_descent on a stored-run-shaped Dataset: the smoothed reading by
+    default, single checkpoints with decades=0, and the first checkpoint where both subsets are at 1."""
+    from reproduce.claims.ddmlp import double_descent, fitted_epoch, loss_rise_and_fall
+
+    e = SMALL_CHECKPOINTS
+    acc = planted_test_curve(e) + np.random.default_rng(3).normal(0, 0.02, e.size)
+    fitted = planted_fitted(e)
+    splits = ["clean", "noisy", "noisy_original", "test"]
+    clean = np.minimum(1.0, 0.5 + e / 100)  # 1 from epoch 50
+    table = np.stack([clean, fitted, 1 - fitted, acc], 1)
+    run = xr.Dataset({"accuracy": (("epoch", "split"), table), "loss": (("epoch", "split"), -table)},
+                     coords={"epoch": e, "split": splits})
+    smooth, raw = double_descent(run), double_descent(run, decades=0)
+    assert abs(smooth["fall"] - PLANTED_FALL) < abs(raw["fall"] - PLANTED_FALL)
+    assert smooth["recovery_minus_quarter_fall"] == pytest.approx(smooth["recovery"] - smooth["fall"] / 4)
+    assert smooth["fitted_epoch"] == fitted_epoch(run) == 200  # planted_fitted reaches 1 at 10^2.3
+    never = run.copy(deep=True)
+    never["accuracy"].loc[dict(split="noisy")] = 0.99
+    assert fitted_epoch(never) == float("inf")
+    # the loss is -accuracy here: its rise is the accuracy's fall, read from the same smoothed curve
+    assert loss_rise_and_fall(run)["rise"] >= smooth["fall"] - 1e-12

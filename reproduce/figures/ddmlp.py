@@ -6,7 +6,8 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
-from reproduce.measures.activations import class_mean_cs, fall_from_first_peak, tracked_outlier_ratio
+from reproduce.measures.activations import (SMOOTHING_DECADES, class_mean_cs, fall_from_first_peak,
+                                           smoothed_over_log_epochs, tracked_outlier_ratio)
 from reproduce.store import replicas
 
 
@@ -72,9 +73,15 @@ def ddmlp_separation(ds: xr.Dataset) -> Figure:
     return fig
 
 
+def _smoothed_test(run: xr.Dataset) -> np.ndarray:
+    """Test accuracy smoothed over +-SMOOTHING_DECADES of log epochs, as the claim reads it."""
+    return smoothed_over_log_epochs(run.accuracy.sel(split="test").values, run.epoch.values)
+
+
 def _first_peak(run: xr.Dataset) -> tuple[int, int]:
-    """Indices of the first peak of test accuracy and of its later minimum (Fig. 1; fall_from_first_peak)."""
-    return fall_from_first_peak(run.accuracy.sel(split="test").values, run.accuracy.sel(split="noisy").values)
+    """Indices of the first peak of the smoothed test accuracy and of its later minimum (Fig. 1;
+    fall_from_first_peak, as reproduce.claims.ddmlp.double_descent reads them)."""
+    return fall_from_first_peak(_smoothed_test(run), run.accuracy.sel(split="noisy").values)
 
 
 def _onset(run: xr.Dataset) -> float:
@@ -121,33 +128,39 @@ def _best_ratio(run: xr.Dataset) -> np.ndarray:
 
 def ddmlp_test_accuracy(ds: xr.Dataset) -> Figure:
     """Fig. 1's test curve for MLP7 over log epochs: noisy replicas and their clean-label twins together,
-    every seed, each seed's first peak (^), later minimum (v) and the recovery to the end (a bar from
-    the minimum to the last value) marked."""
+    every seed's checkpoints as dots and its smoothed curve (the running mean over +-SMOOTHING_DECADES
+    of log epochs the claim reads) as a line, with the smoothed first peak (^), later minimum (v) and
+    the recovery to the end (a bar from the minimum to the last smoothed value) marked."""
     fig, _, axes = _panels(ds, ["mlp7"])
     ax = axes[0, 0]
     for setting, color, label in (("noisy", "C3", "30% noise"), ("control", "C0", "clean-label twin")):
         runs = replicas(ds, "mlp7", setting)
         x = _log_epochs(ax, runs[0].epoch.values)
-        _seed_lines(ax, x, [r.accuracy.sel(split="test").values for r in runs], color, label)
         for run in runs:
-            acc = run.accuracy.sel(split="test").values
+            ax.plot(x[: run.sizes["epoch"]], run.accuracy.sel(split="test").values, ".", color=color, ms=2, alpha=0.5)
+        _seed_lines(ax, x, [_smoothed_test(r) for r in runs], color, label + " (smoothed)")
+        for run in runs:
+            acc = _smoothed_test(run)
             peak, at = _first_peak(run)
             ax.plot(x[peak], acc[peak], "^", color=color, ms=5)
             ax.plot(x[at], acc[at], "v", color=color, ms=5)
             ax.plot([x[-1], x[-1]], [acc[at], acc[-1]], color=color, lw=2, alpha=0.5)
     ax.set_ylabel("test accuracy")
-    ax.set_title("^ first peak, v later minimum, bar at the end: recovery")
+    ax.set_title(f"dots: checkpoints; lines: running mean over +-{SMOOTHING_DECADES:g} decades\n"
+                 "^ first peak, v later minimum, bar at the end: recovery", fontsize=8)
     ax.legend(fontsize=7)
     return fig
 
 
 def ddmlp_test_loss(ds: xr.Dataset) -> Figure:
-    """Fig. 1-2's test loss for MLP7 and MLP3 (noisy replicas), every seed."""
-    fig, models, axes = _panels(ds, [m for m in ("mlp7", "mlp3") if m in ds.model.values], sharey=True)
+    """Fig. 1-2's test loss for MLP7, MLP5 and MLP3 where trained (noisy replicas), every seed, smoothed
+    over +-SMOOTHING_DECADES of log epochs as the claim reads it."""
+    fig, models, axes = _panels(ds, [m for m in ("mlp7", "mlp5", "mlp3") if m in ds.model.values], sharey=True)
     for ax, model in zip(axes[0], models):
         runs = replicas(ds, model, "noisy")
         x = _log_epochs(ax, runs[0].epoch.values)
-        _seed_lines(ax, x, [r.loss.sel(split="test").values for r in runs], "C3", "test loss, 30% noise")
+        _seed_lines(ax, x, [smoothed_over_log_epochs(r.loss.sel(split="test").values, r.epoch.values) for r in runs],
+                    "C3", "test loss, 30% noise (smoothed)")
         ax.set_title(model)
     axes[0, 0].set_ylabel("test loss (nats)")
     axes[0, 0].legend(fontsize=7)
