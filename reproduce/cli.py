@@ -41,24 +41,22 @@ VERBS = {"run": "make the results, then the report (the default verb)",
          "expect": "record a tier's claims.json as its measured expectations (data/expected/TIER.json)"}
 
 
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+def _whole_number(least: int):
+    """An argparse type: a whole number of at least `least` (one line of bad input otherwise)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}" if least else
+                                             f"must be 0 or more, not {value}")
+        return value
+
+    return parse
 
 
-def _not_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
+_at_least_one, _not_negative = _whole_number(1), _whole_number(0)
 
 
 def _parser() -> argparse.ArgumentParser:
