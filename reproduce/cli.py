@@ -301,13 +301,13 @@ def report(tier: str, results: Path, papers: list[str], seed: int = 0, device: s
 def scorecard(results: Path, out: Path | None = None) -> int:
     """Write DIR/scorecard.md and scorecard.html (every claim at every tier: the verdict where the
     store has that tier's report, else the expectation, measured or predicted) and print it."""
-    from reproduce.report import CONSOLE_MAX, SCORECARD_TEXT, fitted_table, write_scorecard
-
-    table = write_scorecard(Path(results), Path(out or results))
     import textwrap
 
-    print(fitted_table(*table, width=CONSOLE_MAX))
-    print(textwrap.fill(SCORECARD_TEXT, CONSOLE_MAX))
+    from reproduce.report import CONSOLE_MAX, SCORECARD_KEY, fitted_table, scorecard_table, write_scorecard
+
+    write_scorecard(Path(results), Path(out or results))
+    print(fitted_table(*scorecard_table(Path(results), short=True), width=CONSOLE_MAX))
+    print(textwrap.fill(SCORECARD_KEY, CONSOLE_MAX))
     print(f"scorecard: {Path(out or results) / 'scorecard.html'} and scorecard.md beside it")
     return 0
 

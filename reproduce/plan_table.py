@@ -36,6 +36,15 @@ def _join(values) -> str:
     return ", ".join(values)
 
 
+def _data(runs) -> str:
+    """The data set and training samples; for modular arithmetic the operations, the modulus P and
+    the activation ("add, sub, mul mod 59, quadratic"), which set the task and the network."""
+    if getattr(runs[0], "p", None):
+        return (f"{_join(r.op for r in runs)} mod {_join(str(r.p) for r in runs)}, "
+                f"{_join(r.activation for r in runs)}")
+    return _join(f"{r.dataset}" + (f" ({r.n_train} samples)" if getattr(r, "n_train", None) else "") for r in runs)
+
+
 def rows() -> list[list[str]]:
     """(tier, paper, runs, seeds per setting, sizes, epochs, data) for every tier and paper."""
     from reproduce.runner import plan
@@ -44,8 +53,7 @@ def rows() -> list[list[str]]:
     for tier in TIERS:
         for paper in PAPERS:
             runs = [run for _, run in plan(tier, [paper])]
-            data = _join(f"{getattr(r, 'dataset', None) or 'modular arithmetic'}"
-                         + (f" ({r.n_train} samples)" if getattr(r, "n_train", None) else "") for r in runs)
+            data = _data(runs)
             out.append([tier, paper, str(len(runs)), _join(_seeds(r) for r in runs), _join(_size(r) for r in runs),
                         _join(f"{r.train.epochs:.0f}" if r.train.epochs >= 1 else f"{r.train.epochs:g}"
                                                       for r in runs), data])

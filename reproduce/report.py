@@ -826,10 +826,28 @@ def header_lines(header: dict) -> list[tuple[str, str]]:
 
 # --- the scorecard: every claim at every tier ------------------------------------------------
 
-def scorecard_table(root: Path, known: dict[str, list[dict]] | None = None) -> Table:
+SHORT_WORDS = {"reproduced": "reproduced", "NOT reproduced": "NOT repro.", "inconclusive": "inconcl."}
+SCORECARD_KEY = ("=: measured expectation, ~: predicted one (no report of that tier in this store); !: a regression; "
+                 "*: contradicts its prediction; the words in full: scorecard.md")
+
+
+def _short_cell(entry: dict | None, expect: dict | None) -> str:
+    """A scorecard cell within 13 columns for the console (SCORECARD_KEY says the marks)."""
+    if entry is not None:
+        text = SHORT_WORDS.get(words(entry["verdict"]), words(entry["verdict"]))
+        mark = "!" if entry.get("regression") else "*" if entry.get("as_expected") is False else ""
+        return text + mark + (f" s{entry['seed']}" if entry.get("seed") else "")
+    if expect is None or expect["expected"] is None:
+        return "?"
+    return ("=" if expect["expectation"] == "measured" else "~") + SHORT_WORDS.get(words(expect["expected"]),
+                                                                                 words(expect["expected"]))
+
+
+def scorecard_table(root: Path, known: dict[str, list[dict]] | None = None, short: bool = False) -> Table:
     """Rows: every declared claim; columns: the tiers. A cell is the verdict in ROOT/TIER/claims.json
     where that report exists (or in `known`), else the tier's expectation marked measured or
-    predicted, or '-' where the claim has no case at that tier."""
+    predicted, or '-' where the claim has no case at that tier. `short`: the console's cells
+    (`_short_cell`), so that the table fits 100 columns without wrapping."""
     from reproduce.experiments import TIERS
     from reproduce.judge import expectation
 
@@ -847,11 +865,12 @@ def scorecard_table(root: Path, known: dict[str, list[dict]] | None = None) -> T
             if not claim.cases_at(tier):
                 row.append("-")
             elif entry is not None and entry["verdict"] not in ("not_run", "not_at_tier"):
-                row.append(_verdict_cell(entry) + (f", seed {entry['seed']}" if entry.get("seed") else ""))
+                row.append(_short_cell(entry, None) if short else
+                           _verdict_cell(entry) + (f", seed {entry['seed']}" if entry.get("seed") else ""))
             else:
                 expect = expectation(claim, tier)
-                row.append("[nothing expected]" if expect["expected"] is None else
-                           f"[{expect['expectation']} {words(expect['expected'])}]")
+                row.append(_short_cell(None, expect) if short else "[nothing expected]" if expect["expected"] is None
+                           else f"[{expect['expectation']} {words(expect['expected'])}]")
         rows.append(row)
     return ["claim", *TIERS], rows
 

@@ -253,7 +253,8 @@ def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 
     The estimate is training steps (`calibrate`: seconds per step, measured on this device, see
     engine.seconds_per_step) plus checkpoint probes (an experiment's optional
     `calibrate_probe(run, device)`: seconds of one probe call on data of the run's shape, times the
-    run's number of checkpoints). Runs of one shape (the seeds of a run) share one calibration, so
+    run's number of checkpoints) plus the work after training (an experiment's optional
+    `calibrate_after(run, device)`, e.g. masc's subspace fitting). Runs of one shape (the seeds of a run) share one calibration, so
     the dry run of any tier takes seconds. On a GPU the total is that measurement; elsewhere a
     projection for an H100 from the FLOPs at an assumed share of its TF32 peak follows, stated as
     an assumption.
@@ -273,7 +274,7 @@ def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 
                      f"{flops:>9.2e} {checkpoints:>7} {_duration(seconds):>10}")
     name = peak_flops(dev, precision)[0]
     lines.append(f"total: {total_flops:.2e} FLOPs, about {_duration(total_seconds)} on this device ({name}), "
-                 f"= {total_seconds / 3600:.3g} device-hours; training steps and probes"
+                 f"= {total_seconds / 3600:.3g} device-hours; training steps, probes and work after training"
                  + (f" (probes not calibrated for {', '.join(sorted(uncalibrated))})" if uncalibrated else ""))
     if dev.type == "cuda":
         lines.append(f"GPU-hours: {total_seconds / 3600:.3g} on this GPU, from step times measured on it "
@@ -306,6 +307,7 @@ def estimate(tier: str, papers: Sequence[str], dev, seed: int = 0,
         shape = (paper, steps, flops, checkpoints, len(run.replicas))  # the same for every seed of a run
         if shape not in calibrated:
             probe = checkpoints * exp.calibrate_probe(run, dev) if hasattr(exp, "calibrate_probe") else 0.0
+            probe += exp.calibrate_after(run, dev) if hasattr(exp, "calibrate_after") else 0.0
             calibrated[shape] = (exp.calibrate(run, dev), probe)
         rows.append((paper, run, steps, flops, checkpoints, calibrated[shape]))
     families: dict[tuple, list[tuple[float, float]]] = {}

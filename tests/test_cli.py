@@ -272,7 +272,7 @@ def test_scorecard_across_tiers(tmp_path):
     """`report --all-tiers`: each claim's verdict where the store has the tier's report, else its
     expectation, marked measured or predicted; '-' where the claim has no case."""
     from reproduce.judge import declared, expectation
-    from reproduce.report import scorecard_table, words
+    from reproduce.report import SHORT_WORDS, scorecard_table, words
 
     claim = declared()["ddmlp.noisy_learned_later"]
     (tmp_path / "quick").mkdir()
@@ -286,6 +286,10 @@ def test_scorecard_across_tiers(tmp_path):
     result = _cli("report", "--all-tiers", "--results", str(tmp_path))
     assert result.returncode == 0 and (tmp_path / "scorecard.html").exists() and claim.id in result.stdout
     assert max(len(line) for line in result.stdout.splitlines()[:-1]) <= 100
+    table = result.stdout.splitlines()[:len(rows) + 2]
+    assert [line.split()[0] for line in table[2:]] == [r[0] for r in rows], "a console scorecard row wraps"
+    assert table[2 + [r[0] for r in rows].index(claim.id)].split()[1] == "reproduced"
+    assert f"~{SHORT_WORDS[words(medium['expected'])]}" in table[2 + [r[0] for r in rows].index(claim.id)]
 
 
 def test_slurm_config_file_with_an_unknown_setting(tmp_path):

@@ -50,3 +50,41 @@ def test_the_slurm_tests_run_only_where_asked(monkeypatch):
     assert module.pytestmark.kwargs["reason"]
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
     assert "export REPRODUCE_SLURM_TESTS=1" in ci and "bash ci/slurm.sh" in ci
+
+
+def _readme_console_sample() -> list[str]:
+    """The console summary README shows under "How to read the report" (command one's last lines)."""
+    section = README[README.index("## How to read the report"):]
+    block = section[section.index("```") + 3:]
+    return block[block.index("\n") + 1:block.index("```")].splitlines()
+
+
+def test_the_console_sample_shows_the_quick_tier_s_claims_and_expected_verdicts():
+    """Its rows are the claims judged at quick, each with the verdict data/expected/quick.json holds;
+    the claims 'not at the quick tier' are the others, each with the tiers that judge it (the sample's
+    intervals are one run's, stated as such; the verdicts and lists are the code's)."""
+    from reproduce.judge import declared, measured
+    from reproduce.report import words
+
+    lines = _readme_console_sample()
+    dashes = next(i for i, line in enumerate(lines) if line.startswith("---"))
+    starts = [0] + [k + 2 for k, c in enumerate(lines[dashes]) if c == " " and lines[dashes][k + 1:k + 2] == " "]
+    verdict_col = slice(starts[1], starts[2])
+    shown = {}
+    for line in lines[dashes + 1:]:
+        if line.startswith("(expected)"):
+            break
+        if line[:1].strip():
+            shown[line.split()[0]] = line[verdict_col].strip()
+    expected = measured("quick")["verdicts"]
+    claims = declared()
+    at_quick = {i for i, c in claims.items() if c.cases_at("quick")}
+    assert set(shown) == at_quick, "README's console sample lists other claims than those judged at quick"
+    for claim_id, verdict in shown.items():
+        assert verdict.split(" (")[0] == words(expected[claim_id]), (
+            f"README shows {claim_id} as {verdict!r}; data/expected/quick.json expects {expected[claim_id]}")
+    away = lines[lines.index("not at the quick tier; judged at:") + 1:]
+    listed = {line.split()[0]: line.split(None, 1)[1] for line in away if line.startswith("  ")}
+    assert set(listed) == set(claims) - at_quick
+    for claim_id, tiers in listed.items():
+        assert tiers == ", ".join(claims[claim_id].tiers), f"README: {claim_id} judged at {tiers!r}"

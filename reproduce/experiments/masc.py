@@ -16,6 +16,7 @@ epoch whose eval accuracy is reported (Fig. 4).
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -463,6 +464,34 @@ def steps_and_flops(run: Run) -> tuple[int, float]:
     one = dataclasses.replace(run, degrees=run.degrees[:1], seeds_per_degree=1)  # per replica: not all 18 built
     return training_cost(run.n_train or TRAIN_SIZES[run.dataset], run.train, _model(one).multiply_adds(),
                          len(run.replicas), epochs)
+
+
+def calibrate_after(run: Run, device: torch.device) -> float:
+    """Seconds of MASC after training, for --dry-run: `masc_probe` fits and applies one subspace set
+    per replica, subspace and layer. Its cost (per-class float64 Gram and eigendecomposition, then
+    projections onto subspaces of the ranks that keep 99% of the variance) depends on the samples,
+    the layer's width and those ranks, so one fit and its two predictions are timed per layer on the
+    run's own images through the untrained model (random outputs would keep every direction and err
+    3x long), the best of two calls, then multiplied by replicas x subspaces. Without it the dry run
+    missed over half of the quick masc run (189 s of MASC after 146 s of training on two cores). The
+    relabel-retraining is counted with the training steps."""
+    one = dataclasses.replace(run, degrees=run.degrees[:1], seeds_per_degree=1, extra_seeds=())
+    data, labels, _, _ = prepare(one, device)
+    model = _model(one).to(device).eval()
+    seconds = 0.0
+    for layer in range(len(layer_names(one, model))):
+        train_out, test_out = layer_outputs(model, data.train_x, layer)[0], layer_outputs(model, data.test_x, layer)[0]
+        seconds += min(_time_masc(train_out, test_out, labels[0], data.num_classes, run.variance) for _ in range(2))
+    return seconds * len(run.replicas) * (2 + run.independent_draws)
+
+
+def _time_masc(train_out: torch.Tensor, test_out: torch.Tensor, labels: torch.Tensor, k: int, variance: float) -> float:
+    """Seconds of one subspace fit and its train and test predictions (the best of repeated calls is
+    taken: the first pays for allocations, and a busy machine only ever adds time)."""
+    start = time.perf_counter()
+    sub = masc.fit_subspaces(train_out, labels, k, variance)
+    masc.predict(sub, train_out), masc.predict(sub, test_out)
+    return time.perf_counter() - start
 
 
 def calibrate(run: Run, device: torch.device) -> float:
