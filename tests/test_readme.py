@@ -88,3 +88,4 @@ def test_the_console_sample_shows_the_quick_tier_s_claims_and_expected_verdicts(
     assert set(listed) == set(claims) - at_quick
     for claim_id, tiers in listed.items():
         assert tiers == ", ".join(claims[claim_id].tiers), f"README: {claim_id} judged at {tiers!r}"
+
