@@ -4,9 +4,10 @@ Data stay on the device as one tensor; a minibatch is a slice of a per-replica i
 permutation, so there is no DataLoader and no Python work per sample. R replicas train stacked
 (see models.py), each with its own labels and its own data order. At the checkpoint epochs the
 probes run: functions of (model) that return xarray pieces with a leading `replica` dimension,
-which the engine stacks along `epoch`. The training state is saved atomically at checkpoints
-(and every `save_every_s` seconds at an epoch end), so a killed run resumes where it stopped and,
-on the CPU, ends with exactly the numbers of an uninterrupted run.
+which the engine stacks along `epoch`. The training state is saved atomically at the first
+checkpoint or epoch end once `save_gap` has passed since the last save, and when training ends,
+so a killed run resumes where it stopped and, on the CPU, ends with exactly the numbers of an
+uninterrupted run.
 
 The parts live in their own modules: spec.py (TrainSpec, the checkpoint schedule), step.py (the
 step and its CUDA graph), probes.py, state.py (the saved state), timing.py (step times for the dry
@@ -76,7 +77,7 @@ def train(
     *,
     order_seeds: Sequence[int],
     state_path: Path | None = None,
-    save_every_s: float = 60.0,
+    save_every_s: float = 10.0,
     progress: Callable[[int], None] | None = None,
     stop_after_steps: int | None = None,
     stop_when: Callable[[list[tuple[float, dict[str, xr.DataArray]]]], bool] | None = None,
@@ -86,6 +87,7 @@ def train(
     `order_seeds` (one per replica) fix each replica's data order, and nothing else:
     initialization and label noise have their own seeds, so a replica trains the same whichever
     replicas it is stacked with.
+    `save_every_s`: the shortest gap between two saved states (see `save_gap`).
     `progress` is called with the number of steps done since its last call.
     `stop_after_steps` ends the call early (a stand-in for a kill, used by tests).
     `stop_when(records)` is asked after every checkpoint with the (epoch, probe outputs) so far; True
@@ -107,6 +109,17 @@ def fingerprint(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, sp
     return config_hash({"spec": dataclasses.asdict(spec), "order_seeds": [int(s) for s in order_seeds],
                         "parameters": {k: list(v.shape) for k, v in model.state_dict().items()},
                         "inputs": [list(inputs.shape), str(inputs.dtype)], "labels": digest.hexdigest()})
+
+
+SAVE_SHARE = 0.05  # saving the state takes at most this share of the training time
+
+
+def save_gap(save_every_s: float, save_seconds: float) -> float:
+    """Seconds from one saved state to the next: `save_every_s`, or longer where a save is slow, so
+    that saves take at most SAVE_SHARE of the time. Saving at every checkpoint took 10% of the quick
+    ddmlp MLP7 run (25 log-spaced checkpoints, 0.33 s per save, 8.1 of 79 s in train(); docs/speed.md).
+    A kill loses at most this gap and one epoch of work, never numbers (a resumed run replays them)."""
+    return max(save_every_s, save_seconds / SAVE_SHARE)
 
 
 @contextmanager
@@ -169,9 +182,15 @@ def _train(model, inputs, labels, spec, probe, *, order_seeds, state_path, save_
         probe_seconds += time.perf_counter() - start
         return pieces
 
-    def checkpoint(step_now: int) -> None:
+    saved_step = -1
+
+    def checkpoint(step_now: int) -> tuple[float, float]:
+        """Save the state; (when the save ended, how long it took)."""
+        nonlocal saved_step
+        start = time.perf_counter()
         if state_path is None:
-            return
+            return start, 0.0
+        saved_step = step_now
         save_state(
             {
                 "model": model.state_dict(),
@@ -187,9 +206,11 @@ def _train(model, inputs, labels, spec, probe, *, order_seeds, state_path, save_
             },
             state_path,
         )
+        end = time.perf_counter()
+        return end, end - start
 
     started = time.perf_counter()
-    last_save = started
+    last_save, save_seconds = started, 0.0
     running_loss = torch.zeros(replicas, device=device)
     if step == 0 and not records:
         records.append((0.0, probe_now()))
@@ -219,19 +240,20 @@ def _train(model, inputs, labels, spec, probe, *, order_seeds, state_path, save_
             else:
                 records.append((epoch, probe_now()))
             running_loss.zero_()
-            checkpoint(step)
-            last_save = time.perf_counter()
+            if time.perf_counter() - last_save > save_gap(save_every_s, save_seconds):
+                last_save, save_seconds = checkpoint(step)
             if stop_when is not None and stop_when(records):
                 break
-        elif step % steps_per_epoch == 0 and time.perf_counter() - last_save > save_every_s:
-            checkpoint(step)
-            last_save = time.perf_counter()
+        elif step % steps_per_epoch == 0 and time.perf_counter() - last_save > save_gap(save_every_s, save_seconds):
+            last_save, save_seconds = checkpoint(step)
         if _stop.is_set():
             checkpoint(step)
             raise Preempted(f"stopped at step {step} of {total_steps}, state saved to {state_path}")
         if stop_after_steps is not None and step >= stop_after_steps:
             checkpoint(step)
             raise KeyboardInterrupt(f"stopped after {step} steps (test stand-in for a kill)")
+    if saved_step != step:  # the trained state, kept until the result is written (masc fits MASC for minutes after)
+        checkpoint(step)
 
     seconds += time.perf_counter() - started
     dataset = xr.concat(

@@ -398,3 +398,14 @@ def test_resolving_the_device_leaves_tf32_off_for_the_process():
 
     resolve_device("cpu", "tf32")
     assert torch.get_float32_matmul_precision() == "highest"
+
+
+def test_saves_take_at_most_their_share_of_the_training_time():
+    """A state is saved once `save_every_s` has passed, or later where one save is slow: a 0.3 s
+    save (the quick ddmlp MLP7's 180 MB) keeps the 10 s gap, a 2.5 s one (a GPU tier's GB state)
+    waits 50 s, so saving never takes more than SAVE_SHARE of the time."""
+    from reproduce.engine import SAVE_SHARE, save_gap
+
+    assert save_gap(10.0, 0.3) == 10.0
+    assert save_gap(10.0, 2.5) == pytest.approx(2.5 / SAVE_SHARE) == pytest.approx(50.0)
+    assert save_gap(0.0, 0.0) == 0.0
