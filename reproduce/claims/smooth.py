@@ -19,12 +19,13 @@ from reproduce.judge import Case, Claim, Evidence, cases
 from reproduce.measures.sharpness import peak_at_threshold
 from reproduce.verdict import Condition
 
-# The peak claims need an interpolation threshold inside the width grid, which the quick budget
-# cannot train (docs/smooth.md): they are judged from the small tier on; the volume accuracy fits
-# the quick budget and stays there.
+# Every claim needs an interpolation threshold inside the width grid, which the quick budget cannot
+# train (docs/smooth.md): all are judged from the small tier on. The volume accuracy too (issue 32):
+# "monotone in width" is tested past the threshold only where widths past it are trained; the
+# quick grid (1, 2, 4) stops below it (training accuracy 0.55-0.81).
 PEAK_SETTINGS = {"small": [SMALL_SETTING], "medium": ["fmnist-flip20"], "full": ["cifar10-flip20", "cifar100"]}
 NOISY_SETTINGS = {"small": [SMALL_SETTING], "medium": ["fmnist-flip20"], "full": ["cifar10-flip20"]}
-ACCURACY_SETTINGS = {"quick": ["fmnist14-flip20"], "medium": ["fmnist-flip20"], "full": ["cifar10-flip20", "cifar100"]}
+ACCURACY_SETTINGS = {"small": [SMALL_SETTING], "medium": ["fmnist-flip20"], "full": ["cifar10-flip20", "cifar100"]}
 GRID_STEP = 1  # grid steps from the argmax to the threshold are whole numbers: quantum 1
 
 
@@ -142,8 +143,10 @@ CLAIMS = [
           why={"small": SMALL_PLATEAU}, predicted=PEAKS),
     Claim("smooth.volume_accuracy_grows", volume_accuracy_grows, cases(ACCURACY_SETTINGS, "init"),
           figure=smooth_volume_accuracy,
-          predicted={"medium": ("reproduced", "the quick tier shows it (data/expected/quick.json) on widths below the "
-                                              "threshold; no run of this tier is kept"),
+          predicted={"small": ("inconclusive", "issue 22's small sweep (docs/smooth.md): drops of 0.07-0.2 points "
+                                               "between fitted widths at volumes >= 1; no claims.json of this tier is kept"),
+                     "medium": ("reproduced", "the accuracy at the training points reaches 1 past the threshold at small "
+                                              "(docs/smooth.md); no run of this tier is kept"),
                      "full": ("reproduced", PAPER_SETTING)}),
     Claim("smooth.asymmetric_untouched_only", asymmetric_untouched_only, cases({"full": ["cifar100-asym"]}, "touched"),
           figure=smooth_test_error, predicted={"full": ("reproduced", PAPER_SETTING)}),
