@@ -128,8 +128,8 @@ SMALL_PLATEAU = ("the unfitted widths below the threshold (w = 1 and 2) are equa
                  "the train cross-entropy is highest at w = 1 or 2 (3 of 4 seeds w = 1), where the "
                  "paper's peaks at the threshold; the regime search (issue 32) found none within a CPU budget that moves it; see docs/smooth.md")
 SMALL_DROPS = ("past the threshold every width fits, and the accuracy over the volumes moves by at most one sample between "
-               "fitted widths (drops of 0.07-0.2 points in 3 of 4 seeds), so 'never drops' holds in 1 of 4 seeds; the "
-               "rise of 32 points holds; see docs/smooth.md")
+               "fitted widths (seed 1 drops 0.2 points, over the half-sample tolerance), so 'never drops' holds in 3 of 4 "
+               "seeds and the binomial share straddles; the rise of 33 points holds; see docs/smooth.md")
 PAPER_SCALE = ("the paper reports it on CIFAR-10 at w = 15; this tier's threshold and budget were set from probes, "
                "no run of it is kept")
 PAPER_SETTING = "the paper's own setting, where it reports the phenomenon; no run of this tier is kept"
