@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import spearmanr
 
-from reproduce.experiments.modnoise import ORDER_LEVEL, ORDER_RATES, ORDER_SPECS, ORDER_WIDTH, SMALL_WIDTH, WIDTH_NOISE
+from reproduce.experiments.modnoise import ORDER_CONTROLLED, ORDER_LEVEL, ORDER_RATES, ORDER_SPECS, ORDER_WIDTH, SMALL_WIDTH, WIDTH_NOISE
 from reproduce.figures.modnoise import (final_accuracy, models, modnoise_heatmap, modnoise_learning_curves,
                                         modnoise_partition, modnoise_width, replicas, run_of)
 from reproduce.judge import Case, Claim, Evidence, cases
@@ -32,6 +32,8 @@ ADD = {tier: [f"add-m{w}"] for tier, w in LARGEST.items()}
 # the learning order: small judges it in its own runs under Adam and AdamW (the paper's regime); the
 # other tiers in the main addition run
 ORDER = {**{t: m for t, m in ADD.items() if t != "small"}, "small": [f"add-m{ORDER_WIDTH}-{o}" for o in ORDER_SPECS]}
+# the tag control: at small only in the Adam run (AdamW's duplicated it, experiments/modnoise.py: order_settings)
+ORDER_TAGGED = {**ORDER, "small": [f"add-m{ORDER_WIDTH}-{ORDER_CONTROLLED}"]}
 ALL = {tier: ["all"] for tier in ("small", "medium", "full")}  # the width sweeps
 ACCURACY, POINTS, RANK = (0.0, 1.0), (-1.0, 1.0), (-1.0, 1.0)  # the ranges the statistics can take
 
@@ -258,7 +260,7 @@ CLAIMS = [
                                                   "marginal next to frequency filtration"),
                      "full": ("not_reproduced", "the paper calls the partition's gain marginal next to frequency "
                                                 "filtration; the criterion asks a clear margin over the model")}),
-    Claim("modnoise.noisy_memorized_faster_early", noisy_faster_early, cases(ORDER, "tag"), figure=modnoise_learning_curves,
+    Claim("modnoise.noisy_memorized_faster_early", noisy_faster_early, cases(ORDER, "tag", controls=ORDER_TAGGED), figure=modnoise_learning_curves,
           contradicts="ddmlp.noisy_learned_later",
           why={"quick": "checkpointed at every step, both subsets reach 50% accuracy within a few steps of each other: "
                         "they are memorized together at 80% noise (quadratic, P = 59), where the paper makes no such "
