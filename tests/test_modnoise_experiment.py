@@ -167,12 +167,16 @@ def test_medium_path_end_to_end_shrunk(shrunk_medium, tmp_path):
 
 def test_small_path_end_to_end_shrunk(shrunk_medium, tmp_path):
     """The small configuration, shrunk by REPRODUCE_SHRINK=1, through the store and every small claim
-    case (Fourier 3, width 2, partition 2, learning order 4), with n = 3 per condition; the learning
-    order shows every alpha."""
+    case (Fourier 3, width 2, partition 2, learning order 3: Adam, AdamW, Adam's tag control), with n = 3
+    per condition and ORDER_SEEDS at the learning order's judged alpha; the learning order shows every alpha."""
     text, by_id = shrunk_medium("modnoise", "small")
     cases = [c for e in by_id.values() for c in e["cases"]]
-    assert len(cases) == 11 and all(c["verdict"] not in ("not_run", "error") for c in cases), text
-    assert all(j["n"] == 3 for e in by_id.values() for case in e["cases"] for j in case["conditions"]), text
+    assert len(cases) == 10 and all(c["verdict"] not in ("not_run", "error") for c in cases), text
+    for e in by_id.values():
+        for case in e["cases"]:
+            for j in case["conditions"]:
+                judged_order = j["instance"] == "30%" and not case["control"]
+                assert j["n"] == (modnoise.ORDER_SEEDS if judged_order else 3), (case["case"], j["name"])
     order = by_id["modnoise.noisy_memorized_faster_early"]["cases"][0]
     assert {j["instance"] for j in order["conditions"]} == {"5%", "20%", "30%"}
     assert {j["instance"] for j in order["conditions"] if not j["reported"]} == {"30%"}
