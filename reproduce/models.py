@@ -79,18 +79,60 @@ class StackedMLP(nn.Module):
 ACTIVATIONS = ("quadratic", "relu")
 
 
+class _OneHotRows(torch.autograd.Function):
+    """The first layer's product with the two one-hot vectors of (a, b), as a row lookup: row a plus
+    row P + b of each replica's w_in. The sum is the dense product's to the bit (the other 2P - 2 terms
+    are exact zeros); the backward adds each sample's gradient into its two rows (`index_add_`), a
+    P-fold smaller sum than the dense product's, in another order (equal up to rounding)."""
+
+    @staticmethod
+    def forward(ctx, w_in: torch.Tensor, rows_a: torch.Tensor, rows_b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(rows_a, rows_b)
+        ctx.shape = w_in.shape
+        flat = w_in.reshape(-1, w_in.shape[-1])
+        out = flat.index_select(0, rows_a) + flat.index_select(0, rows_b)
+        return out.view(w_in.shape[0], -1, w_in.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        rows_a, rows_b = ctx.saved_tensors
+        r, two_p, m = ctx.shape
+        flat = grad.reshape(-1, m)
+        out = torch.zeros(r * two_p, m, dtype=grad.dtype, device=grad.device)
+        out.index_add_(0, rows_a, flat).index_add_(0, rows_b, flat)
+        return out.view(r, two_p, m), None, None
+
+
+def one_hot_lookup(w_in: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """x @ w_in per replica for x of one-hot pairs (R, B, 2P) or (B, 2P), by row lookup (`_OneHotRows`)."""
+    r, two_p, _ = w_in.shape
+    if x.dim() == 2:
+        x = x.unsqueeze(0).expand(r, -1, -1)
+    half = two_p // 2
+    base = (torch.arange(r, device=x.device) * two_p).unsqueeze(1)
+    rows_a = (x[..., :half].argmax(-1) + base).reshape(-1)
+    rows_b = (x[..., half:].argmax(-1) + half + base).reshape(-1)
+    return _OneHotRows.apply(w_in, rows_a, rows_b)
+
+
 def two_layer_logits(w_in: torch.Tensor, w_out: torch.Tensor, x: torch.Tensor, activation: str = "quadratic",
-                     return_hidden: bool = False):
+                     return_hidden: bool = False, lookup: bool = False):
     """The two-layer network of the modular-arithmetic paper on stacked weights, no biases.
 
     w_in: (R, 2P, M), rows 0..P-1 read operand a, rows P..2P-1 operand b; w_out: (R, M, K);
     x: (R, B, 2P) or (B, 2P), the two one-hot vectors of (a, b) concatenated. A dense batched
     product (not a row lookup): on the CPU, BLAS beats gather/scatter at these sizes.
+    `lookup`: the first layer as a row lookup (`one_hot_lookup`): the same forward to the bit, a
+    cheaper backward whose sums differ from the dense one's by rounding (the paper's setting at small
+    trains with it; quick keeps the dense product, so its recorded numbers stay as they were).
     Returns logits (R, B, K), and with `return_hidden` also the activated hidden layer (R, B, M).
     """
-    if x.dim() == 2:
-        x = x.unsqueeze(0).expand(w_in.shape[0], -1, -1)
-    pre = torch.bmm(x, w_in)
+    if lookup:
+        pre = one_hot_lookup(w_in, x)
+    else:
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(w_in.shape[0], -1, -1)
+        pre = torch.bmm(x, w_in)
     hidden = pre * pre if activation == "quadratic" else torch.relu(pre)
     logits = torch.bmm(hidden, w_out)
     return (logits, hidden) if return_hidden else logits
@@ -103,8 +145,10 @@ class StackedTwoLayer(nn.Module):
     Initialization as `nn.Linear` (uniform ±1/sqrt(fan_in), fan_in 2P and M), per replica seed.
     """
 
-    def __init__(self, p: int, width: int, num_classes: int, seeds: Sequence[int], activation: str = "quadratic"):
+    def __init__(self, p: int, width: int, num_classes: int, seeds: Sequence[int], activation: str = "quadratic",
+                 lookup: bool = False):
         super().__init__()
+        self.lookup = lookup  # the first layer as a row lookup (two_layer_logits); not a parameter: states resume either way
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}: use {' or '.join(ACTIVATIONS)}")
         self.p, self.width, self.num_classes, self.activation = p, width, num_classes, activation
@@ -114,7 +158,7 @@ class StackedTwoLayer(nn.Module):
         self.w_out = nn.Parameter(torch.stack([_uniform((width, num_classes), 1 / math.sqrt(width), g) for g in generators]))
 
     def forward(self, x: torch.Tensor, return_hidden: bool = False):
-        return two_layer_logits(self.w_in, self.w_out, x, self.activation, return_hidden)
+        return two_layer_logits(self.w_in, self.w_out, x, self.activation, return_hidden, self.lookup)
 
     def multiply_adds(self) -> int:
         """Multiply-adds of one forward pass of one sample through one replica."""

@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 
 from reproduce.engine import TrainSpec, log_schedule
 from reproduce.experiments import modnoise
@@ -73,7 +74,8 @@ def test_quick_tier_plan():
 def test_small_tier_plan(monkeypatch):
     """The paper's setting (P = 113, ReLU): the main addition run at 80% and 100% flip under AdamW weight
     decay 0.1; the learning order under Adam and AdamW at alpha = 0.05, 0.2, 0.3 with the tag control,
-    every step a checkpoint; the width sweep at 20% flip and its 100% control under strong weight decay."""
+    every step a checkpoint, stopping once both subsets reach 50%; the width sweep at 20% flip and its 100%
+    control under strong weight decay. The paper's setting trains with the first layer as a row lookup."""
     monkeypatch.delenv(SHRINK_ENV, raising=False)
     runs = modnoise.runs("small")
     assert all(r.op == "add" and r.p == 113 and r.activation == "relu" and r.seeds_per_setting == 3 for r in runs)
@@ -82,12 +84,45 @@ def test_small_tier_plan(monkeypatch):
     assert main.train.optimizer == "adamw" and main.train.weight_decay == 0.1
     assert (adam.model, adamw.model) == (f"add-m{modnoise.ORDER_WIDTH}-adam", f"add-m{modnoise.ORDER_WIDTH}-adamw")
     assert adam.train.optimizer == "adam" and adamw.train.weight_decay == 0.1
+    judged = ("flip", 0.3, modnoise.ORDER_SEEDS)
+    assert adam.settings == (("flip", 0.05), ("flip", 0.2), judged, ("tag", 0.3)) and adamw.settings == (judged,)
+    assert [len(r.replicas) for r in (adam, adamw)] == [9 + modnoise.ORDER_SEEDS, modnoise.ORDER_SEEDS]
     for order in (adam, adamw):
-        assert order.settings == (("flip", 0.05), ("flip", 0.2), ("flip", 0.3), ("tag", 0.3))
         assert modnoise.checkpoint_epochs(order) == [float(e) for e in range(order.train.epochs + 1)]
+        assert order.stops_at_order
+    assert not main.stops_at_order and all(modnoise._lookup(r) for r in runs)
+    assert not any(modnoise._lookup(r) or r.stops_at_order for r in modnoise.runs("quick"))
     assert [r.width for r in sweep] == [17, 33, 65, 129, 257]
     assert all(r.settings == (("flip", 0.2), ("flip", 1.0)) and r.train.weight_decay >= 5 for r in sweep)
     assert len({r.name for r in runs}) == len(runs)
+
+
+def test_order_reached_waits_for_every_replica_and_subset():
+    """A learning-order run stops only once every replica's clean and noisy subsets have reached the
+    level at some checkpoint (an empty subset, NaN, has nothing to time)."""
+    def record(clean, noisy):
+        acc = np.zeros((len(clean), len(modnoise.SPLITS)))
+        acc[:, 0], acc[:, 1] = clean, noisy
+        return 0.0, {"accuracy": xr.DataArray(acc, dims=("replica", "split"), coords={"split": list(modnoise.SPLITS)})}
+
+    assert not modnoise.order_reached([record([0.6, 0.6], [0.7, 0.4])])
+    assert modnoise.order_reached([record([0.6, 0.2], [0.7, 0.4]), record([0.4, 0.5], [0.3, 0.5])])
+    assert modnoise.order_reached([record([0.5, 0.9], [np.nan, 0.5])])
+
+
+def test_learning_order_run_stops_early_and_keeps_its_statistic():
+    """A run checkpointed at every step to its end stops at the first step where every subset has
+    reached ORDER_LEVEL; the steps before are those of the same run trained on."""
+    spec = dataclasses.replace(SPEC, epochs=60, checkpoints=(), lr=3e-2)
+    full = modnoise.Run("add", 33, (("flip", 0.3, 2),), spec, seed=1, p=11, order_until=50)
+    stopping = dataclasses.replace(full, order_until=60)
+    assert stopping.stops_at_order and not full.stops_at_order
+    long, short = (modnoise.execute(r, torch.device("cpu")) for r in (full, stopping))
+    last = short.epoch.values[-1]
+    assert last < 50, "the test's run must reach the level early"
+    acc = short.accuracy.sel(split=["clean", "noisy"])
+    assert (acc.max("epoch") >= modnoise.ORDER_LEVEL).all() and not (acc.isel(epoch=-2).min() >= modnoise.ORDER_LEVEL)
+    np.testing.assert_array_equal(long.accuracy.sel(epoch=short.epoch.values).values, short.accuracy.values)
 
 
 def test_per_step_checkpoints_are_light():
@@ -132,12 +167,16 @@ def test_medium_path_end_to_end_shrunk(shrunk_medium, tmp_path):
 
 def test_small_path_end_to_end_shrunk(shrunk_medium, tmp_path):
     """The small configuration, shrunk by REPRODUCE_SHRINK=1, through the store and every small claim
-    case (Fourier 3, width 2, partition 2, learning order 4), with n = 3 per condition; the learning
-    order shows every alpha."""
+    case (Fourier 3, width 2, partition 2, learning order 3: Adam, AdamW, Adam's tag control), with n = 3
+    per condition and ORDER_SEEDS at the learning order's judged alpha; the learning order shows every alpha."""
     text, by_id = shrunk_medium("modnoise", "small")
     cases = [c for e in by_id.values() for c in e["cases"]]
-    assert len(cases) == 11 and all(c["verdict"] not in ("not_run", "error") for c in cases), text
-    assert all(j["n"] == 3 for e in by_id.values() for case in e["cases"] for j in case["conditions"]), text
+    assert len(cases) == 10 and all(c["verdict"] not in ("not_run", "error") for c in cases), text
+    for e in by_id.values():
+        for case in e["cases"]:
+            for j in case["conditions"]:
+                judged_order = j["instance"] == "30%" and not case["control"]
+                assert j["n"] == (modnoise.ORDER_SEEDS if judged_order else 3), (case["case"], j["name"])
     order = by_id["modnoise.noisy_memorized_faster_early"]["cases"][0]
     assert {j["instance"] for j in order["conditions"]} == {"5%", "20%", "30%"}
     assert {j["instance"] for j in order["conditions"] if not j["reported"]} == {"30%"}
@@ -185,3 +224,26 @@ def test_a_resumed_run_probes_the_epochs_of_an_uninterrupted_one(tmp_path, monke
     for name in ("accuracy", "test_accuracy", "power"):
         np.testing.assert_array_equal(resumed[name].values, whole[name].values, err_msg=name)
     assert list(tmp_path.glob("state.pt.stale-*")) if rerun == "edited" else not list(tmp_path.glob("state.pt.*"))
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_row_lookup_equals_the_dense_first_layer(shared):
+    """The paper's setting trains with the first layer as a row lookup: the same logits to the bit as
+    the dense product with the one-hot pairs (shared by the replicas or per replica), gradients equal
+    up to rounding."""
+    from reproduce.models import StackedTwoLayer
+
+    p, g = 13, torch.Generator().manual_seed(3)
+    shape = (40,) if shared else (2, 40)
+    a, b = torch.randint(0, p, shape, generator=g), torch.randint(0, p, shape, generator=g)
+    x = torch.cat([torch.nn.functional.one_hot(a, p), torch.nn.functional.one_hot(b, p)], -1).float()
+    y = torch.randint(0, p, (2, 40), generator=g)
+    dense, lookup = (StackedTwoLayer(p, 17, p, seeds=[0, 1], activation="relu", lookup=k) for k in (False, True))
+    grads = []
+    for model in (dense, lookup):
+        logits = model(x)
+        torch.nn.functional.cross_entropy(logits.transpose(1, 2), y).backward()
+        grads.append((logits.detach(), model.w_in.grad, model.w_out.grad))
+    assert torch.equal(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grads[0][2], grads[1][2], rtol=1e-5, atol=1e-7)
