@@ -9,6 +9,7 @@ r with its runner-up. Run from the repository root, inside a CPU slot:
     PYTHONPATH=. python docs/ddmlp_search.py --model mlp7 --n 1024 --batch 64 --lr 1e-3 --epochs 400 --seeds 3 \
         --width 0.25 --save /tmp/probe.pkl
 
+`--softmax-output` trains the paper's softmax reading (a softmax layer fed to the cross-entropy).
 `--width` scales every layer of the paper's widths by one factor (0.25: MLP7 512-512-256-256-128-128).
 `--load FILE` reads a saved result instead of training (to re-read it after the measures change);
 `--results DIR --tier small` reads a tier's stored results (`python -m reproduce --tier small --results DIR`),
@@ -37,7 +38,7 @@ def train(a) -> tuple[object, float]:
     spec = TrainSpec(optimizer=a.optimizer, lr=a.lr, batch_size=a.batch, epochs=a.epochs,
                      checkpoints=log_schedule(a.epochs, first=first, mantissas=SMALL_MANTISSAS))
     run = Run(a.model, widths, "fashion_mnist", a.noise, spec, a.seed, seeds_per_setting=a.seeds, n_train=a.n,
-              n_test=a.n_test)
+              n_test=a.n_test, softmax_output=a.softmax_output)
     start = time.perf_counter()
     ds = execute(run, torch.device("cpu")).expand_dims(run=[0]).assign_coords(model=("run", [a.model]))
     seconds = time.perf_counter() - start
@@ -75,6 +76,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--width", type=float, default=0.25, help="factor on the paper's widths")
     p.add_argument("--noise", type=float, default=0.3)
+    p.add_argument("--softmax-output", action="store_true",
+                   help="the paper's softmax reading: a softmax layer fed to the cross-entropy (Run.softmax_output)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--save", default="", help="pickle the results here before reading them")
     p.add_argument("--load", default="", help="read a saved result instead of training")

@@ -80,3 +80,61 @@ def test_shrunk_path_runs_every_claim_case_of_the_tier(tier, shrunk_medium, fash
             judged_on = {c["n"] for c in case["conditions"]}
             # only the seeds with an outlier, for the outlier's own claims
             assert judged_on == {3} or (tier == "small" and judged_on == {5}) or (claim_id in OUTLIER_SEEDS_ONLY and max(judged_on) <= 3), (claim_id, case["case"])
+
+
+# --- the paper's softmax reading (Run.softmax_output) --------------------------------------
+
+SOFTMAX_TWICE = (np.log(np.e + 9) - 1, np.log(np.e + 9))  # 1.461 and 2.461 nats for 10 classes
+
+
+def test_softmax_output_bounds_the_cross_entropy_to_the_planted_interval():
+    """Planted truth: a softmax layer fed to the cross-entropy gives -log softmax(p)_y with p in the
+    simplex, between log(e + 9) - 1 (p one-hot on the label) and log(e + 9) (one-hot elsewhere)."""
+    from reproduce.step import stacked_cross_entropy
+
+    run = ddmlp.Run("mlp3", (16, 8), "fashion_mnist", 0.3, TrainSpec(), softmax_output=True)
+    model = ddmlp._model(run)
+    assert isinstance(model, ddmlp.SoftmaxOutputMLP)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 300, 1, 28, 28, generator=g) * 50  # large inputs: confident outputs, near the ends
+    with torch.no_grad():
+        out = model(x)
+    assert torch.allclose(out.sum(-1), torch.ones(2, 300), atol=1e-5)
+    labels = torch.randint(10, (2, 300), generator=g)
+    per_sample = torch.nn.functional.cross_entropy(out.transpose(1, 2), labels, reduction="none")
+    assert per_sample.min() >= SOFTMAX_TWICE[0] - 1e-5 and per_sample.max() <= SOFTMAX_TWICE[1] + 1e-5
+    # the ends themselves: one-hot outputs on and off the label
+    onehot = torch.nn.functional.one_hot(torch.tensor([[3, 3]]), 10).float()
+    ends = torch.nn.functional.cross_entropy(onehot.transpose(1, 2), torch.tensor([[3, 4]]), reduction="none")
+    assert ends[0, 0] == pytest.approx(SOFTMAX_TWICE[0], abs=1e-5)
+    assert ends[0, 1] == pytest.approx(SOFTMAX_TWICE[1], abs=1e-5)
+    assert float(stacked_cross_entropy(out, labels).max()) <= SOFTMAX_TWICE[1]
+    # the hidden activations and the argmax are those of the plain model of the same seeds
+    plain = ddmlp._model(ddmlp.Run("mlp3", (16, 8), "fashion_mnist", 0.3, TrainSpec()))
+    logits, hidden = plain(x, return_hidden=True)
+    out2, hidden2 = model(x, return_hidden=True)
+    assert torch.equal(logits.argmax(-1), out2.argmax(-1))
+    assert all(torch.equal(a, b) for a, b in zip(hidden, hidden2))
+
+
+def test_softmax_output_is_a_config_of_its_own(fashion_mnist):
+    """Default off (every tier's run unchanged), in the config hash, in a saved state's fingerprint,
+    and the trained run's stored losses lie in the planted interval."""
+    import dataclasses
+
+    from reproduce.engine import fingerprint
+    from reproduce.store import config_hash
+
+    spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=50, epochs=2, checkpoints=log_schedule(2, first=0.5))
+    plain = ddmlp.Run("mlp3", (16, 8), "fashion_mnist", 0.3, spec, seed=4, n_train=400, n_test=100)
+    twice = dataclasses.replace(plain, softmax_output=True)
+    assert all(not r.softmax_output for tier in ("quick", "small", "medium", "full") for r in ddmlp.runs(tier))
+    assert config_hash(dataclasses.asdict(plain)) != config_hash(dataclasses.asdict(twice))
+    x, y = torch.zeros(4, 1, 28, 28), torch.zeros(2, 4, dtype=torch.long)
+    assert (fingerprint(ddmlp._model(plain), x, y, spec, [0, 1])
+            != fingerprint(ddmlp._model(twice), x, y, spec, [0, 1]))
+    ds = ddmlp.execute(twice, torch.device("cpu"))
+    loss = ds.loss.values
+    assert loss.min() >= SOFTMAX_TWICE[0] - 1e-5 and loss.max() <= SOFTMAX_TWICE[1] + 1e-5
+    test = ds.accuracy.sel(split="test").values
+    assert (test[-1] > test[0]).all()  # it learns through the bounded loss (slowly: 2 epochs here)

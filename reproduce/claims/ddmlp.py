@@ -340,7 +340,8 @@ CLAIMS = [
     Claim("ddmlp.epochwise_double_descent", epochwise_double_descent, cases(LARGEST, "twins"), figure=ddmlp_test_accuracy,
           why={"small": "MLP7's smoothed test accuracy falls 8.5 points and recovers 1.6 once the training set is fitted "
                         "(by epoch 100-200), then stays flat to epoch 400: a recovery near, not clearly above, a quarter "
-                        "of the fall; see docs/ddmlp.md"},
+                        "of the fall; twice the images, SGD with momentum and 45% noise rebound no more (the "
+                        "search in docs/ddmlp.md)"},
           predicted={"small": ("inconclusive", SMALL_RUN + ": recovery minus a quarter of the fall -0.5 [-1.7, +0.8] "
                                                "points over 5 seeds; the twins do not fall. At base seed 1 it reads not "
                                                "reproduced (-1.6 [-2.6, -0.6]): the verdict depends on the base seed"),

@@ -58,6 +58,10 @@ class Run:
     n_train: int | None = None  # None: the whole training set
     n_test: int | None = None
     settings: tuple[str, ...] = SETTINGS
+    # The paper's "Softmax function applied to the output layer before calculating the cross-entropy
+    # loss" read literally: a softmax layer whose output PyTorch's cross-entropy softmaxes again
+    # (SoftmaxOutputMLP). False (the default, every tier): logits fed to the cross-entropy.
+    softmax_output: bool = False
     paper: str = field(default=PAPER, init=False)
 
     @property
@@ -317,8 +321,36 @@ def execute(run: Run, device: torch.device, state_path=None, progress=None) -> x
     return ds
 
 
+class SoftmaxOutputMLP(StackedMLP):
+    """The stacked MLP with a softmax layer on its output: the paper's softmax reading (Sec. 2, "a
+    Softmax function applied to the output layer before calculating the cross-entropy loss") taken
+    literally in PyTorch, where the cross-entropy applies log-softmax to what it is given.
+
+    The loss then sees softmax twice: for K classes, with p = softmax(z) in the simplex,
+    -log softmax(p)_y = log(sum_j e^{p_j}) - p_y lies between log(e + K - 1) - 1 (p one-hot on y:
+    1.461 nats for K = 10) and log(e + K - 1) (p one-hot elsewhere: 2.461 nats). Its gradient
+    through the outer softmax is bounded too, so a confidently memorized noisy label cannot drive
+    the loss, or the logits, up without bound as it does under the plain cross-entropy. The probe
+    applies the same cross-entropy to this output, so the stored losses are the loss trained on.
+    Accuracies (argmax) and hidden activations are unchanged by the extra layer.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # a state saved by this model carries this key, so engine.fingerprint tells it from a
+        # plain model's state: a killed run resumes only into the same output layer
+        self.register_buffer("softmax_output", torch.ones(()))
+
+    def forward(self, x: torch.Tensor, return_hidden: bool = False):
+        out = super().forward(x, return_hidden)
+        if return_hidden:
+            return out[0].softmax(-1), out[1]
+        return out.softmax(-1)
+
+
 def _model(run: Run) -> StackedMLP:
-    return StackedMLP(INPUT_SHAPES[run.dataset], run.hidden, 10, seeds=[s for _, s in run.replicas])
+    cls = SoftmaxOutputMLP if run.softmax_output else StackedMLP
+    return cls(INPUT_SHAPES[run.dataset], run.hidden, 10, seeds=[s for _, s in run.replicas])
 
 
 def steps_and_flops(run: Run) -> tuple[int, float]:
