@@ -274,7 +274,7 @@ def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 
                      f"{flops:>9.2e} {checkpoints:>7} {_duration(seconds):>10}")
     name = peak_flops(dev, precision)[0]
     lines.append(f"total: {total_flops:.2e} FLOPs, about {_duration(total_seconds)} on this device ({name}), "
-                 f"= {total_seconds / 3600:.3g} device-hours; training steps, probes and work after training"
+                 f"= {total_seconds / 3600:.3g} device-hours; training steps, probes and work after training (masc's MASC at CPU-tier sizes only)"
                  + (f" (probes not calibrated for {', '.join(sorted(uncalibrated))})" if uncalibrated else ""))
     if dev.type == "cuda":
         lines.append(f"GPU-hours: {total_seconds / 3600:.3g} on this GPU, from step times measured on it "

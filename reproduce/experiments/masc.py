@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from reproduce.data import INPUT_SHAPES, NUM_CLASSES, TRAIN_SIZES, ImageData, load_dataset
+from reproduce.data import INPUT_SHAPES, NUM_CLASSES, TEST_SIZES, TRAIN_SIZES, ImageData, load_dataset
 from reproduce.experiments.shrink import shrinking
 from reproduce.engine import TrainSpec, log_schedule, seconds_per_step, train, training_cost
 from reproduce.measures import masc
@@ -466,6 +466,9 @@ def steps_and_flops(run: Run) -> tuple[int, float]:
                          len(run.replicas), epochs)
 
 
+CALIBRATED_AFTER = 5_000  # samples: the largest run whose MASC a dry run times (the CPU tiers' are 1,500 and 2,000)
+
+
 def calibrate_after(run: Run, device: torch.device) -> float:
     """Seconds of MASC after training, for --dry-run: `masc_probe` fits and applies one subspace set
     per replica, subspace and layer. Its cost (per-class float64 Gram and eigendecomposition, then
@@ -474,7 +477,13 @@ def calibrate_after(run: Run, device: torch.device) -> float:
     run's own images through the untrained model (random outputs would keep every direction and err
     3x long), the best of two calls, then multiplied by replicas x subspaces. Without it the dry run
     missed over half of the quick masc run (189 s of MASC after 146 s of training on two cores). The
-    relabel-retraining is counted with the training steps."""
+    relabel-retraining is counted with the training steps.
+
+    Only runs of up to CALIBRATED_AFTER samples (the CPU tiers) are timed, and others count 0: a
+    dry run stays seconds long, where the GPU tiers' 60,000 images and widths up to 4,096 would
+    take minutes of float64 fits on the CPU (and CIFAR is not on every machine)."""
+    if max(run.n_train or TRAIN_SIZES[run.dataset], run.n_test or TEST_SIZES[run.dataset]) > CALIBRATED_AFTER:
+        return 0.0
     one = dataclasses.replace(run, degrees=run.degrees[:1], seeds_per_degree=1, extra_seeds=())
     data, labels, _, _ = prepare(one, device)
     model = _model(one).to(device).eval()
