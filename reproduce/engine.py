@@ -211,6 +211,10 @@ def _train(model, inputs, labels, spec, probe, *, order_seeds, state_path, save_
 
     started = time.perf_counter()
     last_save, save_seconds = started, 0.0
+
+    def save_due() -> bool:
+        return time.perf_counter() - last_save > save_gap(save_every_s, save_seconds)
+
     running_loss = torch.zeros(replicas, device=device)
     if step == 0 and not records:
         records.append((0.0, probe_now()))
@@ -240,11 +244,11 @@ def _train(model, inputs, labels, spec, probe, *, order_seeds, state_path, save_
             else:
                 records.append((epoch, probe_now()))
             running_loss.zero_()
-            if time.perf_counter() - last_save > save_gap(save_every_s, save_seconds):
+            if save_due():
                 last_save, save_seconds = checkpoint(step)
             if stop_when is not None and stop_when(records):
                 break
-        elif step % steps_per_epoch == 0 and time.perf_counter() - last_save > save_gap(save_every_s, save_seconds):
+        elif step % steps_per_epoch == 0 and save_due():
             last_save, save_seconds = checkpoint(step)
         if _stop.is_set():
             checkpoint(step)
