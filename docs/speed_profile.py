@@ -1,6 +1,13 @@
 """Where a tier's training time goes: one run of a tier, as the tier runs it, with manual timers.
 
     PYTHONPATH=. python docs/speed_profile.py --tier quick --paper masc [--run NAME] [--out FILE.json]
+    PYTHONPATH=. python docs/speed_profile.py --tier quick --paper ddmlp --run mlp7-s0 --against-bench
+
+`--against-bench` answers one question only: is a step of the run, as the tier runs it, slower than
+the bench's step at the run's shape? It trains the bench's workload (the run's stacked model on
+random data, `timing.run_shape`, no probes, as many epochs as the run) and then the run itself,
+each twice in this one process, and prints the median of the whole-step times (`Step.eager`, no
+inner timers) of each, by eighths of the run.
 
 The run is executed by its experiment's own `execute` (data, model, probes, stop rule, the
 engine's loop), with `engine.train`'s parts wrapped by timers: the batch gather, the forward
@@ -131,6 +138,44 @@ def profile(tier: str, paper: str, name: str | None) -> dict:
                 step_samples_per_s=COUNT["samples"] / sum(T[p] for p in PARTS[:4]))
 
 
+def against_bench(tier: str, paper: str, name: str) -> None:
+    """Median step times of the bench's workload and of the run, twice each, in this process."""
+    import copy
+    import statistics
+    from dataclasses import replace
+
+    from reproduce.bench import _no_probe
+    from reproduce.timing import run_shape
+
+    times: list[float] = []
+    inner = step_module.Step.eager
+
+    def eager(self, index):
+        start = time.perf_counter()
+        out = inner(self, index)
+        times.append(time.perf_counter() - start)
+        return out
+
+    step_module.Step.eager = eager
+    run = next(run for p, run in plan(tier, [paper]) if run.name == name)
+    shape = run_shape(experiment(paper), run)
+    x = torch.rand(shape.n, *shape.input_shape, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(shape.num_classes, (shape.replicas, shape.n), generator=torch.Generator().manual_seed(1))
+    spec = replace(shape.spec, epochs=run.train.epochs, checkpoints=(), warmup_epochs=0.0)
+    jobs = [("bench workload", lambda: engine.train(copy.deepcopy(shape.model), x, y, spec, _no_probe,
+                                                    order_seeds=range(shape.replicas)))] * 2
+    with tempfile.TemporaryDirectory() as folder:
+        jobs += [(f"{tier} {paper}/{name}", lambda: experiment(paper).execute(
+            run, torch.device("cpu"), state_path=Path(folder) / "state.pt"))] * 2
+        for label, job in jobs:
+            times.clear()
+            job()
+            n = len(times)
+            eighths = " ".join(f"{statistics.median(times[i * n // 8:(i + 1) * n // 8]) * 1e3:.0f}" for i in range(8))
+            print(f"{label}: {n} steps, {sum(times):.1f} s, median {statistics.median(times) * 1e3:.1f} ms a step; "
+                  f"by eighths (ms): {eighths}", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--tier", default="quick")
@@ -139,7 +184,11 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--main-thread-flush", action="store_true",
                    help="the engine before issue 35: denormals flushed on the main thread only")
+    p.add_argument("--against-bench", action="store_true",
+                   help="step times of the run against the bench's workload at its shape (needs --run)")
     args = p.parse_args()
+    if args.against_bench:
+        return against_bench(args.tier, args.paper, args.run)
     if args.main_thread_flush:
         import reproduce.devices
         engine.on_every_thread = lambda fn: 0

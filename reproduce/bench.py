@@ -126,6 +126,7 @@ class StackedQuadratic(nn.Module):
 
 # The runs whose shapes the engine-vs-plain and stacking lines time: (tier, paper, run name), each
 # read from its experiment's own configuration (timing.run_shape), so no tier setting is copied here.
+RUN_TIERS = ("quick", "small")  # the CPU tiers whose runs `--only runs` times at their own shapes
 WORKLOAD_RUNS = (("quick", "ddmlp", "mlp7-s0"), ("quick", "modnoise", "add-m513-s0"), ("small", "modnoise", "add-m33-s0"),
                  ("quick", "masc", "mlp-fashion_mnist-s0"))
 
@@ -290,8 +291,8 @@ def stacked_replicas(b: Bench, device: torch.device, quick: bool) -> None:
         b.numbers.setdefault("stacked", {})[w.name] = {str(r): v for r, v in results.items()}
 
 
-def tier_runs(b: Bench, device: torch.device, quick: bool, results: Path) -> None:
-    """Each run of the quick and small tiers (quick only with --quick) at its own shape (timing.run_shape:
+def tier_runs(b: Bench, device: torch.device, quick: bool, results: Path, tiers: tuple[str, ...] = RUN_TIERS) -> None:
+    """Each run of `tiers` (the quick and small tiers; quick only with --quick) at its own shape (timing.run_shape:
     the run's stacked model, samples, batch and optimizer): the tier's measured training rate (steps
     x batch x replicas over train_seconds less probe_seconds, from the run's stored result in
     --results), the engine's steady rate at that shape on random data (`time_shape`) and the plain
@@ -307,7 +308,7 @@ def tier_runs(b: Bench, device: torch.device, quick: bool, results: Path) -> Non
         b.say(f"dense {NUMERICS.precision} peak for the tier-run lines: {how} {peak or 0:.3g} FLOP/s")
     store = Store(results)
     steps = 8 if quick else 32
-    for tier, paper, name, shape in tier_run_shapes(quick):
+    for tier, paper, name, shape in tier_run_shapes(("quick",) if quick else tiers):
         engine = time_shape(shape, device, steps)
         plain = time_plain_shape(shape, device, steps)
         measured = _tier_rate(store, tier, paper, name, shape, ENGINE)
@@ -322,13 +323,12 @@ def tier_runs(b: Bench, device: torch.device, quick: bool, results: Path) -> Non
               f"{told}, bench {engine:,.0f} samples/s ({_rate(flops)}, {share}), plain loop {plain:,.0f} samples/s")
 
 
-def tier_run_shapes(quick: bool) -> list[tuple[str, str, str, RunShape]]:
-    """(tier, paper, run name, shape) of every run of the quick and small tiers (quick only with --quick)."""
+def tier_run_shapes(tiers: tuple[str, ...]) -> list[tuple[str, str, str, RunShape]]:
+    """(tier, paper, run name, shape) of every run of `tiers`."""
     from reproduce.experiments import PAPERS, experiment
     from reproduce.runner import plan
 
-    return [(tier, paper, run.name, run_shape(experiment(paper), run))
-            for tier in (("quick",) if quick else ("quick", "small")) for paper, run in plan(tier, PAPERS)]
+    return [(tier, paper, run.name, run_shape(experiment(paper), run)) for tier in tiers for paper, run in plan(tier, PAPERS)]
 
 
 def _tier_rate(store, tier: str, paper: str, name: str, shape: RunShape, engine: str) -> float | None:
@@ -567,6 +567,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", type=Path, default=None, help="where bench.json and bench.png go (default RESULTS/bench)")
     sections = ["plain", "stacked", "runs", "steps", "tiers", "probes"]
     p.add_argument("--only", nargs="+", default=sections, choices=sections, help="benchmarks to run (default all)")
+    p.add_argument("--tiers", nargs="+", default=list(RUN_TIERS), choices=RUN_TIERS,
+                   help="the tiers whose runs `--only runs` times (default quick and small; --quick: quick)")
     args = p.parse_args(argv)
     device = resolve_device(args.device, args.precision, args.compile)
     out = args.out or args.results / "bench"
@@ -580,7 +582,7 @@ def main(argv: list[str]) -> int:
     if "stacked" in args.only:
         stacked_replicas(b, device, args.quick)
     if "runs" in args.only:
-        tier_runs(b, device, args.quick, args.results)
+        tier_runs(b, device, args.quick, args.results, tuple(args.tiers))
     if "steps" in args.only:
         step_times(b, device, args.quick)
     if "tiers" in args.only:

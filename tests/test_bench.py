@@ -36,7 +36,7 @@ def test_smoke_bench_lines_parse(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "step_workloads", lambda quick: [
         ("tiny MLP", lambda r: StackedMLP((1, 4, 4), (16, 16), 10, seeds=range(r)), (1, 4, 4), TrainSpec("adam", 1e-3, 8, 1.0))])
     tiny = bench.RunShape(StackedMLP((1, 4, 4), (8,), 3, seeds=[0, 1]), (1, 4, 4), 3, 40, TrainSpec("adam", 1e-3, 16, 1.0))
-    monkeypatch.setattr(bench, "tier_run_shapes", lambda quick: [("quick", "ddmlp", "mlp3-s0", tiny)])
+    monkeypatch.setattr(bench, "tier_run_shapes", lambda tiers: [("quick", "ddmlp", "mlp3-s0", tiny)])
     results = tmp_path / "results"
     stored = results / "quick" / "ddmlp"
     stored.mkdir(parents=True)
@@ -182,3 +182,12 @@ def test_run_shape_reads_the_tiers_own_runs():
     single = bench.one_replica(shape.model)
     x = torch.rand(3, *shape.input_shape)
     assert torch.allclose(single(x), shape.model(x)[:1], atol=1e-6)  # the plain loop's model: the first replica
+
+
+def test_runs_section_times_only_the_tiers_asked_for(tmp_path, monkeypatch):
+    asked = []
+    monkeypatch.setattr(bench, "tier_run_shapes", lambda tiers: asked.append(tiers) or [])
+    assert bench.main(["--only", "runs", "--tiers", "quick", "--results", str(tmp_path)]) == 0
+    assert bench.main(["--only", "runs", "--results", str(tmp_path)]) == 0
+    assert bench.main(["--only", "runs", "--quick", "--results", str(tmp_path)]) == 0
+    assert asked == [("quick",), bench.RUN_TIERS, ("quick",)]
