@@ -165,8 +165,9 @@ def against_bench(tier: str, paper: str, name: str) -> None:
     jobs = [("bench workload", lambda: engine.train(copy.deepcopy(shape.model), x, y, spec, _no_probe,
                                                     order_seeds=range(shape.replicas)))] * 2
     with tempfile.TemporaryDirectory() as folder:
-        jobs += [(f"{tier} {paper}/{name}", lambda: experiment(paper).execute(
-            run, torch.device("cpu"), state_path=Path(folder) / "state.pt"))] * 2
+        # each run with a state path of its own (as the tier passes one): a finished state would be resumed
+        jobs += [(f"{tier} {paper}/{name}", lambda k=k: experiment(paper).execute(
+            run, torch.device("cpu"), state_path=Path(folder) / f"state-{k}.pt")) for k in range(2)]
         for label, job in jobs:
             times.clear()
             job()
