@@ -10,13 +10,14 @@ trained on: the task-agnostic partition scores neurons on it.
 
 One run trains one operation at one width M; its replicas (stacked) are noise settings:
 `flip` / `resample` at a rate, and `tag` (labels unchanged, a random subset tagged noisy: the
-control of the clean-versus-noisy learning order, as in ddmlp). Every checkpoint records
-accuracy and loss on the clean and noisy training subsets (noisy against noisy and original
-labels), the hold-out and the test set, and the model's test accuracy; the log-spaced ones (the
-spec's checkpoints) add the test accuracy of its Fourier extraction (per neuron and global top-k);
-the per-step ones up to `Run.order_until` resolve the learning order. The final checkpoint adds
-the partition's generalizing subnetwork, each neuron's spectrum, dominant frequency,
-concentration and partition score. The epoch-0 checkpoint is the untrained control.
+control of the clean-versus-noisy learning order, as in ddmlp). The log-spaced checkpoints (the
+spec's) record accuracy and loss on the clean and noisy training subsets (noisy against noisy and
+original labels), the hold-out and the test set, and the test accuracy of the model and of its
+Fourier extraction (per neuron and global top-k); the per-step ones up to `Run.order_until`
+resolve the learning order with the accuracies its claim and figure read (clean, noisy against
+both labels, test). The final checkpoint adds each neuron's spectrum, dominant frequency and
+concentration, and, except in a learning-order run (nothing reads them there), the partitions'
+subnetworks and scores. The epoch-0 checkpoint is the untrained control.
 """
 
 from __future__ import annotations
