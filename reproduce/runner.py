@@ -253,7 +253,8 @@ def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 
     The estimate is training steps (`calibrate`: seconds per step, measured on this device, see
     engine.seconds_per_step) plus checkpoint probes (an experiment's optional
     `calibrate_probe(run, device)`: seconds of one probe call on data of the run's shape, times the
-    run's number of checkpoints) plus the work after training (an experiment's optional
+    run's number of checkpoints; or `calibrate_probes(run, device)`: seconds of all the run's probes,
+    where they differ by checkpoint, as modnoise's full and per-step light probes) plus the work after training (an experiment's optional
     `calibrate_after(run, device)`, e.g. masc's subspace fitting). Runs of one shape (the seeds of a run) share one calibration, so
     the dry run of any tier takes seconds. On a GPU the total is that measurement; elsewhere a
     projection for an H100 from the FLOPs at an assumed share of its TF32 peak follows, stated as
@@ -266,7 +267,7 @@ def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 
     total_flops = total_seconds = 0.0
     uncalibrated = set()
     for paper, run, steps, flops, checkpoints, seconds in estimate(tier, papers, dev, seed, only):
-        if not hasattr(experiment(paper), "calibrate_probe"):
+        if not any(hasattr(experiment(paper), f) for f in ("calibrate_probe", "calibrate_probes")):
             uncalibrated.add(paper)
         total_flops += flops
         total_seconds += seconds
@@ -306,7 +307,10 @@ def estimate(tier: str, papers: Sequence[str], dev, seed: int = 0,
         checkpoints = len({0.0, *run.train.checkpoints, float(run.train.epochs)})
         shape = (paper, steps, flops, checkpoints, len(run.replicas))  # the same for every seed of a run
         if shape not in calibrated:
-            probe = checkpoints * exp.calibrate_probe(run, dev) if hasattr(exp, "calibrate_probe") else 0.0
+            if hasattr(exp, "calibrate_probes"):  # probes that differ by checkpoint: the run's own total
+                probe = exp.calibrate_probes(run, dev)
+            else:
+                probe = checkpoints * exp.calibrate_probe(run, dev) if hasattr(exp, "calibrate_probe") else 0.0
             probe += exp.calibrate_after(run, dev) if hasattr(exp, "calibrate_after") else 0.0
             calibrated[shape] = (exp.calibrate(run, dev), probe)
         rows.append((paper, run, steps, flops, checkpoints, calibrated[shape]))

@@ -409,3 +409,22 @@ def test_saves_take_at_most_their_share_of_the_training_time():
     assert save_gap(10.0, 0.3) == 10.0
     assert save_gap(10.0, 2.5) == pytest.approx(2.5 / SAVE_SHARE) == pytest.approx(50.0)
     assert save_gap(0.0, 0.0) == 0.0
+
+
+def test_freed_memory_is_kept_for_the_next_large_tensor():
+    """After `keep_freed_memory` (glibc), a large tensor allocated, freed and allocated again reuses the
+    heap's block: the second allocation faults in (almost) no fresh pages, where glibc's default
+    (a fresh mmap per block over 32 MiB) faulted in every page each time (docs/modnoise.md)."""
+    import resource
+    import sys
+
+    from reproduce.devices import keep_freed_memory
+
+    if not sys.platform.startswith("linux") or not keep_freed_memory():
+        pytest.skip("glibc's mallopt only")
+    size = 64 * 2**20 // 4  # 64 MiB of float32, over glibc's largest mmap threshold
+    torch.ones(size)  # allocated, touched and freed: the heap now holds the block
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.ones(size)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    assert faults < 64 * 2**20 / 4096 / 10, faults  # a tenth of the block's 16,384 pages at most

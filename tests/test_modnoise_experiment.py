@@ -134,7 +134,68 @@ def test_per_step_checkpoints_are_light():
     assert list(ds.epoch.values) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
     fourier = ds.test_accuracy.sel(network="fourier").isel(replica=0).values
     assert np.isfinite(fourier[[0, 3, 6]]).all() and np.isnan(fourier[[1, 2, 4, 5]]).all()
-    assert np.isfinite(ds.accuracy.values).all()
+    # what the learning order's claim and figure read, at every step; the hold-out and the losses only
+    # at the full checkpoints
+    assert np.isfinite(ds.accuracy.sel(split=["clean", "noisy", "noisy_original", "test"]).values).all()
+    for name in ("accuracy", "loss"):
+        holdout = ds[name].sel(split="holdout").isel(replica=0).values
+        assert np.isfinite(holdout[[0, 3, 6]]).all() and np.isnan(holdout[[1, 2, 4, 5]]).all()
+    assert np.isnan(ds.loss.sel(split="clean").isel(replica=0).values[[1, 2, 4, 5]]).all()
+
+
+@pytest.mark.parametrize("p, activation", [(11, "quadratic"), (113, "relu")])
+def test_light_probe_equals_the_full_probe_where_it_reads(p, activation):
+    """The per-step probe reads the clean, noisy (both labels) and test accuracies from a forward on
+    the trained-on samples only: the same numbers as the full probe's, to the bit, on a network whose
+    predictions are planted away from chance (trained a few steps) and on the small tier's lookup."""
+    from reproduce.engine import _run_probe
+    from reproduce.step import make_step
+
+    spec = dataclasses.replace(SPEC, epochs=8, checkpoints=(8.0,), lr=3e-2, weight_decay=0.0, optimizer="adam")
+    run = modnoise.Run("add", 33, (("flip", 0.3, 2), ("tag", 0.3)), spec, seed=1, p=p, activation=activation, order_until=7)
+    data = modnoise.prepare(run, torch.device("cpu"))
+    model = modnoise._model(run)
+    n_train = int((data.split == 0).sum())
+    step = make_step(model, spec, modnoise._inputs(run, data.pairs[:n_train]), data.labels[:, :n_train], n_train)
+    index = torch.arange(n_train).expand(len(run.replicas), -1)
+    for _ in range(4):
+        step(index)
+    light, full = (_run_probe(model, modnoise.make_probe(run, data, done)) for done in (1, 0))
+    kept = ["clean", "noisy", "noisy_original", "test"]
+    np.testing.assert_array_equal(light["accuracy"].sel(split=kept).values, full["accuracy"].sel(split=kept).values)
+    assert (full["accuracy"].sel(split="clean").values > 1.5 / p).all(), "planted: above chance"
+    assert np.isnan(light["accuracy"].sel(split="holdout").values).all() and np.isnan(light["loss"].values).all()
+    assert np.isfinite(full["loss"].values).all()
+
+
+def test_learning_order_runs_skip_the_partitions():
+    """A learning-order run (checkpointed at every step to its end) stores its partitions as NaN of
+    the stored shapes (nothing reads them); a main run scores them."""
+    spec = dataclasses.replace(SPEC, epochs=4, checkpoints=())
+    main = modnoise.Run("add", 9, (("flip", 0.3),), spec, seed=2, p=7, activation="relu")
+    order = dataclasses.replace(main, order_until=4)
+    ran = {r.stops_at_order: modnoise.execute(r, torch.device("cpu")) for r in (main, order)}
+    for stops, ds in ran.items():
+        parts = ds.test_accuracy.isel(epoch=-1).sel(network=["partition", "strength", "ipr"]).values
+        stored = [ds[k].values for k in ("partition_k", "strength_score", "ipr_score", "partition_score", "generalizing_fraction")]
+        assert ds.strength_score.dims == ("replica", "neuron") and ds.partition_k.dims == ("replica", "scorer")
+        assert all(np.isnan(v).all() for v in [parts, *stored]) if stops else all(np.isfinite(v).all() for v in [parts, *stored])
+        assert np.isfinite(ds.power.values).all()  # the spectrum is kept (cheap)
+
+
+def test_calibrations_time_the_cpu_tiers_only():
+    """The dry run times a small-tier-shaped run's step, its probes (full and light) and its partitions;
+    a GPU tier's run counts 0 for probes and partitions, so that its dry run stays seconds long."""
+    spec = dataclasses.replace(SPEC, epochs=6, checkpoints=(3.0,))
+    run = modnoise.Run("add", 33, (("flip", 0.3),), spec, seed=1, p=11, activation="relu")
+    cpu = torch.device("cpu")
+    assert modnoise.calibrate(run, cpu) > 0 and modnoise.calibrate_after(run, cpu) > 0
+    full_only = modnoise.calibrate_probes(run, cpu)
+    with_light = modnoise.calibrate_probes(dataclasses.replace(run, order_until=6), cpu)
+    assert 0 < full_only < with_light
+    assert modnoise.calibrate_after(dataclasses.replace(run, order_until=6), cpu) == 0.0  # no partitions there
+    gpu_tier = dataclasses.replace(run, train=dataclasses.replace(spec, epochs=modnoise.CALIBRATED_EPOCHS + 1))
+    assert modnoise.calibrate_probes(gpu_tier, cpu) == 0.0 and modnoise.calibrate_after(gpu_tier, cpu) == 0.0
 
 
 def test_medium_tier_plan(monkeypatch):
@@ -247,3 +308,23 @@ def test_row_lookup_equals_the_dense_first_layer(shared):
     assert torch.equal(grads[0][0], grads[1][0])
     torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(grads[0][2], grads[1][2], rtol=1e-5, atol=1e-7)
+
+
+def test_row_inputs_equal_one_hot_inputs_to_the_bit():
+    """The lookup fed the pairs' rows (a, P + b) gives the one-hot input's logits and gradients to the
+    bit: the same rows summed and scattered in the same order (the small runs train on rows)."""
+    from reproduce.models import StackedTwoLayer, pair_rows
+
+    p, g = 13, torch.Generator().manual_seed(5)
+    pairs = torch.randint(0, p, (50, 2), generator=g)
+    index = torch.stack([torch.randperm(50, generator=g) for _ in range(3)])
+    y = torch.randint(0, p, (3, 50), generator=g)
+    out = []
+    for x in (modnoise.one_hot_pairs(pairs, p), pair_rows(pairs, p)):
+        model = StackedTwoLayer(p, 17, p, seeds=[0, 1, 2], activation="relu", lookup=True)
+        batch = x.reshape(50, -1).index_select(0, index.reshape(-1)).view(3, 50, -1)  # as the engine's step gathers
+        logits = model(batch)
+        torch.nn.functional.cross_entropy(logits.transpose(1, 2), y).backward()
+        out.append((logits.detach(), model.w_in.grad, model.w_out.grad))
+    assert all(torch.equal(a, b) for a, b in zip(*out))
+    assert torch.equal(pair_rows(pairs, p)[:, 1] - p, pairs[:, 1])

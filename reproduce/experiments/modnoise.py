@@ -10,18 +10,20 @@ trained on: the task-agnostic partition scores neurons on it.
 
 One run trains one operation at one width M; its replicas (stacked) are noise settings:
 `flip` / `resample` at a rate, and `tag` (labels unchanged, a random subset tagged noisy: the
-control of the clean-versus-noisy learning order, as in ddmlp). Every checkpoint records
-accuracy and loss on the clean and noisy training subsets (noisy against noisy and original
-labels), the hold-out and the test set, and the model's test accuracy; the log-spaced ones (the
-spec's checkpoints) add the test accuracy of its Fourier extraction (per neuron and global top-k);
-the per-step ones up to `Run.order_until` resolve the learning order. The final checkpoint adds
-the partition's generalizing subnetwork, each neuron's spectrum, dominant frequency,
-concentration and partition score. The epoch-0 checkpoint is the untrained control.
+control of the clean-versus-noisy learning order, as in ddmlp). The log-spaced checkpoints (the
+spec's) record accuracy and loss on the clean and noisy training subsets (noisy against noisy and
+original labels), the hold-out and the test set, and the test accuracy of the model and of its
+Fourier extraction (per neuron and global top-k); the per-step ones up to `Run.order_until`
+resolve the learning order with the accuracies its claim and figure read (clean, noisy against
+both labels, test). The final checkpoint adds each neuron's spectrum, dominant frequency and
+concentration, and, except in a learning-order run (nothing reads them there), the partitions'
+subnetworks and scores. The epoch-0 checkpoint is the untrained control.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +38,7 @@ from reproduce.measures.fourier import (OPERATIONS, extract_global, extract_per_
                                         primitive_root)
 from reproduce.measures.partition import (ablation_scores, choose_k, ipr_scores, partition, strength_scores,
                                           subnetwork_output)
-from reproduce.models import StackedTwoLayer, two_layer_logits
+from reproduce.models import StackedTwoLayer, pair_rows, two_layer_logits
 from reproduce.noise import corrupt_labels
 from reproduce.state import RefusedState, read_state
 
@@ -224,6 +226,13 @@ def one_hot_pairs(pairs: torch.Tensor, p: int) -> torch.Tensor:
     return torch.cat([F.one_hot(pairs[:, 0], p), F.one_hot(pairs[:, 1], p)], 1).float()
 
 
+def _inputs(run: Run, pairs: torch.Tensor) -> torch.Tensor:
+    """The run's input for these pairs: their one-hot vectors (N, 2P), or where the first layer is a
+    row lookup (`_lookup`) the rows they select, (a, P + b) (N, 2): the same forward and gradients to
+    the bit (models.one_hot_lookup), without gathering 2P floats per sample and step."""
+    return pair_rows(pairs, run.p) if _lookup(run) else one_hot_pairs(pairs, run.p)
+
+
 @dataclass
 class Prepared:
     pairs: torch.Tensor  # (N, 2) all pairs
@@ -284,46 +293,20 @@ def make_probe(run: Run, data: Prepared, done: int = 0):
     """The modnoise probe: learning curves per subset at every checkpoint; the test accuracy of every
     extraction only at the log-spaced ones (NaN at the per-step ones, which resolve the learning
     order: a full probe costs more than a training step). `done`: checkpoints probed before a resume."""
-    x = one_hot_pairs(data.pairs, run.p)
+    x = _inputs(run, data.pairs)
     n_train = int((data.split == 0).sum())
     n_set = data.labels.shape[1]
     x_test = x[n_set:]
     y_test = data.targets[n_set:]
-    original = data.targets[:n_set]
     order = group_order(run.op, run.p)
     epochs = checkpoint_epochs(run)
     full = {0.0, float(run.train.epochs), *map(float, run.train.checkpoints)}
     calls = [done]
 
     def probe(model: StackedTwoLayer) -> dict[str, xr.DataArray]:
-        r = data.labels.shape[0]
         light = epochs[calls[0]] not in full
         calls[0] += 1
-        logits = model(x[:n_set])
-        y, m = data.labels, data.noisy
-        in_train = torch.arange(n_set, device=y.device) < n_train
-        masks = {"clean": ~m & in_train, "noisy": m & in_train, "noisy_original": m & in_train, "holdout": ~in_train.expand_as(m)}
-        # per sample, once: the prediction and the loss against the training labels and the true ones
-        # (a per-split cross-entropy over all samples cost the per-step probe more than a training step)
-        pred, log_p = logits.argmax(-1), logits.float().log_softmax(-1)
-        target_of = {"noisy_original": original.expand_as(y)}
-        right = {t: (pred == target).double() for t, target in (("train", y), ("true", target_of["noisy_original"]))}
-        ce_of = {t: -log_p.gather(-1, target.unsqueeze(-1)).squeeze(-1).double()
-                 for t, target in (("train", y), ("true", target_of["noisy_original"]))}
-        acc, loss = [], []
-        for split in SPLITS[:-1]:
-            which = "true" if split in target_of else "train"
-            mask = masks[split].double()
-            count = mask.sum(1)
-            correct = (right[which] * mask).sum(1)
-            ce = (ce_of[which] * mask).sum(1)
-            nan = torch.full_like(count, float("nan"))
-            acc.append(torch.where(count > 0, correct / count.clamp(min=1), nan))
-            loss.append(torch.where(count > 0, ce / count.clamp(min=1), nan))
-        test_logits = model(x_test)
-        acc.append((test_logits.argmax(-1) == y_test).double().mean(1))
-        loss.append(F.cross_entropy(test_logits.transpose(1, 2), y_test.expand(r, -1), reduction="none").double().mean(1))
-
+        acc, loss = (_light_curves if light else _curves)(model, x, data, n_train, x_test, y_test)
         w_in, w_out = model.w_in, model.w_out
         pending = torch.full_like(acc[-1], float("nan"))  # the partitions: filled in at the final checkpoint (execute)
         if light:
@@ -346,6 +329,61 @@ def make_probe(run: Run, data: Prepared, done: int = 0):
     return probe
 
 
+def _subset_masks(data: Prepared, n_train: int, n: int) -> dict[str, torch.Tensor]:
+    """(R, n) masks of the first n samples of the noisy training set: clean and noisy trained-on
+    samples (the noisy ones twice: against their noisy and their true labels) and the hold-out."""
+    m = data.noisy[:, :n]
+    in_train = torch.arange(n, device=m.device) < n_train
+    return {"clean": ~m & in_train, "noisy": m & in_train, "noisy_original": m & in_train,
+            "holdout": ~in_train.expand_as(m)}
+
+
+def _split_means(per_sample: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """(R,) mean of each split's per-sample values (`per_sample` by target: "train" labels or "true"
+    ones; noisy_original reads the true ones), NaN for an empty split."""
+    out = []
+    for split in SPLITS[:-1]:
+        values = per_sample["true" if split == "noisy_original" else "train"]
+        mask = masks[split].double()
+        count = mask.sum(1)
+        out.append(torch.where(count > 0, (values * mask).sum(1) / count.clamp(min=1), torch.full_like(count, float("nan"))))
+    return out
+
+
+def _curves(model, x, data: Prepared, n_train: int, x_test, y_test) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Accuracy and cross-entropy of every split (SPLITS), per replica: the full probe."""
+    n_set = data.labels.shape[1]
+    logits = model(x[:n_set])
+    y, original = data.labels, data.targets[:n_set].expand_as(data.labels)
+    masks = _subset_masks(data, n_train, n_set)
+    # per sample, once: the prediction and the loss against the training labels and the true ones
+    # (a per-split cross-entropy over all samples cost the per-step probe more than a training step)
+    pred, log_p = logits.argmax(-1), logits.float().log_softmax(-1)
+    targets = {"train": y, "true": original}
+    right = {t: (pred == target).double() for t, target in targets.items()}
+    ce = {t: -log_p.gather(-1, target.unsqueeze(-1)).squeeze(-1).double() for t, target in targets.items()}
+    acc, loss = _split_means(right, masks), _split_means(ce, masks)
+    test_logits = model(x_test)
+    acc.append((test_logits.argmax(-1) == y_test).double().mean(1))
+    loss.append(F.cross_entropy(test_logits.transpose(1, 2), y_test.expand(acc[-1].shape[0], -1),
+                                reduction="none").double().mean(1))
+    return acc, loss
+
+
+def _light_curves(model, x, data: Prepared, n_train: int, x_test, y_test) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The per-step probe of the learning order: the accuracy of what its claim and figure read, the
+    clean and noisy trained-on subsets (noisy against both labels) and the test set; the hold-out's
+    accuracy and every loss are NaN there (nothing reads them per step; the full probes at the
+    log-spaced checkpoints have them). The same forward on fewer rows: each sample's logits, so its
+    prediction, are the full probe's (tested), at 0.91 of its samples and without the log-softmax."""
+    y, original = data.labels[:, :n_train], data.targets[:n_train].expand(data.labels.shape[0], -1)
+    pred = model(x[:n_train]).argmax(-1)
+    masks = {k: v[:, :n_train] for k, v in _subset_masks(data, n_train, n_train).items()}
+    acc = _split_means({"train": (pred == y).double(), "true": (pred == original).double()}, masks)
+    acc.append((model(x_test).argmax(-1) == y_test).double().mean(1))
+    return acc, [torch.full_like(acc[-1], float("nan")) for _ in SPLITS]
+
+
 def order_reached(records: list[tuple[float, dict[str, xr.DataArray]]]) -> bool:
     """True once every replica's clean and noisy subsets (against their training labels) have reached
     ORDER_LEVEL at some checkpoint: the learning order's statistic (claims/modnoise.py, the first step
@@ -362,8 +400,8 @@ def execute(run: Run, device: torch.device, state_path=None, progress=None) -> x
     """Train the run and return its results (dims epoch, replica, ...; per-neuron state at the end)."""
     data = prepare(run, device)
     model = _model(run).to(device)
-    n_train = int((data.split == 0).sum())
-    x_train = one_hot_pairs(data.pairs[:n_train], run.p)
+    n_train, n_set = int((data.split == 0).sum()), data.labels.shape[1]
+    x_train = _inputs(run, data.pairs[:n_train])
     spec = dataclasses.replace(run.train, checkpoints=tuple(checkpoint_epochs(run)))
     labels, order_seeds = data.labels[:, :n_train], [20_000 + s for _, _, s in run.replicas]
     done = _probes_done(state_path, fingerprint(model, x_train, labels, spec, order_seeds))
@@ -373,29 +411,18 @@ def execute(run: Run, device: torch.device, state_path=None, progress=None) -> x
     with torch.no_grad():
         order = group_order(run.op, run.p)
         spectrum = neuron_spectrum(model.w_in, model.w_out, order)
-        n_set = data.labels.shape[1]
-        _, hidden = model(one_hot_pairs(data.pairs[n_train:n_set], run.p), return_hidden=True)
-        held_out = data.labels[:, n_train:]
-        scores = ablation_scores(hidden, model.w_out, held_out)
-        groups = {"partition": partition(hidden, model.w_out, held_out)}
-        paper_scores = {"strength": strength_scores(model.w_in, model.w_out, run.activation),
-                        "ipr": ipr_scores(model.w_out, order)}
-        chosen_k = {}
-        for name, score in paper_scores.items():
-            groups[name], chosen_k[name] = choose_k(score, hidden, model.w_out, held_out)
-        x_test, y_test = one_hot_pairs(data.pairs[n_set:], run.p), data.targets[n_set:]
-        for name, group in groups.items():
-            sub = _accuracy(model.w_in, subnetwork_output(model.w_out, group), x_test, y_test, run.activation, model.lookup)
-            # The partitions are scored once, on the final network (per neuron ablations are the probe's costliest part).
-            ds["test_accuracy"].loc[dict(epoch=ds.epoch.values[-1], network=name)] = sub.cpu().numpy()
-    ds["generalizing_fraction"] = ("replica", groups["partition"].double().mean(1).cpu().numpy())
-    ds["partition_k"] = (("replica", "scorer"), torch.stack([chosen_k[n] for n in SCORERS], 1).cpu().numpy())
-    for name, score in paper_scores.items():
-        ds[f"{name}_score"] = (("replica", "neuron"), score.double().cpu().numpy())
+        parts = _no_partitions(run) if run.stops_at_order else _partitions(run, model, data, order)
+    for name, accuracy in parts.accuracy.items():
+        # scored once, on the final network (per neuron ablations are the probe's costliest part)
+        ds["test_accuracy"].loc[dict(epoch=ds.epoch.values[-1], network=name)] = accuracy
+    ds["generalizing_fraction"] = ("replica", parts.generalizing_fraction)
+    ds["partition_k"] = (("replica", "scorer"), parts.k)
+    for name, score in parts.scores.items():
+        ds[f"{name}_score"] = (("replica", "neuron"), score)
     ds["power"] = (("replica", "neuron", "frequency"), spectrum["power"].cpu().numpy())
     ds["dominant_frequency"] = (("replica", "neuron"), spectrum["dominant"].cpu().numpy().astype(np.int16))
     ds["concentration"] = (("replica", "neuron"), spectrum["concentration"].cpu().numpy())
-    ds["partition_score"] = (("replica", "neuron"), scores.cpu().numpy())
+    ds["partition_score"] = (("replica", "neuron"), parts.ablation)
     ds = ds.assign_coords(
         model=run.model, op=run.op, width=run.width, p=run.p,
         frequency=np.arange(1, spectrum["power"].shape[-1] + 1),
@@ -425,6 +452,49 @@ def execute(run: Run, device: torch.device, state_path=None, progress=None) -> x
     return ds
 
 
+@dataclass
+class Partitions:
+    """The partitions of a final network (NETWORKS beyond model and Fourier), as stored: each one's
+    test accuracy (R,), the paper's scores and the held-out ablation's per neuron (R, M), the k chosen
+    per scorer (R, len(SCORERS)) and the ablation's generalizing fraction (R,)."""
+
+    accuracy: dict[str, np.ndarray]
+    scores: dict[str, np.ndarray]
+    ablation: np.ndarray
+    k: np.ndarray
+    generalizing_fraction: np.ndarray
+
+
+def _partitions(run: Run, model: StackedTwoLayer, data: Prepared, order: np.ndarray) -> Partitions:
+    """The held-out ablation (fixed point) and the paper's Strength and IPR top k (k chosen on the
+    held-out split), each scored by the test accuracy of its subnetwork."""
+    n_train, n_set = int((data.split == 0).sum()), data.labels.shape[1]
+    _, hidden = model(_inputs(run, data.pairs[n_train:n_set]), return_hidden=True)
+    held_out = data.labels[:, n_train:]
+    scores = ablation_scores(hidden, model.w_out, held_out)
+    groups = {"partition": partition(hidden, model.w_out, held_out)}
+    paper_scores = {"strength": strength_scores(model.w_in, model.w_out, run.activation),
+                    "ipr": ipr_scores(model.w_out, order)}
+    chosen_k = {}
+    for name, score in paper_scores.items():
+        groups[name], chosen_k[name] = choose_k(score, hidden, model.w_out, held_out)
+    x_test, y_test = _inputs(run, data.pairs[n_set:]), data.targets[n_set:]
+    accuracy = {name: _accuracy(model.w_in, subnetwork_output(model.w_out, group), x_test, y_test, run.activation,
+                                model.lookup).cpu().numpy() for name, group in groups.items()}
+    return Partitions(accuracy, {n: s.double().cpu().numpy() for n, s in paper_scores.items()}, scores.cpu().numpy(),
+                      torch.stack([chosen_k[n] for n in SCORERS], 1).cpu().numpy(),
+                      groups["partition"].double().mean(1).cpu().numpy())
+
+
+def _no_partitions(run: Run) -> Partitions:
+    """A learning-order run's partitions, not computed: NaN of the stored shapes. No claim, figure or
+    table reads them (the learning order reads the per-step curves; the partition and Fourier claims
+    read the main run), and they took about 50 s of the small tier's learning-order runs."""
+    r, m = len(run.replicas), run.width
+    return Partitions({}, {n: np.full((r, m), np.nan) for n in SCORERS}, np.full((r, m), np.nan, dtype=np.float32),
+                      np.full((r, len(SCORERS)), np.nan), np.full(r, np.nan))
+
+
 def _model(run: Run) -> StackedTwoLayer:
     return StackedTwoLayer(run.p, run.width, run.p, seeds=[s for _, _, s in run.replicas], activation=run.activation,
                            lookup=_lookup(run))
@@ -452,9 +522,98 @@ def steps_and_flops(run: Run) -> tuple[int, float]:
 def calibrate(run: Run, device: torch.device) -> float:
     """Seconds per (full-batch) training step of this run's stacked model on `device`.
 
-    The whole stack is timed at growing batches and extrapolated linearly to the full batch
-    (`seconds_per_step`), so the fixed cost of a step is counted once, not once per replica and
-    per 256 samples as scaling one small replica did (which put the quick tier's narrow runs at
-    25-38 s against 3-13 s measured)."""
-    spec = dataclasses.replace(run.train, batch_size=_n_train(run))
-    return seconds_per_step(_model(run).to(device), (2 * run.p,), run.p, spec, device)
+    A CPU-tier run (`_calibrated`) is timed as it trains: full-batch steps (`make_step`) on its own
+    data, the best of two after a warm-up. Extrapolating from small batches (`seconds_per_step`, which
+    the GPU tiers keep, so that their dry runs stay seconds long) put the small main run at 1.6 times
+    too fast: at the full batch its (R, N, M) tensors of 100-350 MiB leave the caches."""
+    if not _calibrated(run):
+        spec = dataclasses.replace(run.train, batch_size=_n_train(run))
+        return seconds_per_step(_model(run).to(device), (2 * run.p,), run.p, spec, device)
+    from reproduce.devices import keep_freed_memory
+    from reproduce.step import make_step
+
+    if device.type == "cpu":
+        keep_freed_memory()  # as train() has it
+    data = prepare(run, device)
+    n_train = int((data.split == 0).sum())
+    x = _inputs(run, data.pairs[:n_train])
+    step = make_step(_model(run).to(device), run.train, x, data.labels[:, :n_train], n_train)
+    g = torch.Generator(device=device).manual_seed(0)
+    index = torch.stack([torch.randperm(n_train, generator=g, device=device) for _ in run.replicas])
+    timings = []
+    for _ in range(3):
+        start = time.perf_counter()
+        float(step(index).sum())  # the host waits for the step
+        timings.append(time.perf_counter() - start)
+    return min(timings[1:])
+
+
+PARTITION_ROUNDS = 5  # ablation rounds to the partition's fixed point: "usually 4-6 rounds" (docs/modnoise.md)
+CALIBRATED_EPOCHS = 250  # the CPU tiers' runs (quick 70, small at most 250 epochs) have their probes and
+CALIBRATED_HIDDEN = 1.2e8  # partitions timed by a dry run, up to this many hidden activations (replicas x pairs x
+# width; small's largest: 15 x 12,769 x 513); the GPU tiers' (medium 500 epochs, full 10,000) count 0, so that
+# their dry runs stay seconds long, as masc's
+
+
+def _calibrated(run: Run) -> bool:
+    """Whether a dry run times this run's probes and partitions (CPU-tier sizes only)."""
+    pairs = (run.p - (run.op == "mul")) ** 2
+    return run.train.epochs <= CALIBRATED_EPOCHS and len(run.replicas) * pairs * run.width <= CALIBRATED_HIDDEN
+
+
+def calibrate_probes(run: Run, device: torch.device) -> float:
+    """Seconds of all of a run's probes, for --dry-run: one full probe (curves of every split, the
+    Fourier extractions) times the log-spaced checkpoints, one light probe (the learning order's
+    curves) times the per-step ones, each timed once after a warm-up call on the run's own data
+    through its untrained model (a probe's cost does not depend on the weights). A learning-order run
+    that stops early probes fewer steps than counted here: an upper bound for it."""
+    from reproduce.engine import _run_probe
+
+    if not _calibrated(run):
+        return 0.0
+    data = prepare(run, device)
+    model = _model(run).to(device)
+    epochs = checkpoint_epochs(run)
+    full = {0.0, float(run.train.epochs), *map(float, run.train.checkpoints)}
+    n_full = sum(e in full for e in epochs)
+    seconds = 0.0
+    for count, done in ((n_full, 0), (len(epochs) - n_full, next((i for i, e in enumerate(epochs) if e not in full), None))):
+        if not count or done is None:
+            continue
+        timings = []
+        for _ in range(2):  # a warm-up, then the timed call (the first pays for allocations)
+            probe = make_probe(run, data, done)
+            start = time.perf_counter()
+            _run_probe(model, probe)
+            timings.append(time.perf_counter() - start)
+        seconds += count * timings[-1]
+    return seconds
+
+
+def calibrate_after(run: Run, device: torch.device) -> float:
+    """Seconds of the work after training, for --dry-run: the partitions of the final network (none
+    for a learning-order run). One held-out ablation round is timed on the run's own data through
+    its untrained model and counted 1 + PARTITION_ROUNDS times (the stored scores, then the fixed
+    point: an untrained network reaches it in other rounds than a trained one, so the rounds are
+    assumed, not timed), plus one timed call of the paper's top-k choices and the subnetworks' test
+    accuracies."""
+    if run.stops_at_order or not _calibrated(run):
+        return 0.0
+    data = prepare(run, device)
+    model = _model(run).to(device)
+    n_train, n_set = int((data.split == 0).sum()), data.labels.shape[1]
+    with torch.no_grad():
+        _, hidden = model(_inputs(run, data.pairs[n_train:n_set]), return_hidden=True)
+        held_out = data.labels[:, n_train:]
+        start = time.perf_counter()
+        ablation_scores(hidden, model.w_out, held_out)
+        one_round = time.perf_counter() - start
+        start = time.perf_counter()
+        order = group_order(run.op, run.p)
+        x_test, y_test = _inputs(run, data.pairs[n_set:]), data.targets[n_set:]
+        for score in (strength_scores(model.w_in, model.w_out, run.activation), ipr_scores(model.w_out, order)):
+            group, _ = choose_k(score, hidden, model.w_out, held_out)
+            _accuracy(model.w_in, subnetwork_output(model.w_out, group), x_test, y_test, run.activation, model.lookup)
+        neuron_spectrum(model.w_in, model.w_out, order)
+        rest = time.perf_counter() - start
+    return (1 + PARTITION_ROUNDS) * one_round + rest
