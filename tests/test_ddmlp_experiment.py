@@ -64,7 +64,8 @@ def test_medium_runs_are_the_paper_widths_on_full_fashion_mnist(monkeypatch):
 def test_shrunk_path_runs_every_claim_case_of_the_tier(tier, shrunk_medium, fashion_mnist):
     """The small and medium configurations, shrunk by REPRODUCE_SHRINK=1 to CPU size (same names,
     same code path), made and judged end to end: every case of the tier must run (not skip, not
-    error) and claims.json must list every ddmlp claim judged there, with 3 seeds. The verdicts at
+    error) and claims.json must list every ddmlp claim judged there, with the tier's seeds (medium 3, small
+    ddmlp.SMALL_SEEDS). The verdicts at
     this size mean nothing; the real small verdicts come from `python -m reproduce --tier small`."""
     stdout, entries = shrunk_medium("ddmlp", tier)
     judged = [c.id for c in declared(["ddmlp"]).values() if c.cases_at(tier)]
@@ -79,7 +80,7 @@ def test_shrunk_path_runs_every_claim_case_of_the_tier(tier, shrunk_medium, fash
             assert case["verdict"] not in ("not_run", "error"), (claim_id, case["case"], case["message"])
             judged_on = {c["n"] for c in case["conditions"]}
             # only the seeds with an outlier, for the outlier's own claims
-            assert judged_on == {3} or (tier == "small" and judged_on == {5}) or (claim_id in OUTLIER_SEEDS_ONLY and max(judged_on) <= 3), (claim_id, case["case"])
+            assert judged_on == {3} or (tier == "small" and judged_on == {ddmlp.SMALL_SEEDS}) or (claim_id in OUTLIER_SEEDS_ONLY and max(judged_on) <= 3), (claim_id, case["case"])
 
 
 # --- the paper's softmax reading (Run.softmax_output) --------------------------------------

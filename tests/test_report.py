@@ -56,9 +56,18 @@ def test_an_error_is_a_regression_whatever_was_expected():
 
 
 def test_a_contradicted_prediction_is_shown_and_no_regression():
-    claim = planted(CLAIM, {"small-mlp7": HOLDS, "small-mlp7-control-twins": FAILS})  # predicted not_reproduced at small
-    entry = judge_claim(claim, "small", ds=None)
+    """A prediction stands only where no measurement is recorded (record={}; the small verdicts of CLAIM are
+    measured in data/expected/small.json): contradicted, it is shown, not a regression."""
+    claim = dataclasses.replace(planted(CLAIM, {"small-mlp7": HOLDS, "small-mlp7-control-twins": FAILS}),
+                                predicted={"small": ("not_reproduced", "a planted prediction")})
+    entry = judge_claim(claim, "small", ds=None, record={})
     assert entry["expectation"] == "predicted" and entry["as_expected"] is False and not entry["regression"]
+
+
+def test_a_contradicted_measurement_is_a_regression():
+    claim = planted(CLAIM, {"small-mlp7": HOLDS, "small-mlp7-control-twins": FAILS})
+    entry = judge_claim(claim, "small", ds=None, record={"verdicts": {CLAIM: "not_reproduced"}})
+    assert entry["expectation"] == "measured" and entry["as_expected"] is False and entry["regression"]
 
 
 def test_a_claim_with_no_case_at_the_tier_names_the_tiers_that_judge_it():

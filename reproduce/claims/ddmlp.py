@@ -312,7 +312,6 @@ def tracks_input_class(ds, case: Case) -> Evidence:
 
 
 # --- the declarations --------------------------------------------------------------------
-SMALL_RUN = "the small tier at commit 9e0d946, base seed 0 (docs/ddmlp.md; 364 s of training in one CPU slot)"
 QUICK_SHOWS = "the quick tier shows it (data/expected/quick.json) and the paper reports it at this scale; no run of this tier is kept"
 PAPER_SETTING = "the paper's own setting, where it reports the phenomenon; no run of this tier is kept"
 NO_NOISY_OUTLIER = ("the H200 probes of the medium setting (docs/ddmlp-medium.md) grew no lone outlier in the noisy "
@@ -328,33 +327,26 @@ CLAIMS = [
           cases(OUTLIER_MODELS, "init") + cases({}, "twins", controls=OUTLIER_MODELS), figure=ddmlp_outlier,
           why={"quick": "no single outlier neuron within the quick budget: the largest first-layer neurons grow together; "
                         "see docs/quick-settings.md",
-               "small": "MLP7 grows a lone outlier in 4 of 5 noisy seeds, but its clean-label twins grow one in 3 of 5: "
-                        "the runner-up criterion stays inconclusive over seeds, MLP3 grows none; see docs/ddmlp.md"},
-          predicted={"small": ("not_reproduced", SMALL_RUN + ": MLP7 and MLP5 inconclusive (runner-up / r 0.19 and 0.49, "
-                                                 "median of 5 seeds, intervals across 0.5), MLP3 not reproduced (largest r "
-                                                 "3.7 [3.2, 4.2])"),
-                     "medium": ("not_reproduced", NO_NOISY_OUTLIER),
+               "small": "MLP7 grows a lone outlier, but its clean-label twins grow one as well (the twins' control "
+                        "is not met: the outlier is not tied to the noisy labels), and MLP3 grows none (MLP5 between); "
+                        "see docs/ddmlp.md"},
+          predicted={"medium": ("not_reproduced", NO_NOISY_OUTLIER),
                      "full": ("inconclusive", "the paper grows one (r > 10 at 1e5 epochs), but the H200 probe grew a lone "
                                               "outlier in a clean-label twin (r 74.0, runner-up 4.3) and in no noisy "
                                               "replica: the twins' control may pass too")}),
     Claim("ddmlp.epochwise_double_descent", epochwise_double_descent, cases(LARGEST, "twins"), figure=ddmlp_test_accuracy,
-          why={"small": "MLP7's smoothed test accuracy falls 8.5 points and recovers 1.6 once the training set is fitted "
-                        "(by epoch 100-200), then stays flat to epoch 400: a recovery near, not clearly above, a quarter "
-                        "of the fall; twice the images, SGD with momentum and 45% noise rebound no more (the "
-                        "search in docs/ddmlp.md)"},
-          predicted={"small": ("inconclusive", SMALL_RUN + ": recovery minus a quarter of the fall -0.5 [-1.7, +0.8] "
-                                               "points over 5 seeds; the twins do not fall. At base seed 1 it reads not "
-                                               "reproduced (-1.6 [-2.6, -0.6]): the verdict depends on the base seed"),
-                     "medium": ("inconclusive", "the H200 probe at lr 1e-4 recovered 0.40 of the fall by epoch 1,000, "
+          why={"small": "MLP7's smoothed test accuracy falls while the noisy labels are fitted and rebounds by less than "
+                        "a quarter of the fall once the training set is fitted (by epoch 100-250), then stays flat to "
+                        "epoch 400; twice the images, SGD with momentum (400 and 1,000 epochs), 45% noise and the "
+                        "softmax reading rebound no more (the search in docs/ddmlp.md)"},
+          predicted={"medium": ("inconclusive", "the H200 probe at lr 1e-4 recovered 0.40 of the fall by epoch 1,000, "
                                                 "but medium stops MLP7 at 500 epochs, where lr 3e-4 had recovered only "
                                                 "0.17-0.22 of it (docs/ddmlp-medium.md)"),
                      "full": ("reproduced", PAPER_SETTING)}),
     Claim("ddmlp.double_descent_only_largest", only_largest, cases(BOTH_ENDS, None), figure=ddmlp_test_loss,
-          why={"small": "the test loss of every model rises (MLP7 5.8 nats) and never falls again: the memorized noisy "
+          why={"small": "the test loss of every model rises and never falls again within 400 epochs: the memorized noisy "
                         "labels drive the test loss up while the accuracy recovers a little; see docs/ddmlp.md"},
-          predicted={"small": ("not_reproduced", SMALL_RUN + ": MLP7's smoothed test loss rises 5.8 nats and falls 0.00 "
-                                                 "after (fall minus a quarter of the rise -1.45 [-1.69, -1.21])"),
-                     "medium": ("inconclusive", "MLP7's test accuracy recovered slowly in the H200 probes "
+          predicted={"medium": ("inconclusive", "MLP7's test accuracy recovered slowly in the H200 probes "
                                                 "(docs/ddmlp-medium.md); its test loss was not recorded there"),
                      "full": ("reproduced", PAPER_SETTING)}),
     Claim("ddmlp.outlier_in_shallow_layers", outlier_shallow, cases(DEEP_WITH_OUTLIER, None), figure=ddmlp_outlier_layers,
