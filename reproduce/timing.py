@@ -51,8 +51,7 @@ def seconds_per_step(model: nn.Module, input_shape: Sequence[int], num_classes: 
     step are within 2x above the largest calibrated one, or between two calibrated ones, is scaled
     by FLOPs from its neighbours instead of timed (a width sweep times about one width in three).
     """
-    if _RECORDING is not None:  # run_shape: the run's model and shape, not a timing
-        _RECORDING.append(dict(model=model, input_shape=input_shape, num_classes=num_classes))
+    if recorded(model, input_shape, num_classes):  # run_shape asks for the shape, not a timing
         return 0.0
     params = tuple(tuple(p.shape) for p in model.parameters())
     family = (type(model).__name__, tuple(input_shape), num_classes, spec.batch_size, spec.optimizer,
@@ -171,6 +170,15 @@ class RunShape:
 
 
 _RECORDING: list[dict] | None = None
+
+
+def recorded(model: nn.Module, input_shape: Sequence[int], num_classes: int) -> bool:
+    """True inside `run_shape`, which then takes this model and shape instead of a timing: every
+    experiment's `calibrate` calls it (through `seconds_per_step`, or itself where it times its own way)."""
+    if _RECORDING is None:
+        return False
+    _RECORDING.append(dict(model=model, input_shape=input_shape, num_classes=num_classes))
+    return True
 
 
 def run_shape(experiment, run) -> RunShape:

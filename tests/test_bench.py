@@ -10,6 +10,7 @@ import xarray as xr
 
 from reproduce import bench
 from reproduce.engine import TrainSpec, train
+from reproduce.experiments import PAPERS
 from reproduce.models import StackedMLP
 
 RATIO = re.compile(r"^(engine vs plain DataLoader loop|stacked replicas), .+: \S+ ([\d,]+) samples/s, "
@@ -191,3 +192,12 @@ def test_runs_section_times_only_the_tiers_asked_for(tmp_path, monkeypatch):
     assert bench.main(["--only", "runs", "--results", str(tmp_path)]) == 0
     assert bench.main(["--only", "runs", "--quick", "--results", str(tmp_path)]) == 0
     assert asked == [("quick",), bench.RUN_TIERS, ("quick",)]
+
+
+def test_every_cpu_tier_run_has_a_shape_for_the_bench():
+    """`run_shape` reads each run's model and shape from its experiment's own calibration, whichever
+    way that calibration times (modnoise times its CPU-tier runs on their own data): nothing is timed."""
+    shapes = bench.tier_run_shapes(bench.RUN_TIERS)
+    assert {paper for _, paper, _, _ in shapes} == set(PAPERS)
+    for tier, paper, name, shape in shapes:
+        assert shape.replicas >= 1 and shape.n >= shape.batch >= 1, (tier, paper, name)
