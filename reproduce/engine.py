@@ -30,7 +30,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from reproduce.devices import NUMERICS, keep_freed_memory, on_every_thread
+from reproduce.devices import NUMERICS, on_every_thread
 from reproduce.probes import Probe, _run_probe
 from reproduce.spec import TrainSpec, log_schedule
 from reproduce.state import load_state, save_state
@@ -93,8 +93,6 @@ def train(
     `stop_when(records)` is asked after every checkpoint with the (epoch, probe outputs) so far; True
     ends training there (early stopping; the result then ends at that checkpoint).
     """
-    if inputs.device.type == "cpu":
-        keep_freed_memory()  # large tensors reuse freed heap blocks instead of fresh pages (devices.py)
     with _flush_denormals(inputs.device):
         return _train(model, inputs, labels, spec, probe, order_seeds=order_seeds, state_path=state_path,
                       save_every_s=save_every_s, progress=progress, stop_after_steps=stop_after_steps,

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reproduce.devices import NUMERICS, step_numerics
+from reproduce.devices import NUMERICS, keep_freed_memory, step_numerics
 from reproduce.spec import TrainSpec
 
 
@@ -118,7 +118,10 @@ class GraphedStep(Step):
 def make_step(model: nn.Module, spec: TrainSpec, inputs: torch.Tensor, labels: torch.Tensor,
               batch: int) -> Step:
     """The step `train` and the dry-run calibration take: graphed on CUDA (unless `NUMERICS` says no
-    or --compile asks for torch.compile's own graphs), eager elsewhere."""
+    or --compile asks for torch.compile's own graphs), eager elsewhere. On the CPU the allocator keeps
+    freed memory from here on (`devices.keep_freed_memory`): every step, trained or timed, gets it."""
+    if inputs.device.type == "cpu":
+        keep_freed_memory()
     if inputs.device.type == "cuda" and NUMERICS.cuda_graphs and not NUMERICS.compile:
         optimizer = make_optimizer(model, spec, capturable=True)
         return GraphedStep(model, optimizer, inputs, labels, (labels.shape[0], batch))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from reproduce.devices import NUMERICS, keep_freed_memory
+from reproduce.devices import NUMERICS
 from reproduce.spec import TrainSpec
 from reproduce.step import GraphedStep, make_step
 
@@ -101,8 +101,6 @@ def measure_step(model: nn.Module, input_shape: tuple[int, ...], num_classes: in
     replicas = getattr(model, "replicas", 1)
     batch = spec.batch_size
     pool = max(pool, batch)
-    if device.type == "cpu":
-        keep_freed_memory()  # as train() does: the step timed with the allocator the run has
     data_key = (input_shape, pool, str(device))
     if data_key not in _POOLS:
         _POOLS.clear()  # one pool at a time: a CIFAR-sized pool is 50 MB

@@ -530,14 +530,11 @@ def calibrate(run: Run, device: torch.device) -> float:
     if not _calibrated(run):
         spec = dataclasses.replace(run.train, batch_size=_n_train(run))
         return seconds_per_step(_model(run).to(device), (2 * run.p,), run.p, spec, device)
-    from reproduce.devices import keep_freed_memory
     from reproduce.step import make_step
 
     model = _model(run)
     if recorded(model, (2 * run.p,), run.p):  # the bench's run_shape: one-hot inputs of the run's model
         return 0.0
-    if device.type == "cpu":
-        keep_freed_memory()  # as train() has it
     data = prepare(run, device)
     n_train = int((data.split == 0).sum())
     x = _inputs(run, data.pairs[:n_train])
