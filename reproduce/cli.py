@@ -1,7 +1,7 @@
 """Command line: `python -m reproduce [run] --tier T` makes a tier's results and its claim report.
 
     python -m reproduce [run] --tier {quick,small,medium,full} [--paper KEY ...] [--run NAME ...] [--claim ID ...]
-                        [--results DIR] [--seed N] [--device cpu|cuda] [--threads N] [--dry-run] [--fresh]
+                        [--results DIR] [--seed N] [--device cpu|cuda] [--threads N] [--jobs N] [--dry-run] [--fresh]
                         [--executor local|slurm] [--slurm-config FILE] [--partition P] [--time-min M]
                         [--gpus G] [--cpus C] [--mem-gb M] [--precision tf32|bf16] [--compile]
     python -m reproduce report --tier T [--results DIR] [--paper KEY ...] [--claim ID ...] [--seed N]
@@ -72,7 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true", help="recompute runs even when stored results exist")
     run.add_argument("--no-report", action="store_true", help="make the results only")
     run.add_argument("--run", nargs="+", metavar="NAME", help="only these runs of the plan (e.g. mlp3-s0)")
-    run.add_argument("--threads", type=_at_least_one, help="torch CPU threads, at least 1 (the numbers on the CPU depend on it)")
+    run.add_argument("--threads", type=_at_least_one, help="torch CPU threads, at least 1 (the numbers on the CPU depend on it); "
+                                                         "with --jobs, per job")
+    run.add_argument("--jobs", type=_at_least_one, default=1,
+                     help="runs made by this many CPU processes side by side (default 1; 2 on two cores: small "
+                          "stacked models use two cores better as two runs on one thread each)")
     run.add_argument("--executor", default="local", help="local (default): this process; slurm: one job array via submitit")
     run.add_argument("--precision", default="tf32", help="tf32 (default; float32 on the CPU) or bf16 autocast; "
                      "recorded in every result's attrs")
@@ -174,9 +178,10 @@ def _main(argv: list[str] | None) -> int:
 def _run(args: argparse.Namespace, json_to: TextIO | None = None) -> int:
     if args.device not in ("cpu", "cuda"):  # before torch is imported: bad input answers at once
         raise UserError(f"unknown device {args.device!r}: use cpu or cuda")
-    from reproduce.executors import SlurmConfig, check_executor
+    from reproduce.executors import SlurmConfig, check_executor, check_jobs
 
     check_executor(args.executor)
+    check_jobs(args.jobs, args.device, args.executor, args.fresh)
     slurm = SlurmConfig.load(args.slurm_config, partition=args.partition, time_min=args.time_min, gpus=args.gpus,
                              cpus=args.cpus, mem_gb=args.mem_gb)
     if args.dry_run:
@@ -186,12 +191,13 @@ def _run(args: argparse.Namespace, json_to: TextIO | None = None) -> int:
         check_named_folder()
         check_creatable(args.results)
 
-        if args.threads:  # calibrate at the thread count the run would use
-            import torch
+        import torch
 
-            torch.set_num_threads(args.threads)
+        threads = args.threads or (max(1, torch.get_num_threads() // args.jobs) if args.jobs > 1 else None)
+        if threads:  # calibrate at the thread count the run would use
+            torch.set_num_threads(threads)
 
-        print(describe(args.tier, args.paper, args.device, args.seed, args.run, args.precision))
+        print(describe(args.tier, args.paper, args.device, args.seed, args.run, args.precision, jobs=args.jobs))
         print(_dry_run_checks(args.tier, args.paper, args.results, args.seed, args.run))
         if args.executor == "slurm":
             from reproduce.executors import describe_array
@@ -207,7 +213,7 @@ def _run(args: argparse.Namespace, json_to: TextIO | None = None) -> int:
     from reproduce.executors import make_results
 
     make_results(args.tier, args.paper, args.results, args.device, args.seed, fresh=args.fresh,
-                 executor=args.executor, only=args.run, threads=args.threads, slurm=slurm,
+                 executor=args.executor, only=args.run, threads=args.threads, slurm=slurm, jobs=args.jobs,
                  precision=args.precision, compile=args.compile)
     code = 0 if args.no_report else report(args.tier, args.results, args.paper, args.seed, args.device, args.claim,
                                             json_to=json_to)

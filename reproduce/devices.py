@@ -212,9 +212,24 @@ def keep_freed_memory() -> bool:
     trimmed, the freed blocks are reused and the faults stop. Memory placement only: the same
     arithmetic runs on the same values (the stored numbers are equal, docs/modnoise.md).
 
-    Process-wide and never undone (done once); True where set (glibc), False elsewhere."""
+    Process-wide and never undone (done once); True where set (glibc), False elsewhere. The memory
+    kept is given back between runs (`release_freed_memory`)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
     except (OSError, AttributeError):  # not glibc (macOS, musl): its allocator as it is
+        return False
+
+
+def release_freed_memory() -> bool:
+    """Give the pages of every freed heap block back to the kernel (glibc's malloc_trim(0)), after a run.
+
+    Why: with `keep_freed_memory` the heap is never trimmed, and runs of other shapes one after another
+    leave free blocks that the next run's tensors do not fit: the small tier in one process (ddmlp,
+    smooth, masc, then modnoise) grew to 24 GB resident and was killed for memory in modnoise's second
+    run (docs/speed.md). Between runs nothing is live but the data, so this costs one round of page
+    faults per run, not per step. True where pages went back (glibc), False elsewhere."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
         return False

@@ -72,10 +72,14 @@ def check_executor(name: str) -> str:
 
 
 def make_results(tier: str, papers: Sequence[str], results: Path, device: str = "cpu", seed: int = 0, *,
-                 executor: str = "local", slurm: SlurmConfig | None = None, **options) -> dict[str, list[str]]:
-    """`runner.make_results` with the named executor: `local` computes in this process, `slurm`
-    submits the runs the store lacks as one job array (`options` as runner.make_results takes them)."""
+                 executor: str = "local", slurm: SlurmConfig | None = None, jobs: int = 1,
+                 **options) -> dict[str, list[str]]:
+    """`runner.make_results` with the named executor: `local` computes in this process (and, with
+    `jobs` > 1, in jobs - 1 more beside it: `side_by_side`), `slurm` submits the runs the store lacks
+    as one job array (`options` as runner.make_results takes them)."""
     if check_executor(executor) == "local":
+        if jobs > 1:
+            return side_by_side(tier, papers, results, device, seed, jobs=jobs, **options)
         return runner.make_results(tier, papers, results, device, seed, **options)
     numerics = {k: options[k] for k in ("precision", "compile") if k in options}
     reuse = not options.get("fresh", False)
@@ -85,6 +89,44 @@ def make_results(tier: str, papers: Sequence[str], results: Path, device: str = 
         run_on_slurm(store, tier_, todo, device, slurm or SlurmConfig(), reuse=reuse, log=log, numerics=numerics)
 
     return runner.make_results(tier, papers, results, device, seed, execute=on_slurm, **options)
+
+
+def check_jobs(jobs: int, device: str, executor: str, fresh: bool) -> int:
+    """--jobs N: N local processes side by side on the CPU (see `side_by_side`)."""
+    if jobs > 1 and (device != "cpu" or executor != "local"):
+        raise UserError(f"--jobs {jobs} runs processes side by side on this machine's CPU: use it with --device cpu "
+                        "and the local executor (on Slurm every run is its own task already)")
+    if jobs > 1 and fresh:
+        raise UserError(f"--jobs {jobs} with --fresh: a process beside this one could reuse a stored run the other "
+                        "recomputes; remove the stored runs (or the results folder) instead, or use --jobs 1")
+    return jobs
+
+
+def side_by_side(tier: str, papers: Sequence[str], results: Path, device: str = "cpu", seed: int = 0, *, jobs: int,
+                 threads: int | None = None, only: Sequence[str] | None = None, log: Callable[[str], None] = print,
+                 **options) -> dict[str, list[str]]:
+    """Make the plan's runs in `jobs` processes side by side, each with `threads` torch threads (default:
+    this machine's threads shared out): this process and jobs - 1 workers (`python -m reproduce run
+    --no-report` on the same plan and store). The store's per-run lock shares the runs out: a process
+    passes over a run another holds and takes the next one in plan order (`runner.run_locally`), so the
+    tier takes about its longest chain of runs rather than their sum. Why: small stacked models use two
+    cores less well than two runs on one core each (docs/speed.md). A run's numbers depend only on its
+    own thread count, not on which process made it."""
+    threads = threads or max(1, torch.get_num_threads() // jobs)
+    command = [sys.executable, "-m", "reproduce", "run", "--tier", tier, "--paper", *papers, "--results", str(results),
+               "--seed", str(seed), "--device", device, "--threads", str(threads), "--no-report",
+               "--precision", options.get("precision", "tf32"), *(["--compile"] if options.get("compile") else []),
+               *(["--run", *only] if only else [])]
+    log(f"{jobs} jobs side by side, {threads} thread{'s' * (threads != 1)} each")
+    workers = [subprocess.Popen(command, cwd=Path.cwd()) for _ in range(jobs - 1)]
+    try:
+        names = runner.make_results(tier, papers, results, device, seed, threads=threads, only=only, log=log, **options)
+    finally:
+        codes = [w.wait() for w in workers]
+    if any(codes):
+        raise UserError(f"a job beside this one failed (exit codes {codes}); its runs are not stored: run the same "
+                        "command again, stored runs are reused")
+    return names
 
 
 class RunTask:

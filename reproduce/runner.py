@@ -18,7 +18,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from reproduce.data import locate
-from reproduce.devices import NUMERICS, PEAK_FLOPS, peak_flops, resolve_device
+from reproduce.devices import NUMERICS, PEAK_FLOPS, peak_flops, release_freed_memory, resolve_device
 from reproduce.errors import UserError
 from reproduce.experiments import check_tier, experiment
 from reproduce.store import ENGINE, Store, unusable, utc_now
@@ -117,7 +117,10 @@ def compute(store: Store, tier: str, paper: str, run, device: str, *, reuse: boo
         started = utc_now()
         state = store.state_path(tier, paper, run.name)
         dev = resolve_device(device, precision, compile)
-        ds = experiment(paper).execute(run, dev, state_path=state, progress=progress)
+        try:
+            ds = experiment(paper).execute(run, dev, state_path=state, progress=progress)
+        finally:
+            release_freed_memory()  # the heap kept for this run's steps goes back before the next run
         status = "diverged" if ds.attrs.get("diverged") else "complete"
         provenance = dict(seed=run.seed, device=str(dev), torch_version=torch.__version__,
                           torch_threads=torch.get_num_threads(), started_at=started, finished_at=utc_now(),
@@ -247,7 +250,7 @@ H100_ASSUMED_FRACTION = 0.4  # of the H100 SXM's dense TF32 peak: the issue's ta
 
 
 def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 0,
-             only: Sequence[str] | None = None, precision: str = "tf32") -> str:
+             only: Sequence[str] | None = None, precision: str = "tf32", jobs: int = 1) -> str:
     """The --dry-run table: runs, epochs, steps, FLOPs, and time on this device from a short calibration.
 
     The estimate is training steps (`calibrate`: seconds per step, measured on this device, see
@@ -258,22 +261,27 @@ def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 
     `calibrate_after(run, device)`, e.g. masc's subspace fitting). Runs of one shape (the seeds of a run) share one calibration, so
     the dry run of any tier takes seconds. On a GPU the total is that measurement; elsewhere a
     projection for an H100 from the FLOPs at an assumed share of its TF32 peak follows, stated as
-    an assumption.
+    an assumption. With `jobs` > 1 (executors.side_by_side) the time is that of the runs shared out in
+    plan order to the process that frees first (`side_by_side_seconds`), each calibrated at its own
+    threads.
     """
     dev = resolve_device(device, precision)
     lines = [f"plan for tier {tier} on {dev}:",
              f"{'paper':8} {'run':12} {'replicas':>8} {'epochs':>9} {'steps':>11} {'FLOPs':>9} {'probes':>7} "
              f"{'est. time':>10}"]
-    total_flops = total_seconds = 0.0
-    uncalibrated = set()
+    total_flops = 0.0
+    uncalibrated, run_seconds = set(), []
     for paper, run, steps, flops, checkpoints, seconds in estimate(tier, papers, dev, seed, only):
         if not any(hasattr(experiment(paper), f) for f in ("calibrate_probe", "calibrate_probes")):
             uncalibrated.add(paper)
         total_flops += flops
-        total_seconds += seconds
+        run_seconds.append(seconds)
         lines.append(f"{paper:8} {run.name:12} {len(run.replicas):>8} {run.train.epochs:>9.3g} {steps:>11,} "
                      f"{flops:>9.2e} {checkpoints:>7} {_duration(seconds):>10}")
     name = peak_flops(dev, precision)[0]
+    total_seconds = side_by_side_seconds(run_seconds, jobs)
+    if jobs > 1:
+        name += f", {jobs} jobs side by side; the runs' sum {_duration(sum(run_seconds))}"
     lines.append(f"total: {total_flops:.2e} FLOPs, about {_duration(total_seconds)} on this device ({name}), "
                  f"= {total_seconds / 3600:.3g} device-hours; training steps, probes and work after training (masc's MASC at CPU-tier sizes only)"
                  + (f" (probes not calibrated for {', '.join(sorted(uncalibrated))})" if uncalibrated else ""))
@@ -288,6 +296,15 @@ def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 
                      f"dense {precision} peak (an assumption, not a measurement: no GPU here; training FLOPs only; "
                      f"`--dry-run --device cuda` on a GPU measures it)")
     return "\n".join(lines)
+
+
+def side_by_side_seconds(seconds: Sequence[float], jobs: int = 1) -> float:
+    """Wall time of runs taking `seconds` each when `jobs` processes take them in plan order, each next
+    run going to the process that frees first (what the store's per-run lock does, run_locally)."""
+    free = [0.0] * max(1, jobs)
+    for s in seconds:
+        free[free.index(min(free))] += s
+    return max(free)
 
 
 def estimate(tier: str, papers: Sequence[str], dev, seed: int = 0,

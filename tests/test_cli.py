@@ -35,9 +35,11 @@ def _cli(*args, **env):
         (["--tier", "quick", "--paper", "ddmlp", "--claim", "masc.beats_model", "--dry-run"],
          "claim 'masc.beats_model' is a claim of masc, not of --paper ddmlp"),
         (["bench", "--quick", "--out", "/dev/null/bench"], "/dev/null/bench is not writable"),
+        (["--tier", "quick", "--jobs", "2", "--fresh"], "--jobs 2 with --fresh"),
+        (["--tier", "quick", "--jobs", "2", "--executor", "slurm"], "--jobs 2 runs processes side by side"),
     ],
     ids=["tier", "paper", "device", "cuda-missing", "flag", "claim", "executor", "run", "slurm-config", "precision",
-         "bench-device", "bench-flag", "threads-word", "claim-of-other-paper", "bench-out"],
+         "bench-device", "bench-flag", "threads-word", "claim-of-other-paper", "bench-out", "jobs-fresh", "jobs-slurm"],
 )
 def test_bad_input_is_one_line_and_exit_2(args, needle):
     if "cuda" in args:
@@ -361,3 +363,22 @@ def test_bad_names_are_answered_before_torch_is_imported():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip() == "False", out.stdout + out.stderr
+
+
+def test_jobs_side_by_side_make_each_run_once_with_the_numbers_of_one_job(tmp_path):
+    """--jobs 2: two processes share the plan's runs out through the store's per-run lock; every run is
+    stored once, and its numbers are those of the same run made by one job at the same thread count."""
+    import xarray as xr
+
+    args = ["run", "--tier", "small", "--paper", "modnoise", "--threads", "1", "--no-report"]
+    one = _cli(*args, "--results", str(tmp_path / "one"), REPRODUCE_SHRINK="1")
+    two = _cli(*args, "--jobs", "2", "--results", str(tmp_path / "two"), REPRODUCE_SHRINK="1")
+    assert one.returncode == 0 and two.returncode == 0, one.stderr[-2000:] + two.stderr[-2000:]
+    assert "2 jobs side by side, 1 thread each" in two.stdout + two.stderr
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.nc"))
+    assert files and files == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*.nc"))
+    made = [line for line in (two.stdout + two.stderr).splitlines() if ": complete," in line]
+    assert len(made) == len(files), made  # each run trained by one process only
+    for f in files:
+        with xr.open_dataset(tmp_path / "one" / f) as a, xr.open_dataset(tmp_path / "two" / f) as b:
+            xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())

@@ -41,3 +41,14 @@ def test_dry_run_estimate_grows_with_flops_within_a_paper():
     for op, pairs in by_op.items():
         pairs.sort()
         assert [s for _, s in pairs] == sorted(s for _, s in pairs), (op, pairs)
+
+
+def test_side_by_side_seconds_share_runs_in_plan_order_to_the_first_free_job():
+    """The --jobs estimate: runs go in plan order to the process that frees first, as the store's lock
+    shares them (MLP7 alone beside MLP5 then MLP3)."""
+    from reproduce.runner import side_by_side_seconds
+
+    assert side_by_side_seconds([10, 6, 4], 1) == 20
+    assert side_by_side_seconds([10, 6, 4], 2) == 10
+    assert side_by_side_seconds([5, 5, 5, 5], 2) == 10
+    assert side_by_side_seconds([1, 9], 2) == 9 and side_by_side_seconds([], 2) == 0

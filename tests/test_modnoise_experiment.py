@@ -199,28 +199,54 @@ def test_calibrations_time_the_cpu_tiers_only():
 
 
 def test_medium_tier_plan(monkeypatch):
-    """The paper's widths 2^k + 1 (k = 4..12) on P = 97, three operations, 3 seeds; the shrink hook
-    keeps every name, width and setting and only makes the task small."""
+    """The paper's setting (P = 113, ReLU, AdamW at its lr and weight decay 0.1) on the paper's widths 2^k + 1
+    (k = 4..12), three operations at the largest, the learning order in its own Adam and AdamW runs at the
+    paper's M = 2049, 3 seeds; the shrink hook keeps every name, width and setting and only makes the task
+    small."""
     monkeypatch.delenv(SHRINK_ENV, raising=False)
     runs = modnoise.runs("medium")
-    assert {r.width for r in runs if r.op == "add"} == set(modnoise.PAPER_WIDTHS)
-    assert {r.op for r in runs} == {"add", "sub", "mul"} and all(r.p == 97 and r.seeds_per_setting == 3 for r in runs)
+    main = [r for r in runs if r.width == modnoise.PAPER_WIDTHS[-1]]
+    order = [r for r in runs if r.variant]
+    assert {r.width for r in runs if r.op == "add" and not r.variant} == set(modnoise.PAPER_WIDTHS)
+    assert {r.op for r in main} == {"add", "sub", "mul"} and all(r.seeds_per_setting == 3 for r in runs)
+    assert all((r.p, r.activation) == (modnoise.PAPER_P, modnoise.PAPER_ACTIVATION) for r in runs)
+    assert all((r.train.optimizer, r.train.lr, r.train.weight_decay) == ("adamw", modnoise.PAPER_LR, modnoise.PAPER_WEIGHT_DECAY)
+               for r in main)
+    assert [(r.model, r.train.lr, r.order_until) for r in order] == [
+        (f"add-m{modnoise.MEDIUM_ORDER_WIDTH}-{o}", modnoise.PAPER_LR, modnoise.MEDIUM_ORDER_EPOCHS) for o in ("adam", "adamw")]
+    assert all(modnoise._lookup(r) for r in runs)
     monkeypatch.setenv(SHRINK_ENV, "1")
     shrunk = modnoise.runs("medium")
     assert [(r.name, r.settings) for r in shrunk] == [(r.name, r.settings) for r in runs]
     assert all(r.p == 11 and r.train.epochs == 3 for r in shrunk)
 
 
+def test_full_tier_is_the_paper_s_setting():
+    """full: P = 113, ReLU, AdamW lr 1e-3 with weight decay 0.1 for the paper's 200k epochs, every operation
+    at every paper width; the learning order judged at alpha = 0.3 with ORDER_SEEDS seeds and its tag control."""
+    runs = modnoise.runs("full")
+    assert {(r.op, r.width) for r in runs} == {(o, w) for o in ("add", "sub", "mul") for w in modnoise.PAPER_WIDTHS}
+    for r in runs:
+        assert (r.p, r.activation, r.train.optimizer, r.train.lr, r.train.weight_decay, r.train.epochs) == (
+            modnoise.PAPER_P, modnoise.PAPER_ACTIVATION, "adamw", modnoise.PAPER_LR, modnoise.PAPER_WEIGHT_DECAY,
+            modnoise.PAPER_EPOCHS)
+        assert ("flip", modnoise.ORDER_RATES[-1], modnoise.ORDER_SEEDS) in r.settings and ("tag", modnoise.ORDER_TAG) in r.settings
+
+
 def test_medium_path_end_to_end_shrunk(shrunk_medium, tmp_path):
     """The medium configuration, shrunk by REPRODUCE_SHRINK=1, through the store and every medium claim
-    case: each case runs (its verdict on 3 epochs means nothing) and claims.json lists every claim."""
+    case (16: Fourier 9, width 2, partition 2, learning order 3): each case runs (its verdict on 3 epochs means
+    nothing) and claims.json lists every claim."""
     text, by_id = shrunk_medium("modnoise")
     cases = [c for e in by_id.values() for c in e["cases"]]
-    assert len(cases) == 15 and all(c["verdict"] not in ("not_run", "error") for c in cases), text
+    assert len(cases) == 16 and all(c["verdict"] not in ("not_run", "error") for c in cases), text
     figures = {f.name for f in (tmp_path / "medium" / "figures").glob("*.paper.png")}
     assert len(figures) == 4, figures  # one paper figure per claim: the figure functions ran on the medium layout
     entries = list(by_id.values())
-    assert all(j["n"] == 3 for c in entries for case in c["cases"] for j in case["conditions"]), entries
+    for case in (case for c in entries for case in c["cases"]):
+        for j in case["conditions"]:  # the learning order's judged alpha has ORDER_SEEDS seeds, as at small
+            judged_order = j["instance"] == "30%" and not case["control"]
+            assert j["n"] == (modnoise.ORDER_SEEDS if judged_order else 3), (case["case"], j["name"])
     assert all(c["cases"] and all(case["conditions"] for case in c["cases"]) for c in entries)
     assert {c["id"] for c in entries} == {f"modnoise.{c}" for c in ("fourier_extraction_recovers", "larger_width_generalizes_better",
                                                                      "partition_weaker_than_fourier", "noisy_memorized_faster_early")}

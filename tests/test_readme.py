@@ -92,14 +92,14 @@ def test_the_console_sample_shows_the_quick_tier_s_claims_and_expected_verdicts(
 
 def test_the_modnoise_setting_the_readme_states_is_the_code_s():
     """README: "the small tier follows the paper's own setting (addition, ReLU, P = 113, weight
-    decay 0.1)": the constants it names hold those values, and every small run uses that P and
-    activation."""
+    decay 0.1)", and so do medium and full: the constants it names hold those values, and every
+    run of those tiers uses that P and activation."""
     from reproduce.experiments import modnoise
     from reproduce.runner import plan
 
     section = README[README.index("### modnoise"):README.index("### smooth")]
     assert f"P = {modnoise.PAPER_P}" in section and f"weight decay {modnoise.PAPER_WEIGHT_DECAY:g}" in section
     assert f"{modnoise.PAPER_ACTIVATION}".lower() in section.lower()
-    for tier in ("small",):
+    for tier in ("small", "medium", "full"):
         for _, run in plan(tier, ["modnoise"]):
             assert (run.p, run.activation) == (modnoise.PAPER_P, modnoise.PAPER_ACTIVATION), f"{tier}: {run.name}"

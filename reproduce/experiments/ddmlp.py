@@ -100,13 +100,12 @@ SMALL_MANTISSAS = (1, 1.25, 1.6, 2, 2.5, 3.2, 4, 5, 6.3, 8)
 SMALL_MODELS = ("mlp7", "mlp5", "mlp3")
 SMALL_WIDTH = 0.25  # of PAPER_WIDTHS, every layer: MLP7 512-512-256-256-128-128, as QUICK_WIDTHS
 SMALL_N, SMALL_N_TEST, SMALL_BATCH, SMALL_LR, SMALL_EPOCHS = 1024, 2000, 64, 1e-3, 400
-# 8 seeds, not 5: MLP7's recovery minus a quarter of its fall (the double-descent criterion) spreads with
+# 10 seeds, not 5: MLP7's recovery minus a quarter of its fall (the double-descent criterion) spreads with
 # sd 1.0 point over seeds around -1.0; with 5 seeds its t-interval read inconclusive at base seed 0 and
-# not reproduced at base seed 1 (docs/ddmlp.md). Not 10: with 10 the tier took 20 min 48 s on two idle
-# cores, over its 18 (a step of 20 stacked MLP7 replicas took 2x one of 10 on this CPU, past its cache).
-# Every model trains as many seeds: the runs of a tier combine along `replica` only at one size
-# (store.combine).
-SMALL_SEEDS = 8
+# not reproduced at base seed 1 (docs/ddmlp.md). Not 12: a step of 24 stacked MLP7 replicas took 1.5x
+# one of 20 on this CPU (past its cache), where 20 took 2x one of 10. Every model trains as many seeds:
+# the runs of a tier combine along `replica` only at one size (store.combine).
+SMALL_SEEDS = 10
 MEDIUM_SEEDS = 3
 
 
@@ -115,7 +114,7 @@ def runs(tier: str, seed: int = 0) -> list[Run]:
 
     quick: Fashion-MNIST on two CPU cores, widths a quarter of the paper's in every layer, depths 7/5/3,
     8 seeds (docs/quick-settings.md has the search). small: MLP7, MLP5 and MLP3 at a quarter of the
-    paper's widths, Adam lr 1e-3 at batch 64 on 1,024 images for 400 epochs, 8 seeds (docs/ddmlp.md). medium: one GPU, the paper's widths on the
+    paper's widths, Adam lr 1e-3 at batch 64 on 1,024 images for 400 epochs, 10 seeds (docs/ddmlp.md). medium: one GPU, the paper's widths on the
     full Fashion-MNIST, 3 seeds (docs/ddmlp-medium.md). full: the paper's CIFAR-10 setting.
     With REPRODUCE_SHRINK=1 the small and medium runs shrink to a CPU-sized copy (same names, same code path)
     so that a CPU test can drive the medium claim cases end to end.

@@ -100,9 +100,10 @@ class Run:
 
 # The paper's own setting (../shared/papers/modular-arithmetic-label-noise-details.md, from a public
 # analysis of arXiv 2605.18022): addition mod 113, f(a, b) = W relu(U e_a + V e_b), cross-entropy,
-# full-batch AdamW with weight decay 0.1. The small tier uses it; quick keeps Gromov's quadratic
-# activation at P = 59 (AdamW lr 3e-3, weight decay 1) within its 66 s (docs/modnoise.md).
-PAPER_P, PAPER_ACTIVATION, PAPER_WEIGHT_DECAY = 113, "relu", 0.1
+# full-batch AdamW lr 1e-3 with weight decay 0.1 for 200k epochs. The small, medium and full tiers use it;
+# quick keeps Gromov's quadratic activation at P = 59 (AdamW lr 3e-3, weight decay 1) within its 66 s
+# (docs/modnoise.md).
+PAPER_P, PAPER_ACTIVATION, PAPER_LR, PAPER_WEIGHT_DECAY, PAPER_EPOCHS = 113, "relu", 1e-3, 0.1, 200_000
 ORDER_RATES = (0.05, 0.2, 0.3)  # the learning order's levels: 0.3 shown on arithmetic, 0.05 and 0.2 on MNIST
 ORDER_TAG = 0.3  # the tag control of the learning order, at the paper's level
 ORDER_SEEDS = 6  # seeds at the judged alpha = 0.3: with 3 the factor's interval straddled 1.4 at one base seed of two
@@ -113,7 +114,7 @@ ORDER_LEVEL = 0.5  # the training accuracy that times a subset in the learning o
 # 513, 0.89 at 1025); the learning order in 100-epoch runs at width 513 and lr 3e-3 under Adam and AdamW
 # (at lr 1e-3 the order was the same, 2.5 times slower).
 SMALL_WIDTH, ORDER_WIDTH, SMALL_SEEDS = 1025, 513, 3
-SMALL_SPEC = TrainSpec(optimizer="adamw", lr=1e-3, batch_size=0, epochs=250, weight_decay=PAPER_WEIGHT_DECAY,
+SMALL_SPEC = TrainSpec(optimizer="adamw", lr=PAPER_LR, batch_size=0, epochs=250, weight_decay=PAPER_WEIGHT_DECAY,
                        checkpoints=log_schedule(250, mantissas=(1, 3)))
 ORDER_EPOCHS = 100
 ORDER_SPECS = {opt: TrainSpec(optimizer=opt, lr=3e-3, batch_size=0, epochs=ORDER_EPOCHS,
@@ -128,6 +129,13 @@ SMALL_WIDTHS = tuple(2**k + 1 for k in range(4, 9))  # M = 2^k + 1, k = 4..8 (51
 # only after far more epochs than a CPU tier trains (docs/modnoise.md has the search).
 WIDTH_SPEC = TrainSpec(optimizer="adamw", lr=1e-2, batch_size=0, epochs=200, weight_decay=5.0,
                        checkpoints=log_schedule(200, mantissas=(1, 2, 5)))
+# medium (one GPU, a prediction until one runs it; docs/modnoise.md "Medium tier"): the three operations
+# at the paper's largest width, 4097, at its lr and weight decay for MEDIUM_EPOCHS (at small the extraction's
+# plateau was reached within 250-400 steps at widths 513 and 1025, and rose with width); the learning order
+# in its own runs at the paper's M = 2049 and lr 1e-3 (its figure: the noisy subset first within 200
+# epochs); the width sweep 17..2049 under WIDTH_SPEC, longer.
+MEDIUM_EPOCHS, MEDIUM_ORDER_WIDTH, MEDIUM_ORDER_EPOCHS, MEDIUM_SEEDS = 1000, 2049, 300, 3
+MEDIUM_RATES = (0.0, 0.4, 0.6, 0.8, 1.0)  # addition's flip levels at medium: the extraction across noise levels
 
 
 def runs(tier: str, seed: int = 0) -> list[Run]:
@@ -137,7 +145,10 @@ def runs(tier: str, seed: int = 0) -> list[Run]:
     and 100% flip (Fourier extraction, partition); the learning order at alpha = 0.05, 0.2, 0.3 and the
     tag control under Adam and AdamW at width 513 (every step a checkpoint); the width sweep 17..257
     (`WIDTH_SPEC`).
-    medium: P = 97, the paper's widths 2^k + 1 (k = 4..12), 3 seeds; full: every noise level everywhere.
+    medium: the paper's setting on one GPU: the three operations at width 4097 for 1,000 epochs, the learning
+    order under Adam and AdamW at width 2049 and lr 1e-3, the width sweep 17..2049, 3 seeds. full: the
+    paper's setting for 200k epochs, the three operations at every width 2^k + 1 (k = 4..12), every noise
+    level, the learning order at alpha = 0.3 with its tag control.
 
     Each claim's settings, and only those, are trained (docs/modnoise.md). REPRODUCE_SHRINK=1 shrinks
     the small and medium runs to a few CPU seconds (same names, same code path) for
@@ -154,18 +165,15 @@ def runs(tier: str, seed: int = 0) -> list[Run]:
                                                 activation=PAPER_ACTIVATION)
         return [_shrunk(r) for r in out] if shrinking() else out
     if tier == "medium":
-        spec = TrainSpec(optimizer="adamw", lr=2e-3, batch_size=0, epochs=500, weight_decay=1.0,
-                         checkpoints=log_schedule(500, mantissas=(1, 2, 3, 5, 7)))
-        width_spec = dataclasses.replace(WIDTH_SPEC, epochs=500, checkpoints=log_schedule(500, mantissas=(1, 3)))
-        out = (_largest(spec, seed, p=97, width=PAPER_WIDTHS[-1], seeds=3, rates=(0.0, 0.4, 0.6, 0.8, 1.0), order_until=200)
-               + _width_sweep(width_spec, seed, p=97, widths=PAPER_WIDTHS[:-1], seeds=3))
+        out = _paper_medium(seed)
         return [_shrunk(r) for r in out] if shrinking() else out
     if tier == "full":
-        spec = TrainSpec(optimizer="adamw", lr=1e-3, batch_size=0, epochs=10_000, weight_decay=1.0,
-                         checkpoints=log_schedule(10_000, mantissas=range(1, 10)))
-        settings = tuple(("flip", r) for r in (0.0, 0.05, 0.2, 0.4, 0.6, 0.8, 1.0)) + (("resample", 0.8), ("tag", 0.8))
-        return [Run(op, w, settings, spec, seed, p=97, seeds_per_setting=3, order_until=1000) for op in OPERATIONS
-                for w in PAPER_WIDTHS]
+        spec = TrainSpec(optimizer="adamw", lr=PAPER_LR, batch_size=0, epochs=PAPER_EPOCHS, weight_decay=PAPER_WEIGHT_DECAY,
+                         checkpoints=log_schedule(PAPER_EPOCHS, mantissas=range(1, 10)))
+        settings = (tuple(("flip", r) for r in (0.0, 0.05, 0.2, 0.4, 0.6, 0.8, 1.0))
+                    + (("flip", ORDER_RATES[-1], ORDER_SEEDS), ("resample", 0.8), ("tag", ORDER_TAG)))
+        return [Run(op, w, settings, spec, seed, p=PAPER_P, activation=PAPER_ACTIVATION, seeds_per_setting=3,
+                    order_until=1000) for op in OPERATIONS for w in PAPER_WIDTHS]
     raise ValueError(f"unknown tier {tier!r}")
 
 
@@ -192,6 +200,22 @@ def _paper_small(seed: int) -> list[Run]:
     main = Run("add", SMALL_WIDTH, (("flip", 0.8), ("flip", 1.0)), SMALL_SPEC, seed, **paper)
     return [main] + [Run("add", ORDER_WIDTH, order_settings(opt), spec, seed, order_until=ORDER_EPOCHS, variant=opt, **paper)
                      for opt, spec in ORDER_SPECS.items()]
+
+
+def _paper_medium(seed: int) -> list[Run]:
+    """The medium tier at the paper's setting: the three operations at width 4097 (addition at
+    MEDIUM_RATES, subtraction and multiplication at 80% and 100%), the learning order at width 2049 under
+    Adam and AdamW at the paper's lr, and the width sweep 17..2049 under WIDTH_SPEC for 500 epochs."""
+    paper = dict(p=PAPER_P, activation=PAPER_ACTIVATION, seeds_per_setting=MEDIUM_SEEDS)
+    spec = dataclasses.replace(SMALL_SPEC, epochs=MEDIUM_EPOCHS, checkpoints=log_schedule(MEDIUM_EPOCHS, mantissas=(1, 2, 3, 5, 7)))
+    main = [Run(op, PAPER_WIDTHS[-1], tuple(("flip", r) for r in (MEDIUM_RATES if op == "add" else (0.8, 1.0))), spec, seed,
+                **paper) for op in OPERATIONS]
+    order = [Run("add", MEDIUM_ORDER_WIDTH, order_settings(opt), dataclasses.replace(
+                 order_spec, lr=PAPER_LR, epochs=MEDIUM_ORDER_EPOCHS, checkpoints=log_schedule(MEDIUM_ORDER_EPOCHS, mantissas=(1, 3))),
+                 seed, order_until=MEDIUM_ORDER_EPOCHS, variant=opt, **paper) for opt, order_spec in ORDER_SPECS.items()]
+    width_spec = dataclasses.replace(WIDTH_SPEC, epochs=500, checkpoints=log_schedule(500, mantissas=(1, 3)))
+    return main + order + _width_sweep(width_spec, seed, p=PAPER_P, widths=PAPER_WIDTHS[:-1], seeds=MEDIUM_SEEDS,
+                                       activation=PAPER_ACTIVATION)
 
 
 def order_settings(optimizer: str) -> tuple[tuple, ...]:
@@ -502,10 +526,10 @@ def _model(run: Run) -> StackedTwoLayer:
 
 
 def _lookup(run: Run) -> bool:
-    """The paper's setting (small: P = 113, ReLU) trains with the first layer as a row lookup
+    """The paper's setting (P = 113, ReLU: small, medium, full) trains with the first layer as a row lookup
     (models.one_hot_lookup: the same forward to the bit, a backward that sums in another order; 36% less
-    time per step at width 1025 and 6 replicas on one thread); quick and medium keep the dense product, so
-    quick's recorded numbers stay bit for bit."""
+    time per step at width 1025 and 6 replicas on one thread); quick keeps the dense product, so its
+    recorded numbers stay bit for bit."""
     return (run.p, run.activation) == (PAPER_P, PAPER_ACTIVATION)
 
 
@@ -552,7 +576,7 @@ def calibrate(run: Run, device: torch.device) -> float:
 PARTITION_ROUNDS = 5  # ablation rounds to the partition's fixed point: "usually 4-6 rounds" (docs/modnoise.md)
 CALIBRATED_EPOCHS = 250  # the CPU tiers' runs (quick 70, small at most 250 epochs) have their probes and
 CALIBRATED_HIDDEN = 1.2e8  # partitions timed by a dry run, up to this many hidden activations (replicas x pairs x
-# width; small's largest: 15 x 12,769 x 513); the GPU tiers' (medium 500 epochs, full 10,000) count 0, so that
+# width; small's largest: 15 x 12,769 x 513); the GPU tiers' (medium 300-1,000 epochs, full 200,000) count 0, so that
 # their dry runs stay seconds long, as masc's
 
 
