@@ -102,9 +102,10 @@ SMALL_WIDTH = 0.25  # of PAPER_WIDTHS, every layer: MLP7 512-512-256-256-128-128
 SMALL_N, SMALL_N_TEST, SMALL_BATCH, SMALL_LR, SMALL_EPOCHS = 1024, 2000, 64, 1e-3, 400
 # 10 seeds, not 5: MLP7's recovery minus a quarter of its fall (the double-descent criterion) spreads with
 # sd 1.0 point over seeds around -1.0; with 5 seeds its t-interval read inconclusive at base seed 0 and
-# not reproduced at base seed 1 (docs/ddmlp.md). Not 12: a step of 24 stacked MLP7 replicas took 1.5x
-# one of 20 on this CPU (past its cache), where 20 took 2x one of 10. Every model trains as many seeds:
-# the runs of a tier combine along `replica` only at one size (store.combine).
+# not reproduced at base seed 1 (docs/ddmlp.md). Not 8: the first 8 of base seed 1's ten seeds straddle 0
+# ([-2.1, +0.2] from their per-seed values), though 8 fit 18 minutes at two threads (17.1 min of runs). Not 12: a step of 24 stacked
+# MLP7 replicas took 1.5x one of 20 on this CPU. Every model trains as many seeds: the runs of a tier
+# combine along `replica` only at one size (store.combine).
 SMALL_SEEDS = 10
 MEDIUM_SEEDS = 3
 
