@@ -30,7 +30,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from reproduce.devices import NUMERICS, on_every_thread
+from reproduce.devices import NUMERICS, on_every_thread, release_freed_memory
 from reproduce.probes import Probe, _run_probe
 from reproduce.spec import TrainSpec, log_schedule
 from reproduce.state import load_state, save_state
@@ -112,6 +112,14 @@ def fingerprint(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, sp
 
 
 SAVE_SHARE = 0.05  # saving the state takes at most this share of the training time
+
+
+# The heap that `devices.keep_freed_memory` keeps goes back to the kernel at a checkpoint at most this
+# often: small allocations made between steps (probe results, records) land in the freed blocks of
+# the step's large tensors, so the next step's do not fit and the heap grows; modnoise's learning-order
+# run (a checkpoint every step) grew past 21 GB and was killed for memory. One round of page faults
+# every 30 s, not every step (docs/speed.md).
+RELEASE_EVERY_S = 30.0
 
 
 def save_gap(save_every_s: float, save_seconds: float) -> float:
@@ -211,6 +219,7 @@ def _train(model, inputs, labels, spec, probe, *, order_seeds, state_path, save_
 
     started = time.perf_counter()
     last_save, save_seconds = started, 0.0
+    last_release = started
 
     def save_due() -> bool:
         return time.perf_counter() - last_save > save_gap(save_every_s, save_seconds)
@@ -244,6 +253,9 @@ def _train(model, inputs, labels, spec, probe, *, order_seeds, state_path, save_
             else:
                 records.append((epoch, probe_now()))
             running_loss.zero_()
+            if time.perf_counter() - last_release > RELEASE_EVERY_S:
+                release_freed_memory()
+                last_release = time.perf_counter()
             if save_due():
                 last_save, save_seconds = checkpoint(step)
             if stop_when is not None and stop_when(records):
