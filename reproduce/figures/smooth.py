@@ -183,10 +183,10 @@ def smooth_epochwise(ds: xr.Dataset) -> Figure:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(f"w = {width}: noisy subset fitted in {fitted} of {c.sizes['replica']} seeds", fontsize=8)
-        ax.set_xlabel("epoch (o: noisy subset fitted, x: peak)")
-    fig.axes[0].set_ylabel("Jacobian norm at the training points")
+        ax.set_xlabel("epoch")
+    fig.axes[0].set_ylabel("Jacobian norm at the training points", fontsize=8)
     fig.axes[0].legend(fontsize=6)
-    fig.suptitle(setting, fontsize=9)
+    fig.suptitle(f"{setting}: o where the noisy subset is first fitted, x the peak (epoch 0 off the log axis)", fontsize=9)
     fig.tight_layout()
     return fig
 
