@@ -5,7 +5,8 @@ replicas), per seed. The interpolation threshold is found per seed from the same
 width with training error on its noisy labels below the stored tolerance) and reported with its
 spread. Controls judge the same widths at initialization (epoch 0) against the trained seeds'
 thresholds: there the criterion can hold in principle (a peak at the threshold and a fall past it)
-but the phenomenon is absent. The `model` of a case is the sweep (setting) it judges.
+but the phenomenon is absent; the epoch-wise claim (Fig. 5) is controlled by the widths that never
+fit their noisy labels instead. The `model` of a case is the sweep (setting) it judges.
 """
 
 from __future__ import annotations
