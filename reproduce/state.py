@@ -159,3 +159,15 @@ def _unplain(value):
     if isinstance(value, (list, tuple)):
         return type(value)(_unplain(v) for v in value)
     return value
+
+
+def probes_done(path: Path | str | None, made_for: str) -> int:
+    """Checkpoints a resumed run has probed already (0 for a fresh one), so that a probe that counts
+    its calls (light and full checkpoints, smooth) goes on from there. `made_for`: the training's
+    fingerprint, so a state the engine will refuse as stale counts 0."""
+    if path is None or not Path(path).exists():
+        return 0
+    try:
+        return len(read_state(Path(path), made_for)["records"])
+    except RefusedState:  # the engine moves a state it refuses aside and starts afresh
+        return 0

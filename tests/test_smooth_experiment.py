@@ -104,3 +104,137 @@ def test_small_and_medium_paths_shrunk_run_every_claim_case(shrunk_medium, monke
             for case in cases:
                 assert case["verdict"] not in ("not_run", "error"), (tier, claim_id, case["case"], case["message"])
                 assert {c["n"] for c in case["conditions"]} == {seeds}, (tier, claim_id, case["case"])
+        if tier == "small":  # the epoch-wise claim: two epochs fit no width, so its main case reads absent
+            cases = entries["smooth.epochwise_jacobian_peak"]["cases"]
+            assert [c["control"] for c in cases] == [False, True], stdout[-3000:]
+            assert all(c["verdict"] not in ("not_run", "error") for c in cases), [c["message"] for c in cases]
+
+
+# --- the epoch-wise view (Fig. 5, issue 32): light probes and smooth.epochwise_jacobian_peak ---------
+
+EPOCHS = [0, 1, 2, 5, 10, 20, 50, 100, 200, 300]
+RISE_AND_FALL = [0.01, 0.02, 0.1, 0.5, 2.0, 8.0, 5.0, 3.0, 0.1, 0.05]  # peak 8 at epoch 20
+FITTED_AT_100 = [0.9, 0.9, 0.9, 0.9, 0.8, 0.6, 0.3, 0.0, 0.0, 0.0]  # noisy-subset error: fitted at epoch 100
+RISING = [0.01, 0.02, 0.1, 0.5, 2.0, 4.0, 6.0, 7.0, 7.5, 8.0]  # never falls (a width below the threshold)
+NEVER_FITTED = [0.9, 0.9, 0.9, 0.9, 0.8, 0.6, 0.5, 0.4, 0.35, 0.3]
+
+
+def test_epochwise_peak_on_planted_curves():
+    from reproduce.measures.sharpness import epochwise_peak
+
+    stat = epochwise_peak(EPOCHS, RISE_AND_FALL, FITTED_AT_100, 0.01)
+    assert stat["peak_epoch"] == 20 and stat["peak"] == 8.0 and stat["fit_epoch"] == 100 and stat["fitted"]
+    assert stat["steps"] == -2  # two checkpoints before the fit
+    assert stat["start_ratio"] == pytest.approx(0.01 / 8) and stat["end_ratio"] == pytest.approx(0.05 / 8)
+    order = np.random.default_rng(0).permutation(len(EPOCHS))  # checkpoints in any order: sorted by epoch
+    shuffled = epochwise_peak(np.array(EPOCHS)[order], np.array(RISE_AND_FALL)[order], np.array(FITTED_AT_100)[order], 0.01)
+    assert shuffled == stat
+    never = epochwise_peak(EPOCHS, RISING, NEVER_FITTED, 0.01)
+    assert never["fit_epoch"] is None and never["steps"] is None and not never["fitted"]
+    assert never["end_ratio"] == 1.0 and never["peak_epoch"] == 300
+    late = epochwise_peak(EPOCHS, RISING, FITTED_AT_100, 0.01)  # the norm still rising after the fit
+    assert late["steps"] == 2 and late["fit_epoch"] == 100
+    lost = epochwise_peak(EPOCHS, RISE_AND_FALL, FITTED_AT_100[:-1] + [0.02], 0.01)  # fitted, then not at the end
+    assert lost["fit_epoch"] == 100 and not lost["fitted"]
+    with pytest.raises(StatisticError, match=r"epoch\(s\) \[20.0\]"):
+        epochwise_peak(EPOCHS, RISE_AND_FALL[:5] + [float("nan")] + RISE_AND_FALL[6:], FITTED_AT_100, 0.01)
+
+
+def _planted_sweep(seeds: int = 4) -> xr.Dataset:
+    """A stored-like sweep over epochs: widths 1 and 2 never fit their noisy labels and their norm
+    keeps rising; widths 4 and 8 rise, peak two or three checkpoints before the noisy fit and fall.
+    The seeds differ a little (scaled curves, w = 8 peaking one checkpoint earlier in odd seeds)."""
+    runs = []
+    for width in (1, 2, 4, 8):
+        jac = np.empty((len(EPOCHS), seeds))
+        err = np.empty((len(EPOCHS), seeds))
+        for r in range(seeds):
+            if width <= 2:
+                jac[:, r], err[:, r] = np.array(RISING) * (1 + 0.1 * r), NEVER_FITTED
+            else:
+                shift = 1 if width == 8 and r % 2 else 0
+                jac[:, r] = np.roll(RISE_AND_FALL, -shift) * (1 + 0.1 * r)
+                jac[-1, r] = RISE_AND_FALL[-1] * (1 + 0.2 * r)
+                err[:, r] = FITTED_AT_100
+        measure = np.full((len(EPOCHS), seeds, len(smooth.MEASURES), len(smooth.SUBSETS), 2), np.nan)
+        measure[:, :, smooth.MEASURES.index("jacobian"), smooth.SUBSETS.index("all"), 0] = jac
+        accuracy = np.full((len(EPOCHS), seeds, len(smooth.SPLITS)), np.nan)
+        accuracy[:, :, smooth.SPLITS.index("noisy")] = 1 - err
+        accuracy[:, :, smooth.SPLITS.index("train")] = 1 - 0.2 * err
+        runs.append(xr.Dataset(
+            {"volume_measure": (("epoch", "replica", "measure", "subset", "volume"), measure),
+             "accuracy": (("epoch", "replica", "split"), accuracy)},
+            coords={"epoch": np.array(EPOCHS, float), "measure": list(smooth.MEASURES), "subset": list(smooth.SUBSETS),
+                    "volume": [0, 1], "split": list(smooth.SPLITS), "setting": "planted", "width": width})
+                    .expand_dims(run=[f"planted-w{width}"]))
+    ds = xr.concat(runs, "run", data_vars="all", coords="different", compat="equals", join="outer")
+    ds.attrs["interpolation_tolerance"] = 0.01
+    return ds
+
+
+def test_epochwise_claim_on_a_planted_sweep():
+    """The claim's statistic on curves with a known peak and fit: the fitted widths pass all three
+    conditions, the unfitted ones (control) fail the fall; a fitted width whose norm still rises
+    after the fit fails the timing."""
+    from reproduce.claims.smooth import epochwise_jacobian_peak
+    from reproduce.judge import Case
+    from reproduce.verdict import judge
+
+    ds = _planted_sweep()
+    main = epochwise_jacobian_peak(ds, Case("small", "planted"))
+    verdict, judged = judge(main.conditions)
+    assert verdict == "reproduced", judged
+    steps = next(j for j in judged if j["name"].startswith("checkpoints"))
+    assert steps["values"] == [-2.0] * 4  # the latest peak of each seed: w = 4 (w = 8 of odd seeds is earlier still)
+    assert all(j["n"] == 4 for j in judged)
+    control = epochwise_jacobian_peak(ds, Case("small", "planted", "unfitted"))
+    verdict, judged = judge(control.conditions)
+    assert verdict == "not_reproduced" and len(judged) == 2  # no fit epoch: the timing is not judged
+    fall = next(j for j in judged if "end" in j["name"])
+    assert fall["values"] == [1.0] * 4 and fall["verdict"] == "not_reproduced"
+    late = ds.copy(deep=True)  # w = 8 keeps rising after its fit in every seed
+    jac = late.volume_measure.loc[dict(run="planted-w8", measure="jacobian", subset="all", volume=0)]
+    late.volume_measure.loc[dict(run="planted-w8", measure="jacobian", subset="all", volume=0)] = (
+        np.array(RISING)[:, None] * np.ones_like(jac.values))
+    verdict, judged = judge(epochwise_jacobian_peak(late, Case("small", "planted")).conditions)
+    assert verdict == "not_reproduced"
+    assert next(j for j in judged if j["name"].startswith("checkpoints"))["values"] == [2.0] * 4
+
+
+def test_light_probe_reads_what_the_full_probe_reads_at_the_points(fashion_mnist):
+    """The light probe's Jacobian norm, accuracy and loss at the training points (volume 0) and its
+    training splits are the full probe's; the volumes, the tangent Hessian and the test set are NaN."""
+    run = smooth.Run("tiny", 1, "fashion_mnist", "flip", 0.2, TrainSpec(optimizer="sgd", lr=0.05, batch_size=50, epochs=1),
+                     VolumeSpec(paths=2, strengths=2, hessian_directions=2, chunk=64), seed=3, seeds=2,
+                     n_train=101, n_test=50, downsample=2)
+    data, labels, noisy = smooth.prepare(run, torch.device("cpu"))
+    model = smooth._model(run, tuple(data.train_x.shape[1:])).eval()
+    probe = smooth.make_probe(data, labels, noisy, run.volumes, full=[True, False])
+    with torch.no_grad():
+        full, light = probe(model), probe(model)
+    at_points = dict(measure=["accuracy", "loss", "jacobian"], volume=0)
+    np.testing.assert_allclose(light["volume_measure"].sel(**at_points), full["volume_measure"].sel(**at_points), rtol=1e-5)
+    train_splits = ["train", "clean", "noisy", "noisy_original"]
+    for name in ("accuracy", "loss"):
+        np.testing.assert_allclose(light[name].sel(split=train_splits), full[name].sel(split=train_splits), rtol=1e-5)
+        assert np.isnan(light[name].sel(split=["test", "test_untouched", "test_touched"])).all()
+    assert np.isnan(light["volume_measure"].sel(measure="hessian")).all()
+    assert np.isnan(light["volume_measure"].sel(volume=[1, 2])).all()
+    assert not np.isnan(full["volume_measure"].sel(measure="hessian", subset="all")).any()
+
+
+def test_small_tier_probes_full_at_the_ends_and_light_between(fashion_mnist, monkeypatch):
+    """The small runs' plan: full probes at epoch 0 and 300, light ones at log-spaced epochs between
+    (ten a decade); a run with checkpoints stores exactly that (volumes only at the first and last)."""
+    monkeypatch.delenv(SHRINK_ENV, raising=False)
+    plan = smooth.full_probes(smooth.small_runs()[0])
+    assert plan[0] and plan[-1] and not any(plan[1:-1]) and len(plan) == 27
+    spec = TrainSpec(optimizer="sgd", lr=0.05, batch_size=50, epochs=2, checkpoints=(0.5, 1, 1.5))
+    run = smooth.Run("tiny", 1, "fashion_mnist", "flip", 0.2, spec, VolumeSpec(paths=2, strengths=2, hessian_directions=2,
+                     chunk=64), seed=3, seeds=2, n_train=100, n_test=50, downsample=2)  # 2 steps an epoch
+    assert smooth.full_probes(run) == [True, False, False, False, True]
+    ds = smooth.execute(run, torch.device("cpu"))
+    assert list(ds.epoch.values) == [0, 0.5, 1, 1.5, 2]
+    hessian = ds.volume_measure.sel(measure="hessian", subset="all", volume=0)
+    assert not np.isnan(hessian.isel(epoch=[0, -1])).any() and np.isnan(hessian.isel(epoch=[1, 2, 3])).all()
+    assert not np.isnan(ds.volume_measure.sel(measure="jacobian", subset="all", volume=0)).any()

@@ -13,11 +13,16 @@ noisy subsets; the noisy subset also against its original labels), on the test s
 volumes of increasing size around the clean and the noisy training points: accuracy, loss,
 Jacobian norm (Eq. 2) and tangent Hessian norm (Eq. 5, along weak colour transformations),
 integrated along geodesic paths of SVD augmentations (Eq. 6-7). The epoch-0 checkpoint is the control: the same widths at initialization.
+Those full probes run at epoch 0 and at the end only; a run with more checkpoints (small: log-spaced,
+the epoch-wise view of Fig. 5) probes them lightly, as Fig. 5 measures: the Jacobian norm at the
+training points and the training accuracy and loss, no volumes and no test set (`light_probe`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+
+import math
 
 import numpy as np
 import torch
@@ -26,10 +31,11 @@ import xarray as xr
 
 from reproduce.data import INPUT_SHAPES, NUM_CLASSES, TRAIN_SIZES, ImageData, load_dataset
 from reproduce.experiments.shrink import shrinking
-from reproduce.engine import TrainSpec, log_schedule, seconds_per_step, train, training_cost
-from reproduce.measures.sharpness import VolumeSpec, sharpness_over_volumes
+from reproduce.engine import TrainSpec, fingerprint, log_schedule, seconds_per_step, train, training_cost
+from reproduce.measures.sharpness import VolumeSpec, loss_input_gradient, sharpness_over_volumes
 from reproduce.models import StackedConvNet
 from reproduce.noise import corrupt_labels
+from reproduce.state import probes_done
 
 PAPER = "smooth"
 SUBSETS = ("all", "clean", "noisy", "untouched")  # untouched: samples of classes the noise never touched
@@ -46,6 +52,9 @@ QUICK_SEEDS = 6
 SMALL_SETTING = "fmnist14-flip20-sgd"
 SMALL_WIDTHS = (1, 2, 4, 6, 8)
 SMALL_SEEDS = 4
+# the epoch-wise view (Fig. 5, issue 32): light probes ten a decade (1.2-1.33x apart), epochs 1..250,
+# multiples of 1/4 epoch (4 steps an epoch at 500 images, batch 128), so every one is a step
+EPOCHWISE_MANTISSAS = (1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 8)
 MEDIUM_WIDTHS = (1, 2, 3, 4, 5, 6, 8, 12, 16, 32)
 MEDIUM_SEEDS = 3
 
@@ -123,8 +132,10 @@ def small_runs(seed: int = 0) -> list[Run]:
     flipped), 4 seeds, trained with SGD momentum 0.9, lr 0.02 after 5 warm-up epochs, batch 128,
     300 epochs (1200 steps). There w = 2 has not fitted its noisy labels in any seed and w = 4 has
     in three of four (docs/smooth.md, search), so each seed's threshold sits inside widths
-    1, 2, 4, 6, 8 (w = 4, 4, 4, 6). lr 0.05 trains faster but froze a w = 3 replica at chance."""
-    spec = TrainSpec(optimizer="sgd", lr=0.02, momentum=0.9, batch_size=128, epochs=300, warmup_epochs=5)
+    1, 2, 4, 6, 8 (w = 4, 4, 4, 6). lr 0.05 trains faster but froze a w = 3 replica at chance.
+    Light probes at log-spaced epochs between (the epoch-wise view, Fig. 5); full ones at 0 and 300."""
+    spec = TrainSpec(optimizer="sgd", lr=0.02, momentum=0.9, batch_size=128, epochs=300, warmup_epochs=5,
+                     checkpoints=log_schedule(300, first=1, mantissas=EPOCHWISE_MANTISSAS))
     volumes = VolumeSpec(paths=2, strengths=3, chunk=125)
     return [Run(SMALL_SETTING, w, "fashion_mnist", "flip", 0.2, spec, volumes, seed, SMALL_SEEDS,
                 n_train=500, n_test=2000, downsample=2) for w in SMALL_WIDTHS]
@@ -175,28 +186,48 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * m).sum(1) / m.sum(1)
 
 
-def make_probe(data: ImageData, labels: torch.Tensor, noisy: torch.Tensor, volumes: VolumeSpec, chunk: int = 2048):
-    """Accuracy and loss per split, and the four measures over volumes per training subset."""
+def _per_sample(model: StackedConvNet, x: torch.Tensor, y: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample cross-entropy and correctness (R, N) of the shared inputs x against labels y (R, N)."""
+    loss, correct = [], []
+    for start in range(0, x.shape[0], chunk):
+        logits = model(x[start : start + chunk])
+        target = y[:, start : start + chunk]
+        loss.append(F.cross_entropy(logits.transpose(1, 2), target, reduction="none"))
+        correct.append((logits.argmax(-1) == target).double())
+    return torch.cat(loss, 1).double(), torch.cat(correct, 1)
+
+
+def full_probes(run: Run) -> list[bool]:
+    """For every checkpoint the engine probes, in its order: full probe (epoch 0 and the end) or
+    light (every checkpoint between). The engine's checkpoint steps: round(epoch x steps an epoch)."""
+    n = run.n_train or TRAIN_SIZES[run.dataset]
+    per_epoch = math.ceil(n / (run.train.batch_size or n))
+    total = round(run.train.epochs * per_epoch)
+    steps = sorted({round(e * per_epoch) for e in (0.0, *run.train.checkpoints, run.train.epochs)})
+    return [s in (0, total) for s in steps if s <= total]
+
+
+def make_probe(data: ImageData, labels: torch.Tensor, noisy: torch.Tensor, volumes: VolumeSpec, chunk: int = 2048,
+               full: list[bool] | None = None, done: int = 0):
+    """Accuracy and loss per split, and the four measures over volumes per training subset.
+
+    `full[k]` says whether the k-th call (checkpoint) is a full probe (None: every call); the others
+    are light (`light_probe`). `done`: checkpoints probed before a resume, so the count goes on."""
     touched = torch.zeros(data.num_classes, dtype=torch.bool, device=labels.device)
     touched[data.train_y[noisy.any(0)]] = True
     untouched = ~touched[data.train_y].expand_as(noisy)
     test_untouched = ~touched[data.test_y]
+    calls = [done]
 
     def probe(model: StackedConvNet) -> dict[str, xr.DataArray]:
+        k = calls[0]
+        calls[0] += 1
+        if full is not None and k < len(full) and not full[k]:
+            return light_probe(model, data, labels, noisy, untouched, volumes.strengths)
         r = labels.shape[0]
-
-        def per_sample(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            loss, correct = [], []
-            for start in range(0, x.shape[0], chunk):
-                logits = model(x[start : start + chunk])
-                target = y[:, start : start + chunk]
-                loss.append(F.cross_entropy(logits.transpose(1, 2), target, reduction="none"))
-                correct.append((logits.argmax(-1) == target).double())
-            return torch.cat(loss, 1).double(), torch.cat(correct, 1)
-
-        train_loss, train_correct = per_sample(data.train_x, labels)
-        orig_loss, orig_correct = per_sample(data.train_x, data.train_y.expand(r, -1))
-        test_loss, test_correct = per_sample(data.test_x, data.test_y.expand(r, -1))
+        train_loss, train_correct = _per_sample(model, data.train_x, labels, chunk)
+        orig_loss, orig_correct = _per_sample(model, data.train_x, data.train_y.expand(r, -1), chunk)
+        test_loss, test_correct = _per_sample(model, data.test_x, data.test_y.expand(r, -1), chunk)
         everything = torch.ones_like(noisy)
         test_all = torch.ones_like(test_correct, dtype=torch.bool)
         masks = [(train_loss, train_correct, everything), (train_loss, train_correct, ~noisy),
@@ -210,27 +241,58 @@ def make_probe(data: ImageData, labels: torch.Tensor, noisy: torch.Tensor, volum
         subsets = [everything, ~noisy, noisy, untouched]
         stacked = torch.stack([torch.stack([_masked_mean(measures[k].double(), s) for s in subsets], 1)
                                for k in MEASURES], 1)  # (R, measure, subset, V)
-        volume = np.arange(volumes.strengths + 1)
-        return {
-            "loss": xr.DataArray(loss.cpu().numpy(), dims=("replica", "split"), coords={"split": list(SPLITS)}),
-            "accuracy": xr.DataArray(accuracy.cpu().numpy(), dims=("replica", "split"), coords={"split": list(SPLITS)}),
-            "volume_measure": xr.DataArray(
-                stacked.cpu().numpy(), dims=("replica", "measure", "subset", "volume"),
-                coords={"measure": list(MEASURES), "subset": list(SUBSETS), "volume": volume},
-                attrs={"volume": "augmentations per path (0: at the training point)"},
-            ),
-        }
+        return _pieces(loss, accuracy, stacked, volumes.strengths)
 
     return probe
+
+
+def light_probe(model: StackedConvNet, data: ImageData, labels: torch.Tensor, noisy: torch.Tensor,
+                untouched: torch.Tensor, strengths: int) -> dict[str, xr.DataArray]:
+    """What the epoch-wise view (Fig. 5) reads, as cheaply as it can be had: the Jacobian norm
+    ||J(x_n, y_n)|| at the training points (Eq. 2, volume 0; one backward pass of the summed loss,
+    each replica on its own copy of the inputs) with the accuracy and loss there, per subset, and the
+    training splits (noisy subset also against its original labels: one more forward pass). No
+    volumes, no tangent Hessian, no test set: NaN there."""
+    r = labels.shape[0]
+    x = data.train_x.expand(r, *data.train_x.shape).contiguous()  # (R, N, C, H, W): a gradient per replica
+    grad, loss, correct = loss_input_gradient(model, x, labels)
+    jacobian, loss, correct = grad.flatten(2).norm(dim=-1).double(), loss.double(), correct.double()
+    orig_loss, orig_correct = _per_sample(model, data.train_x, data.train_y.expand(r, -1), data.train_x.shape[0])
+    everything = torch.ones_like(noisy)
+    masks = [(loss, correct, everything), (loss, correct, ~noisy), (loss, correct, noisy), (orig_loss, orig_correct, noisy)]
+    missing = torch.full((r, len(SPLITS) - len(masks)), float("nan"), dtype=torch.float64, device=labels.device)
+    split_loss = torch.cat([torch.stack([_masked_mean(l, m) for l, _, m in masks], 1), missing], 1)
+    split_accuracy = torch.cat([torch.stack([_masked_mean(c, m) for _, c, m in masks], 1), missing], 1)
+    stacked = torch.full((r, len(MEASURES), len(SUBSETS), strengths + 1), float("nan"), dtype=torch.float64,
+                         device=labels.device)
+    for m, values in (("accuracy", correct), ("loss", loss), ("jacobian", jacobian)):
+        stacked[:, MEASURES.index(m), :, 0] = torch.stack([_masked_mean(values, s) for s in
+                                                           (everything, ~noisy, noisy, untouched)], 1)
+    return _pieces(split_loss, split_accuracy, stacked, strengths)
+
+
+def _pieces(loss: torch.Tensor, accuracy: torch.Tensor, stacked: torch.Tensor, strengths: int) -> dict[str, xr.DataArray]:
+    """A probe's outputs as the store keeps them (dims replica, split / measure, subset, volume)."""
+    return {
+        "loss": xr.DataArray(loss.cpu().numpy(), dims=("replica", "split"), coords={"split": list(SPLITS)}),
+        "accuracy": xr.DataArray(accuracy.cpu().numpy(), dims=("replica", "split"), coords={"split": list(SPLITS)}),
+        "volume_measure": xr.DataArray(
+            stacked.cpu().numpy(), dims=("replica", "measure", "subset", "volume"),
+            coords={"measure": list(MEASURES), "subset": list(SUBSETS), "volume": np.arange(strengths + 1)},
+            attrs={"volume": "augmentations per path (0: at the training point)"},
+        ),
+    }
 
 
 def execute(run: Run, device: torch.device, state_path=None, progress=None) -> xr.Dataset:
     """Train one width (its seeds stacked) and return its results (dims epoch, replica, ...)."""
     data, labels, noisy = prepare(run, device)
     model = _model(run, tuple(data.train_x.shape[1:])).to(device)
-    probe = make_probe(data, labels, noisy, run.volumes)
+    order_seeds = [20_000 + s for s in run.replicas]
+    done = probes_done(state_path, fingerprint(model, data.train_x, labels, run.train, order_seeds))
+    probe = make_probe(data, labels, noisy, run.volumes, full=full_probes(run), done=done)
     result = train(model, data.train_x, labels, run.train, probe,
-                   order_seeds=[20_000 + s for s in run.replicas], state_path=state_path, progress=progress)
+                   order_seeds=order_seeds, state_path=state_path, progress=progress)
     ds = result.dataset
     ds = ds.assign_coords(model=run.model, setting=run.setting, width=run.width,
                           init_seed=("replica", run.replicas))

@@ -41,6 +41,21 @@ def sweep(ds: xr.Dataset, setting: str, at: str = "end", seeds: bool = False) ->
     return out.sortby("width")
 
 
+def epoch_curves(ds: xr.Dataset, setting: str) -> dict[int, xr.Dataset]:
+    """One setting's runs over epochs, by width: the Jacobian norm at the training points (all
+    samples, volume 0: what Fig. 5 reads) and the noisy subset's training error on its training
+    labels, dims (replica, epoch), every checkpoint the run probed (light ones included)."""
+    out = {}
+    for i in np.nonzero(_per_run(ds, "setting") == setting)[0]:
+        one = ds.isel(run=i).dropna("epoch", how="all", subset=["accuracy"])
+        out[int(one["width"])] = xr.Dataset({
+            "jacobian": one.volume_measure.sel(measure="jacobian", subset="all", volume=0).transpose("replica", "epoch"),
+            "noisy_error": (1 - one.accuracy.sel(split="noisy")).transpose("replica", "epoch")})
+    if not out:
+        raise ValueError(f"no runs of setting {setting!r}")
+    return dict(sorted(out.items()))
+
+
 def threshold_of(ds: xr.Dataset, setting: str, tolerance: float) -> int | None:
     """The interpolation threshold of a sweep's seed mean: the smallest width whose final training
     error on its training (noisy) labels, averaged over seeds, is below `tolerance` (the figures' mark)."""
@@ -140,6 +155,38 @@ def _every_seed(ds: xr.Dataset, measure: str, log: bool) -> Figure:
         ax.set_title(f"{MEASURE_LABELS[measure]}, {'trained' if at == 'end' else 'at initialization'}", fontsize=9)
         ax.set_xlabel("base width w (dotted: each seed's threshold)")
     fig.axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def smooth_epochwise(ds: xr.Dataset) -> Figure:
+    """Fig. 5 (right) analogue, smooth.epochwise_jacobian_peak: the Jacobian norm at the training
+    points over epochs (log-log; epoch 0 left out of the axis), one panel per width, every seed a
+    line; a dot where that seed's noisy subset is first fitted (training error below the tolerance),
+    a cross at its peak."""
+    from reproduce.measures.sharpness import epochwise_peak
+
+    setting = settings(ds)[0]
+    curves = epoch_curves(ds, setting)
+    fig = Figure(figsize=(2.6 * len(curves), 2.8))
+    for ax, (width, c) in zip(fig.subplots(1, len(curves), squeeze=False)[0], curves.items()):
+        epochs = c.epoch.values
+        for r in range(c.sizes["replica"]):
+            norm, error = c.jacobian.values[r], c.noisy_error.values[r]
+            stat = epochwise_peak(epochs, norm, error, tolerance(ds))
+            line, = ax.plot(epochs[epochs > 0], norm[epochs > 0], "-", lw=0.8, label=f"seed {r}")
+            ax.plot(stat["peak_epoch"], stat["peak"], "x", color=line.get_color(), ms=5)
+            if stat["fit_epoch"] is not None:
+                ax.plot(stat["fit_epoch"], norm[list(epochs).index(stat["fit_epoch"])], "o", color=line.get_color(), ms=4)
+        fitted = int(sum(epochwise_peak(epochs, j, e, tolerance(ds))["fitted"]
+                         for j, e in zip(c.jacobian.values, c.noisy_error.values)))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"w = {width}: noisy subset fitted in {fitted} of {c.sizes['replica']} seeds", fontsize=8)
+        ax.set_xlabel("epoch")
+    fig.axes[0].set_ylabel("Jacobian norm at the training points", fontsize=8)
+    fig.axes[0].legend(fontsize=6)
+    fig.suptitle(f"{setting}: o where the noisy subset is first fitted, x the peak (epoch 0 off the log axis)", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -269,3 +269,28 @@ def peak_at_threshold(widths, values, threshold: int | None) -> dict:
     holds = bool(steps is not None and steps <= 1 and ratio < 0.5)
     return dict(peak_width=int(widths[peak]), peak=float(values[peak]), largest_width=int(widths[-1]),
                 largest=float(values[-1]), ratio=ratio, threshold_width=threshold, grid_steps=steps, holds=holds)
+
+
+def epochwise_peak(epochs, norm, noisy_error, tolerance: float) -> dict:
+    """The epoch-wise view of one model (Sec. 4.3, Fig. 5): its Jacobian norm at the training points
+    (Eq. 2) over the checkpoints, against the first checkpoint where its noisy subset is fitted.
+
+    Past the interpolation threshold the paper sees the norm rise and fall over epochs (epoch-wise
+    double descent); below it the norm does not decrease. Returns the peak (argmax over checkpoints)
+    and its epoch, the first checkpoint whose noisy-subset error on the training labels is below
+    `tolerance` (None: never), whether the noisy subset is fitted at the last checkpoint, the ratios
+    norm at the first (epoch 0) / peak (the rise) and at the last / peak (the fall), and `steps`: the
+    checkpoints from the fit to the peak (negative: the peak comes first; None where never fitted)."""
+    epochs, norm, noisy_error = (np.asarray(a, dtype=float) for a in (epochs, norm, noisy_error))
+    order = np.argsort(epochs)
+    epochs, norm, noisy_error = epochs[order], norm[order], noisy_error[order]
+    for values, what in ((norm, "the Jacobian norm"), (noisy_error, "the noisy-subset error")):
+        if np.isnan(values).any():  # a checkpoint dropped silently would move the peak or the fit
+            raise StatisticError(f"{what} is NaN at epoch(s) {epochs[np.isnan(values)].tolist()}")
+    peak = int(np.argmax(norm))
+    fitted_at = np.nonzero(noisy_error < tolerance)[0]
+    fit = int(fitted_at[0]) if fitted_at.size else None
+    return dict(peak_epoch=float(epochs[peak]), peak=float(norm[peak]),
+                fit_epoch=None if fit is None else float(epochs[fit]), fitted=bool(noisy_error[-1] < tolerance),
+                start_ratio=float(norm[0] / norm[peak]), end_ratio=float(norm[-1] / norm[peak]),
+                steps=None if fit is None else peak - fit)
