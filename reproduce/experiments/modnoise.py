@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,7 +39,7 @@ from reproduce.measures.partition import (ablation_scores, choose_k, ipr_scores,
                                           subnetwork_output)
 from reproduce.models import StackedTwoLayer, pair_rows, two_layer_logits
 from reproduce.noise import corrupt_labels
-from reproduce.state import RefusedState, read_state
+from reproduce.state import probes_done
 from reproduce.timing import recorded
 
 PAPER = "modnoise"
@@ -298,17 +297,6 @@ def checkpoint_epochs(run: Run) -> list[float]:
     return sorted(e for e in {0.0, *run.train.checkpoints, *fine, float(last)} if e <= last)
 
 
-def _probes_done(state_path, made_for: str) -> int:
-    """Checkpoints a resumed run has probed already (0 for a fresh one): its probe counts on from there.
-    `made_for`: the training's fingerprint, so a state the engine will refuse as stale counts 0."""
-    if state_path is None or not Path(state_path).exists():
-        return 0
-    try:
-        return len(read_state(Path(state_path), made_for)["records"])
-    except RefusedState:  # the engine moves a state it refuses aside and starts afresh
-        return 0
-
-
 def _accuracy(w_in: torch.Tensor, w_out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, activation: str,
               lookup: bool = False) -> torch.Tensor:
     return (two_layer_logits(w_in, w_out, x, activation, lookup=lookup).argmax(-1) == y).double().mean(-1)
@@ -429,7 +417,7 @@ def execute(run: Run, device: torch.device, state_path=None, progress=None) -> x
     x_train = _inputs(run, data.pairs[:n_train])
     spec = dataclasses.replace(run.train, checkpoints=tuple(checkpoint_epochs(run)))
     labels, order_seeds = data.labels[:, :n_train], [20_000 + s for _, _, s in run.replicas]
-    done = _probes_done(state_path, fingerprint(model, x_train, labels, spec, order_seeds))
+    done = probes_done(state_path, fingerprint(model, x_train, labels, spec, order_seeds))
     result = train(model, x_train, labels, spec, make_probe(run, data, done), order_seeds=order_seeds,
                    state_path=state_path, progress=progress, stop_when=order_reached if run.stops_at_order else None)
     ds = result.dataset
