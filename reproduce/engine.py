@@ -38,7 +38,7 @@ from reproduce.step import make_step
 from reproduce.store import config_hash
 from reproduce.timing import seconds_per_step, training_cost
 
-__all__ = ["TrainSpec", "log_schedule", "TrainResult", "train", "fingerprint", "Preempted", "request_stop", "clear_stop",
+__all__ = ["TrainSpec", "log_schedule", "TrainResult", "train", "checkpoint_steps_of", "fingerprint", "Preempted", "request_stop", "clear_stop",
            "Probe", "seconds_per_step", "training_cost"]
 
 
@@ -153,6 +153,14 @@ def _flush_denormals(device: torch.device):
             torch.set_flush_denormal(False)
 
 
+def checkpoint_steps_of(spec: TrainSpec, steps_per_epoch: int) -> list[int]:
+    """The steps `train` probes at, in order: epoch 0, `spec.checkpoints` and the end, each at
+    round(epoch x steps an epoch); a probe that differs by checkpoint counts its calls against these."""
+    total_steps = round(spec.epochs * steps_per_epoch)
+    steps = sorted({round(e * steps_per_epoch) for e in (0.0, *spec.checkpoints, spec.epochs)})
+    return [s for s in steps if s <= total_steps]
+
+
 def _train(model, inputs, labels, spec, probe, *, order_seeds, state_path, save_every_s, progress,
            stop_after_steps, stop_when) -> TrainResult:
     device = inputs.device
@@ -161,8 +169,7 @@ def _train(model, inputs, labels, spec, probe, *, order_seeds, state_path, save_
     batch = spec.batch_size or n
     steps_per_epoch = math.ceil(n / batch)
     total_steps = round(spec.epochs * steps_per_epoch)
-    checkpoint_steps = sorted({round(e * steps_per_epoch) for e in (0.0, *spec.checkpoints, spec.epochs)})
-    checkpoint_steps = [s for s in checkpoint_steps if s <= total_steps]
+    checkpoint_steps = checkpoint_steps_of(spec, steps_per_epoch)
     step_fn = make_step(model, spec, inputs, labels, batch)
     optimizer = step_fn.optimizer
     warmup_steps = round(spec.warmup_epochs * steps_per_epoch)

@@ -31,7 +31,7 @@ import xarray as xr
 
 from reproduce.data import INPUT_SHAPES, NUM_CLASSES, TRAIN_SIZES, ImageData, load_dataset
 from reproduce.experiments.shrink import shrinking
-from reproduce.engine import TrainSpec, fingerprint, log_schedule, seconds_per_step, train, training_cost
+from reproduce.engine import TrainSpec, checkpoint_steps_of, fingerprint, log_schedule, seconds_per_step, train, training_cost
 from reproduce.measures.sharpness import VolumeSpec, loss_input_gradient, sharpness_over_volumes
 from reproduce.models import StackedConvNet
 from reproduce.noise import corrupt_labels
@@ -199,12 +199,11 @@ def _per_sample(model: StackedConvNet, x: torch.Tensor, y: torch.Tensor, chunk: 
 
 def full_probes(run: Run) -> list[bool]:
     """For every checkpoint the engine probes, in its order: full probe (epoch 0 and the end) or
-    light (every checkpoint between). The engine's checkpoint steps: round(epoch x steps an epoch)."""
+    light (every checkpoint between), against the engine's own checkpoint steps."""
     n = run.n_train or TRAIN_SIZES[run.dataset]
     per_epoch = math.ceil(n / (run.train.batch_size or n))
     total = round(run.train.epochs * per_epoch)
-    steps = sorted({round(e * per_epoch) for e in (0.0, *run.train.checkpoints, run.train.epochs)})
-    return [s in (0, total) for s in steps if s <= total]
+    return [s in (0, total) for s in checkpoint_steps_of(run.train, per_epoch)]
 
 
 def make_probe(data: ImageData, labels: torch.Tensor, noisy: torch.Tensor, volumes: VolumeSpec, chunk: int = 2048,
