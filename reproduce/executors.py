@@ -12,8 +12,11 @@ with `--threads` equal to `cpus` gives the same numbers.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -118,7 +121,7 @@ def side_by_side(tier: str, papers: Sequence[str], results: Path, device: str = 
                "--precision", options.get("precision", "tf32"), *(["--compile"] if options.get("compile") else []),
                *(["--run", *only] if only else [])]
     log(f"{jobs} jobs side by side, {threads} thread{'s' * (threads != 1)} each")
-    workers = [subprocess.Popen(command, cwd=Path.cwd()) for _ in range(jobs - 1)]
+    workers = [spawn_worker(command) for _ in range(jobs - 1)]
     try:
         names = runner.make_results(tier, papers, results, device, seed, threads=threads, only=only, log=log, **options)
     finally:
@@ -127,6 +130,25 @@ def side_by_side(tier: str, papers: Sequence[str], results: Path, device: str = 
         raise UserError(f"a job beside this one failed (exit codes {codes}); its runs are not stored: run the same "
                         "command again, stored runs are reused")
     return names
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def spawn_worker(command: Sequence[str]) -> subprocess.Popen:
+    """Start a worker process that dies with this one. A worker trains outside whatever lock the user's
+    command holds (a CPU slot, a job's cgroup): were this process killed (the OOM killer, kill -9), the
+    worker would go on training unseen. On Linux the kernel sends it SIGTERM when this process dies
+    (prctl PR_SET_PDEATHSIG); its run resumes from its last saved state when the command is run again."""
+    parent = os.getpid()
+
+    def die_with_parent() -> None:  # runs in the child, between fork and exec
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the prctl took hold
+            os._exit(1)
+
+    linux = sys.platform.startswith("linux")
+    return subprocess.Popen(list(command), cwd=Path.cwd(), preexec_fn=die_with_parent if linux else None)
 
 
 class RunTask:

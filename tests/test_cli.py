@@ -382,3 +382,29 @@ def test_jobs_side_by_side_make_each_run_once_with_the_numbers_of_one_job(tmp_pa
     for f in files:
         with xr.open_dataset(tmp_path / "one" / f) as a, xr.open_dataset(tmp_path / "two" / f) as b:
             xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_side_by_side_worker_dies_with_a_killed_main_process(tmp_path):
+    """--jobs: a worker trains outside the lock its main process holds, so when the main process is
+    killed outright (the OOM killer, kill -9) the worker must not go on training unseen."""
+    import signal
+    import time
+
+    code = ("import sys, time; from reproduce.executors import spawn_worker\n"
+            "w = spawn_worker([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+            "print(w.pid, flush=True); time.sleep(120)")
+    main = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    worker = int(main.stdout.readline())
+    os.kill(main.pid, signal.SIGKILL)
+    main.wait()
+    status = Path(f"/proc/{worker}/status")
+    for _ in range(100):  # the kernel signals the orphan at once; give it up to 10 s to exit
+        try:
+            if "State:\tZ" in status.read_text():  # exited, not yet reaped by its new parent
+                return
+        except FileNotFoundError:
+            return
+        time.sleep(0.1)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail("the worker outlived its killed main process")
