@@ -4,9 +4,11 @@ Trains addition mod 113 (ReLU, cross-entropy, full-batch AdamW, weight decay 0.1
 `--seeds` replicas at one flip-noise rate, through the experiment's own code path
 (reproduce.experiments.modnoise.execute), and prints per checkpoint and seed the test accuracy of the
 model and of its per-neuron Fourier extraction (what `modnoise.fourier_extraction_recovers` reads),
-and the step the noisy training set is memorized. Run from the repository root, inside a CPU slot:
+and the step the noisy training set is memorized. `--bias` (the default) trains the paper's model with its
+output bias μ, as the small tier does; `--no-bias` Gromov's bias-free network (the searches before issue
+33's μ). Run from the repository root, inside a CPU slot:
 
-    PYTHONPATH=. python docs/modnoise_search.py --width 2049 --epochs 400 --every 50 --seeds 3
+    PYTHONPATH=. python docs/modnoise_search.py --width 2049 --epochs 400 --every 50 --seeds 3 --no-bias
 """
 
 from __future__ import annotations
@@ -31,17 +33,19 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0, help="base seed (replica seeds 100 seed + k)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--bias", action=argparse.BooleanOptionalAction, default=True,
+                    help="the paper's output bias mu (--no-bias: Gromov's bias-free network)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     checkpoints = tuple(float(e) for e in range(a.every, a.epochs + 1, a.every))
     spec = TrainSpec(optimizer="adamw", lr=a.lr, batch_size=0, epochs=a.epochs, weight_decay=PAPER_WEIGHT_DECAY,
                      checkpoints=checkpoints)
     run = Run("add", a.width, (("flip", a.noise),), spec, a.seed, p=PAPER_P, activation=PAPER_ACTIVATION,
-              seeds_per_setting=a.seeds)
+              seeds_per_setting=a.seeds, output_bias=a.bias)
     start = time.perf_counter()
     ds = execute(run, torch.device("cpu"))
     wall = time.perf_counter() - start
-    print(f"{vars(a)}: {wall:.0f} s wall, train_seconds {ds.attrs['train_seconds']:.0f} "
+    print(f"{vars(a)}: output_bias {ds.attrs['output_bias']}, {wall:.0f} s wall, train_seconds {ds.attrs['train_seconds']:.0f} "
           f"({ds.attrs['steps']} steps)", flush=True)
     acc = ds.test_accuracy
     noisy = ds.accuracy.sel(split="noisy") if "accuracy" in ds else None

@@ -17,7 +17,6 @@ test); a prediction contradicted is shown as such and fails nothing. An error is
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import json
 import traceback
@@ -29,7 +28,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from reproduce.experiments import PAPERS, TIERS
-from reproduce.store import Store
+from reproduce.store import Store, run_config
 from reproduce.verdict import RULES, Condition, Difference, claim_verdict, instance_verdicts, judge
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -206,7 +205,7 @@ def load_results(store: Store, tier: str, paper: str, seed: int) -> xr.Dataset |
 
     names = []
     for _, run in plan(tier, [paper], seed):
-        if store.load(tier, paper, run.name, dataclasses.asdict(run), warn=lambda _: None) is None:
+        if store.load(tier, paper, run.name, run_config(run), warn=lambda _: None) is None:
             return Unavailable("not_run", f"no {tier} results for {paper}/{run.name} in {store.root}: make them with "
                                           f"`python -m reproduce --tier {tier} --paper {paper} --results {store.root}"
                                           + (f" --seed {seed}`" if seed else "`"))

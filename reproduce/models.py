@@ -127,10 +127,11 @@ def pair_rows(pairs: torch.Tensor, p: int) -> torch.Tensor:
 
 
 def two_layer_logits(w_in: torch.Tensor, w_out: torch.Tensor, x: torch.Tensor, activation: str = "quadratic",
-                     return_hidden: bool = False, lookup: bool = False):
-    """The two-layer network of the modular-arithmetic paper on stacked weights, no biases.
+                     return_hidden: bool = False, lookup: bool = False, bias: torch.Tensor | None = None):
+    """The two-layer network of the modular-arithmetic paper on stacked weights: W φ(U e_a + V e_b) + μ.
 
     w_in: (R, 2P, M), rows 0..P-1 read operand a, rows P..2P-1 operand b; w_out: (R, M, K);
+    bias: the output bias μ, (R, 1, K) or (R, K), added to the logits (None: no bias, Gromov's network);
     x: (R, B, 2P) or (B, 2P), the two one-hot vectors of (a, b) concatenated. A dense batched
     product (not a row lookup): on the CPU, BLAS beats gather/scatter at these sizes.
     `lookup`: the first layer as a row lookup (`one_hot_lookup`): the same forward to the bit, a
@@ -146,18 +147,25 @@ def two_layer_logits(w_in: torch.Tensor, w_out: torch.Tensor, x: torch.Tensor, a
         pre = torch.bmm(x, w_in)
     hidden = pre * pre if activation == "quadratic" else torch.relu(pre)
     logits = torch.bmm(hidden, w_out)
+    if bias is not None:
+        logits = logits + bias.reshape(bias.shape[0], 1, -1)
     return (logits, hidden) if return_hidden else logits
 
 
 class StackedTwoLayer(nn.Module):
-    """R two-layer networks (a ∘ b) mod P -> class, width M, no biases (Gromov 2023; the
-    modular-arithmetic paper's model): quadratic activation by default, ReLU as an option.
+    """R two-layer networks (a ∘ b) mod P -> class, width M: quadratic activation by default, ReLU as
+    an option. Without `output_bias`, Gromov's (2023) network, no biases; with it, the label-noise
+    paper's f(a, b) = W φ(U e_a + V e_b) + μ, a learned output bias μ per class (`self.bias`,
+    (R, 1, K); None without).
 
-    Initialization as `nn.Linear` (uniform ±1/sqrt(fan_in), fan_in 2P and M), per replica seed.
+    Initialization as `nn.Linear` (uniform ±1/sqrt(fan_in), fan_in 2P and M; μ like nn.Linear's bias,
+    ±1/sqrt(M)), per replica seed; μ is drawn after w_in and w_out from the same generator, so the
+    weights of a model with and without μ are equal to the bit. The optimizer (step.make_optimizer)
+    decays every parameter, μ included, as torch's AdamW does by default: the paper names no exception.
     """
 
     def __init__(self, p: int, width: int, num_classes: int, seeds: Sequence[int], activation: str = "quadratic",
-                 lookup: bool = False):
+                 lookup: bool = False, output_bias: bool = False):
         super().__init__()
         self.lookup = lookup  # the first layer as a row lookup (two_layer_logits); not a parameter: states resume either way
         if activation not in ACTIVATIONS:
@@ -167,9 +175,13 @@ class StackedTwoLayer(nn.Module):
         generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
         self.w_in = nn.Parameter(torch.stack([_uniform((2 * p, width), 1 / math.sqrt(2 * p), g) for g in generators]))
         self.w_out = nn.Parameter(torch.stack([_uniform((width, num_classes), 1 / math.sqrt(width), g) for g in generators]))
+        if output_bias:  # after the weights: their draws stay those of the bias-free model
+            self.bias = nn.Parameter(torch.stack([_uniform((1, num_classes), 1 / math.sqrt(width), g) for g in generators]))
+        else:  # no parameter (not in parameters() nor state_dict: a bias-free model's fingerprint is unchanged)
+            self.register_parameter("bias", None)
 
     def forward(self, x: torch.Tensor, return_hidden: bool = False):
-        return two_layer_logits(self.w_in, self.w_out, x, self.activation, return_hidden, self.lookup)
+        return two_layer_logits(self.w_in, self.w_out, x, self.activation, return_hidden, self.lookup, self.bias)
 
     def multiply_adds(self) -> int:
         """Multiply-adds of one forward pass of one sample through one replica."""

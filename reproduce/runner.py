@@ -6,7 +6,6 @@ from the run's saved training state if a previous attempt was killed) and write 
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +20,7 @@ from reproduce.data import locate
 from reproduce.devices import NUMERICS, PEAK_FLOPS, peak_flops, release_freed_memory, resolve_device
 from reproduce.errors import UserError
 from reproduce.experiments import check_tier, experiment
-from reproduce.store import ENGINE, Store, unusable, utc_now
+from reproduce.store import ENGINE, Store, run_config, unusable, utc_now
 
 
 def plan(tier: str, papers: Sequence[str], seed: int = 0, only: Sequence[str] | None = None) -> list[tuple[str, object]]:
@@ -66,7 +65,7 @@ def make_results(
         names[paper].append(run.name)
         if fresh:
             store.state_path(tier, paper, run.name).unlink(missing_ok=True)
-        elif store.load(tier, paper, run.name, dataclasses.asdict(run), warn=log) is not None:
+        elif store.load(tier, paper, run.name, run_config(run), warn=log) is not None:
             continue
         todo.append((paper, run))
     if not todo:
@@ -109,7 +108,7 @@ def compute(store: Store, tier: str, paper: str, run, device: str, *, reuse: boo
     with store.lock(tier, paper, run.name, wait) as held:
         if not held:
             return False
-        config = dataclasses.asdict(run)
+        config = run_config(run)
         if reuse and store.load(tier, paper, run.name, config, warn=log) is not None:
             log(f"{paper}/{run.name}: computed by another process, reusing it")
             return True
@@ -229,7 +228,7 @@ def check_stored(tier: str, papers: Sequence[str], results: Path, seed: int = 0,
     store = Store(Path(results))
     for paper, run in plan(tier, papers, seed, only):
         path = store.path(tier, paper, run.name)
-        if path.exists() and (reason := store.problem(path, paper, tier, dataclasses.asdict(run))):
+        if path.exists() and (reason := store.problem(path, paper, tier, run_config(run))):
             raise UserError(unusable(path, reason, tier, paper, run.name, results))
 
 

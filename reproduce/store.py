@@ -12,6 +12,7 @@ it was made for exactly the config asked for (its hash); anything else is moved 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -134,6 +135,21 @@ def describe(ds: xr.Dataset) -> xr.Dataset:
 
 
 ENGINE = "netcdf4"
+
+
+WHEN_SET = {"config": "when_set"}  # dataclass field metadata: the field enters a run's stored config only when set
+
+
+def run_config(run) -> dict:
+    """The config a run's result file is made for: `dataclasses.asdict(run)`, less every field marked
+    `metadata=WHEN_SET` that holds its default. A field added for new settings (modnoise's
+    `Run.output_bias`) so leaves the configs, and hashes, of the runs that do not set it as they were:
+    their stored results stay usable."""
+    config = dataclasses.asdict(run)
+    for f in dataclasses.fields(run):
+        if f.metadata.get("config") == "when_set" and getattr(run, f.name) == f.default:
+            del config[f.name]
+    return config
 
 
 def config_hash(config: dict) -> str:

@@ -18,6 +18,10 @@ resolve the learning order with the accuracies its claim and figure read (clean,
 both labels, test). The final checkpoint adds each neuron's spectrum, dominant frequency and
 concentration, and, except in a learning-order run (nothing reads them there), the partitions'
 subnetworks and scores. The epoch-0 checkpoint is the untrained control.
+
+The paper's model has a learned output bias μ (f = W φ(U e_a + V e_b) + μ): the runs at its setting
+(small, medium, full) train it (`Run.output_bias`); quick keeps Gromov's bias-free network. μ belongs to
+no neuron: every extracted network and every subnetwork of a partition keeps the trained μ.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from reproduce.measures.partition import (ablation_scores, choose_k, ipr_scores,
 from reproduce.models import StackedTwoLayer, pair_rows, two_layer_logits
 from reproduce.noise import corrupt_labels
 from reproduce.state import probes_done
+from reproduce.store import WHEN_SET
 from reproduce.timing import recorded
 
 PAPER = "modnoise"
@@ -69,6 +74,9 @@ class Run:
     seeds_per_setting: int = 1
     order_until: int = 0  # every step up to this epoch is also a checkpoint: the learning order, resolved
     variant: str = ""  # names a run beside the main one at the same width (e.g. "adam": the learning order under Adam)
+    # the paper's learned output bias μ (f = W φ(U e_a + V e_b) + μ): small, medium, full; quick trains Gromov's
+    # bias-free network. In a run's stored config only when set (store.run_config): quick's configs stay as they were
+    output_bias: bool = field(default=False, metadata=WHEN_SET)
     paper: str = field(default=PAPER, init=False)
 
     @property
@@ -98,7 +106,7 @@ class Run:
 
 
 # The paper's own setting (../shared/papers/modular-arithmetic-label-noise-details.md, from a public
-# analysis of arXiv 2605.18022): addition mod 113, f(a, b) = W relu(U e_a + V e_b), cross-entropy,
+# analysis of arXiv 2605.18022): addition mod 113, f(a, b) = W relu(U e_a + V e_b) + μ, cross-entropy,
 # full-batch AdamW lr 1e-3 with weight decay 0.1 for 200k epochs. The small, medium and full tiers use it;
 # quick keeps Gromov's quadratic activation at P = 59 (AdamW lr 3e-3, weight decay 1) within its 66 s
 # (docs/modnoise.md).
@@ -161,7 +169,7 @@ def runs(tier: str, seed: int = 0) -> list[Run]:
         return _largest(spec, seed, p=59, width=513, seeds=5, rates=(0.8, 1.0), order_until=50)
     if tier == "small":
         out = _paper_small(seed) + _width_sweep(WIDTH_SPEC, seed, p=PAPER_P, widths=SMALL_WIDTHS, seeds=SMALL_SEEDS,
-                                                activation=PAPER_ACTIVATION)
+                                                activation=PAPER_ACTIVATION, output_bias=True)
         return [_shrunk(r) for r in out] if shrinking() else out
     if tier == "medium":
         out = _paper_medium(seed)
@@ -172,7 +180,7 @@ def runs(tier: str, seed: int = 0) -> list[Run]:
         settings = (tuple(("flip", r) for r in (0.0, 0.05, 0.2, 0.4, 0.6, 0.8, 1.0))
                     + (("flip", ORDER_RATES[-1], ORDER_SEEDS), ("resample", 0.8), ("tag", ORDER_TAG)))
         return [Run(op, w, settings, spec, seed, p=PAPER_P, activation=PAPER_ACTIVATION, seeds_per_setting=3,
-                    order_until=1000) for op in OPERATIONS for w in PAPER_WIDTHS]
+                    order_until=1000, output_bias=True) for op in OPERATIONS for w in PAPER_WIDTHS]
     raise ValueError(f"unknown tier {tier!r}")
 
 
@@ -185,17 +193,17 @@ def _largest(spec: TrainSpec, seed: int, p: int, width: int, seeds: int, rates: 
 
 
 def _width_sweep(spec: TrainSpec, seed: int, p: int, widths: tuple[int, ...], seeds: int,
-                 activation: str = "quadratic") -> list[Run]:
+                 activation: str = "quadratic", output_bias: bool = False) -> list[Run]:
     """Addition at every width: the width claim's noise level and the 100% control."""
     return [Run("add", w, (("flip", WIDTH_NOISE), ("flip", 1.0)), spec, seed, p=p, seeds_per_setting=seeds,
-                activation=activation) for w in widths]
+                activation=activation, output_bias=output_bias) for w in widths]
 
 
 def _paper_small(seed: int) -> list[Run]:
     """The small tier at the paper's setting: addition, width 2049, 80% and 100% flip noise (Fourier
     extraction and partition); the learning order under Adam and AdamW at ORDER_RATES with the tag
     control, every step a checkpoint."""
-    paper = dict(p=PAPER_P, activation=PAPER_ACTIVATION, seeds_per_setting=SMALL_SEEDS)
+    paper = dict(p=PAPER_P, activation=PAPER_ACTIVATION, seeds_per_setting=SMALL_SEEDS, output_bias=True)
     main = Run("add", SMALL_WIDTH, (("flip", 0.8), ("flip", 1.0)), SMALL_SPEC, seed, **paper)
     return [main] + [Run("add", ORDER_WIDTH, order_settings(opt), spec, seed, order_until=ORDER_EPOCHS, variant=opt, **paper)
                      for opt, spec in ORDER_SPECS.items()]
@@ -205,7 +213,7 @@ def _paper_medium(seed: int) -> list[Run]:
     """The medium tier at the paper's setting: the three operations at width 4097 (addition at
     MEDIUM_RATES, subtraction and multiplication at 80% and 100%), the learning order at width 2049 under
     Adam and AdamW at the paper's lr, and the width sweep 17..2049 under WIDTH_SPEC for 500 epochs."""
-    paper = dict(p=PAPER_P, activation=PAPER_ACTIVATION, seeds_per_setting=MEDIUM_SEEDS)
+    paper = dict(p=PAPER_P, activation=PAPER_ACTIVATION, seeds_per_setting=MEDIUM_SEEDS, output_bias=True)
     spec = dataclasses.replace(SMALL_SPEC, epochs=MEDIUM_EPOCHS, checkpoints=log_schedule(MEDIUM_EPOCHS, mantissas=(1, 2, 3, 5, 7)))
     main = [Run(op, PAPER_WIDTHS[-1], tuple(("flip", r) for r in (MEDIUM_RATES if op == "add" else (0.8, 1.0))), spec, seed,
                 **paper) for op in OPERATIONS]
@@ -214,7 +222,7 @@ def _paper_medium(seed: int) -> list[Run]:
                  seed, order_until=MEDIUM_ORDER_EPOCHS, variant=opt, **paper) for opt, order_spec in ORDER_SPECS.items()]
     width_spec = dataclasses.replace(WIDTH_SPEC, epochs=500, checkpoints=log_schedule(500, mantissas=(1, 3)))
     return main + order + _width_sweep(width_spec, seed, p=PAPER_P, widths=PAPER_WIDTHS[:-1], seeds=MEDIUM_SEEDS,
-                                       activation=PAPER_ACTIVATION)
+                                       activation=PAPER_ACTIVATION, output_bias=True)
 
 
 def order_settings(optimizer: str) -> tuple[tuple, ...]:
@@ -298,8 +306,10 @@ def checkpoint_epochs(run: Run) -> list[float]:
 
 
 def _accuracy(w_in: torch.Tensor, w_out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, activation: str,
-              lookup: bool = False) -> torch.Tensor:
-    return (two_layer_logits(w_in, w_out, x, activation, lookup=lookup).argmax(-1) == y).double().mean(-1)
+              lookup: bool = False, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Test accuracy (R,) of the network (w_in, w_out) with the output bias `bias` (the trained μ, or None
+    for a bias-free model): an extracted network or a subnetwork acts on the neurons only and keeps μ."""
+    return (two_layer_logits(w_in, w_out, x, activation, lookup=lookup, bias=bias).argmax(-1) == y).double().mean(-1)
 
 
 def make_probe(run: Run, data: Prepared, done: int = 0):
@@ -320,15 +330,15 @@ def make_probe(run: Run, data: Prepared, done: int = 0):
         light = epochs[calls[0]] not in full
         calls[0] += 1
         acc, loss = (_light_curves if light else _curves)(model, x, data, n_train, x_test, y_test)
-        w_in, w_out = model.w_in, model.w_out
+        w_in, w_out, bias = model.w_in, model.w_out, model.bias  # the extractions keep the trained μ (measures/fourier.py)
         pending = torch.full_like(acc[-1], float("nan"))  # the partitions: filled in at the final checkpoint (execute)
         if light:
             fourier, concentration = pending, pending
             global_acc = pending.unsqueeze(1).expand(-1, len(GLOBAL_K))
         else:
-            fourier = _accuracy(*extract_per_neuron(w_in, w_out, order), x_test, y_test, run.activation, _lookup(run))
-            global_acc = torch.stack([_accuracy(*extract_global(w_in, w_out, order, k), x_test, y_test, run.activation, _lookup(run))
-                                      for k in GLOBAL_K], 1)
+            fourier = _accuracy(*extract_per_neuron(w_in, w_out, order), x_test, y_test, run.activation, _lookup(run), bias)
+            global_acc = torch.stack([_accuracy(*extract_global(w_in, w_out, order, k), x_test, y_test, run.activation,
+                                                _lookup(run), bias) for k in GLOBAL_K], 1)
             concentration = neuron_spectrum(w_in, w_out, order)["concentration"].mean(1)
         return {
             "accuracy": xr.DataArray(torch.stack(acc, 1).cpu().numpy(), dims=("replica", "split"), coords={"split": list(SPLITS)}),
@@ -456,6 +466,7 @@ def execute(run: Run, device: torch.device, state_path=None, progress=None) -> x
     ds["noisy_fraction"] = ("replica", data.noisy[:, :n_train].double().mean(1).cpu().numpy())
     ds.attrs.update(
         activation=run.activation,
+        output_bias=int(run.output_bias),
         basis=f"discrete log, primitive root {primitive_root(run.p)}" if run.op == "mul" else "residues 0..P-1",
         diverged=int(result.diverged),
         diverged_epoch=float(result.diverged_epoch) if result.diverged else float("nan"),
@@ -480,20 +491,21 @@ class Partitions:
 
 def _partitions(run: Run, model: StackedTwoLayer, data: Prepared, order: np.ndarray) -> Partitions:
     """The held-out ablation (fixed point) and the paper's Strength and IPR top k (k chosen on the
-    held-out split), each scored by the test accuracy of its subnetwork."""
+    held-out split), each scored by the test accuracy of its subnetwork. The output bias μ, where the
+    model has one, belongs to no neuron: every subnetwork keeps it (measures/partition.py)."""
     n_train, n_set = int((data.split == 0).sum()), data.labels.shape[1]
     _, hidden = model(_inputs(run, data.pairs[n_train:n_set]), return_hidden=True)
-    held_out = data.labels[:, n_train:]
-    scores = ablation_scores(hidden, model.w_out, held_out)
-    groups = {"partition": partition(hidden, model.w_out, held_out)}
+    held_out, bias = data.labels[:, n_train:], model.bias
+    scores = ablation_scores(hidden, model.w_out, held_out, bias=bias)
+    groups = {"partition": partition(hidden, model.w_out, held_out, bias=bias)}
     paper_scores = {"strength": strength_scores(model.w_in, model.w_out, run.activation),
                     "ipr": ipr_scores(model.w_out, order)}
     chosen_k = {}
     for name, score in paper_scores.items():
-        groups[name], chosen_k[name] = choose_k(score, hidden, model.w_out, held_out)
+        groups[name], chosen_k[name] = choose_k(score, hidden, model.w_out, held_out, bias=bias)
     x_test, y_test = _inputs(run, data.pairs[n_set:]), data.targets[n_set:]
     accuracy = {name: _accuracy(model.w_in, subnetwork_output(model.w_out, group), x_test, y_test, run.activation,
-                                model.lookup).cpu().numpy() for name, group in groups.items()}
+                                model.lookup, bias).cpu().numpy() for name, group in groups.items()}
     return Partitions(accuracy, {n: s.double().cpu().numpy() for n, s in paper_scores.items()}, scores.cpu().numpy(),
                       torch.stack([chosen_k[n] for n in SCORERS], 1).cpu().numpy(),
                       groups["partition"].double().mean(1).cpu().numpy())
@@ -510,7 +522,7 @@ def _no_partitions(run: Run) -> Partitions:
 
 def _model(run: Run) -> StackedTwoLayer:
     return StackedTwoLayer(run.p, run.width, run.p, seeds=[s for _, _, s in run.replicas], activation=run.activation,
-                           lookup=_lookup(run))
+                           lookup=_lookup(run), output_bias=run.output_bias)
 
 
 def _lookup(run: Run) -> bool:
@@ -617,16 +629,16 @@ def calibrate_after(run: Run, device: torch.device) -> float:
     n_train, n_set = int((data.split == 0).sum()), data.labels.shape[1]
     with torch.no_grad():
         _, hidden = model(_inputs(run, data.pairs[n_train:n_set]), return_hidden=True)
-        held_out = data.labels[:, n_train:]
+        held_out, bias = data.labels[:, n_train:], model.bias
         start = time.perf_counter()
-        ablation_scores(hidden, model.w_out, held_out)
+        ablation_scores(hidden, model.w_out, held_out, bias=bias)
         one_round = time.perf_counter() - start
         start = time.perf_counter()
         order = group_order(run.op, run.p)
         x_test, y_test = _inputs(run, data.pairs[n_set:]), data.targets[n_set:]
         for score in (strength_scores(model.w_in, model.w_out, run.activation), ipr_scores(model.w_out, order)):
-            group, _ = choose_k(score, hidden, model.w_out, held_out)
-            _accuracy(model.w_in, subnetwork_output(model.w_out, group), x_test, y_test, run.activation, model.lookup)
+            group, _ = choose_k(score, hidden, model.w_out, held_out, bias=bias)
+            _accuracy(model.w_in, subnetwork_output(model.w_out, group), x_test, y_test, run.activation, model.lookup, bias)
         neuron_spectrum(model.w_in, model.w_out, order)
         rest = time.perf_counter() - start
     return (1 + PARTITION_ROUNDS) * one_round + rest

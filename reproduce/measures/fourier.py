@@ -21,6 +21,10 @@ multiplication is addition mod P-1 and the same Fourier analysis applies with pe
 The residue 0 is outside the group: its input rows and output column are zeroed by extraction.
 
 Weights are stacked: w_in (R, 2P, M) (rows 0..P-1 for a, P..2P-1 for b), w_out (R, M, K).
+
+The paper's model has an output bias μ (f = W φ(U e_a + V e_b) + μ). μ belongs to no neuron and the
+extraction acts on the neurons' weights only: an extracted network keeps the trained μ unchanged
+(the caller adds it: experiments/modnoise.py). The paper's text, as we hold it, says nothing otherwise.
 """
 
 from __future__ import annotations

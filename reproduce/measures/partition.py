@@ -28,7 +28,10 @@ one round kept 60% of the neurons and 0.17 test accuracy, the fixed point 29% an
 subnetwork keeps only the output weights of the neurons that stay.
 
 Any network whose last layer is linear fits: the inputs are the last hidden layer's activations
-and the output weights.
+and the output weights, and the output bias where the network has one (the paper's μ in
+f = W φ(U e_a + V e_b) + μ). μ belongs to no neuron: a partition acts on the neurons only, and every
+subnetwork (each group, each neuron's ablation, each top k) keeps the trained μ. The paper's text,
+as we hold it, says nothing otherwise.
 """
 
 from __future__ import annotations
@@ -37,14 +40,22 @@ import torch
 import torch.nn.functional as F
 
 
-def ablation_scores(hidden: torch.Tensor, w_out: torch.Tensor, labels: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+def _logits(hidden: torch.Tensor, w_out: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The output layer: hidden (R, N, M) @ w_out (R, M, K), plus the output bias (R, 1, K) or (R, K) if any."""
+    logits = torch.bmm(hidden, w_out)
+    return logits if bias is None else logits + bias.reshape(bias.shape[0], 1, -1)
+
+
+def ablation_scores(hidden: torch.Tensor, w_out: torch.Tensor, labels: torch.Tensor, chunk: int = 64,
+                    bias: torch.Tensor | None = None) -> torch.Tensor:
     """Change of the mean cross-entropy on the given samples when each neuron alone is removed.
 
     hidden: (R, N, M) last-layer activations, w_out: (R, M, K), labels: (R, N) (the noisy held-out
-    labels). Returns (R, M): loss without neuron m minus loss of the whole network. Exact (no
-    Taylor approximation): removing neuron m subtracts h_m(x) w_m from every logit vector.
+    labels), bias: the output bias (kept: it belongs to no neuron). Returns (R, M): loss without neuron
+    m minus loss of the whole network. Exact (no Taylor approximation): removing neuron m subtracts
+    h_m(x) w_m from every logit vector.
     """
-    logits = torch.bmm(hidden, w_out)  # (R, N, K)
+    logits = _logits(hidden, w_out, bias)  # (R, N, K)
     base = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(1)
     target_logit = logits.gather(2, labels.unsqueeze(-1)).squeeze(-1)  # (R, N)
     target_weight = w_out.gather(2, labels.unsqueeze(1).expand(-1, w_out.shape[1], -1))  # (R, M, N)
@@ -63,11 +74,13 @@ def generalizing_group(scores: torch.Tensor) -> torch.Tensor:
     return scores > 0
 
 
-def partition(hidden: torch.Tensor, w_out: torch.Tensor, labels: torch.Tensor, max_rounds: int = 20) -> torch.Tensor:
-    """Boolean (R, M): the generalizing group at the fixed point of repeated ablation scoring."""
+def partition(hidden: torch.Tensor, w_out: torch.Tensor, labels: torch.Tensor, max_rounds: int = 20,
+              bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean (R, M): the generalizing group at the fixed point of repeated ablation scoring (every
+    subnetwork scored with the trained output bias, if any)."""
     group = torch.ones(w_out.shape[:2], dtype=torch.bool, device=w_out.device)
     for _ in range(max_rounds):
-        scores = ablation_scores(hidden, subnetwork_output(w_out, group), labels)
+        scores = ablation_scores(hidden, subnetwork_output(w_out, group), labels, bias=bias)
         keep = group & generalizing_group(scores)
         if torch.equal(keep, group):
             break
@@ -76,7 +89,8 @@ def partition(hidden: torch.Tensor, w_out: torch.Tensor, labels: torch.Tensor, m
 
 
 def subnetwork_output(w_out: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
-    """Output weights of the subnetwork that keeps only the neurons in `group` (R, M)."""
+    """Output weights of the subnetwork that keeps only the neurons in `group` (R, M). The output bias,
+    where the network has one, is not a neuron's: the subnetwork keeps it unchanged."""
     return w_out * group.unsqueeze(-1).to(w_out.dtype)
 
 
@@ -110,9 +124,10 @@ def top_k(scores: torch.Tensor, k: torch.Tensor | int) -> torch.Tensor:
 
 
 def choose_k(scores: torch.Tensor, hidden: torch.Tensor, w_out: torch.Tensor, labels: torch.Tensor,
-             fractions=FRACTIONS) -> tuple[torch.Tensor, torch.Tensor]:
+             fractions=FRACTIONS, bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The top-k group per replica with k chosen on held-out samples: the k (of `fractions` of the
-    width) whose subnetwork predicts the held-out (noisy) labels best; ties go to the smaller k.
+    width) whose subnetwork (with the trained output bias, if any) predicts the held-out (noisy)
+    labels best; ties go to the smaller k.
 
     hidden (R, N, M) held-out activations, labels (R, N). Returns the group (R, M) and k (R,)."""
     width = scores.shape[1]
@@ -121,7 +136,7 @@ def choose_k(scores: torch.Tensor, hidden: torch.Tensor, w_out: torch.Tensor, la
     best_k = torch.full_like(best_acc, ks[0], dtype=torch.long)
     for k in ks:
         group = top_k(scores, k)
-        acc = (torch.bmm(hidden, subnetwork_output(w_out, group)).argmax(-1) == labels).double().mean(1)
+        acc = (_logits(hidden, subnetwork_output(w_out, group), bias).argmax(-1) == labels).double().mean(1)
         better = acc > best_acc
         best_acc, best_k = torch.where(better, acc, best_acc), torch.where(better, k, best_k)
     return top_k(scores, best_k), best_k
