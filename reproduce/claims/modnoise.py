@@ -6,8 +6,9 @@ replicas of one run). Controls apply the same criterion where the phenomenon mus
 untrained network, 100% noise, tagged-only noise) and must clearly fail there.
 
 The reference setting is the paper's (experiments/modnoise.py: P = 113, ReLU, cross-entropy, full-batch
-AdamW with weight decay 0.1, the output bias μ, which every extracted network and subnetwork keeps), trained at the small, medium and full tiers (small is the CPU tier that
-judges it; medium and full wait for a GPU). The quick tier differs, for its 66 s: Gromov's bias-free
+AdamW with weight decay 0.1, the output bias μ, which a partition's subnetwork keeps and the Fourier
+extraction discards with the residual), trained at the small, medium and full tiers (small is the CPU
+tier that judges it; medium and full wait for a GPU). The quick tier differs, for its 66 s: Gromov's bias-free
 network with the quadratic activation at P = 59 under AdamW lr 3e-3 and weight decay 1 (memorized and Fourier-structured
 within 70 steps, where the paper's ReLU setting at P = 113 needs some 300), and it judges the learning
 order at 80% noise, where the paper states none (docs/modnoise.md).

@@ -21,7 +21,8 @@ subnetworks and scores. The epoch-0 checkpoint is the untrained control.
 
 The paper's model has a learned output bias μ (f = W φ(U e_a + V e_b) + μ): the runs at its setting
 (small, medium, full) train it (`Run.output_bias`); quick keeps Gromov's bias-free network. μ belongs to
-no neuron: every extracted network and every subnetwork of a partition keeps the trained μ.
+no neuron: a partition's subnetwork (the model less some neurons) keeps the trained μ; the Fourier
+extraction (each neuron's dominant components, the residual discarded: measures/fourier.py) has none.
 """
 
 from __future__ import annotations
@@ -307,8 +308,8 @@ def checkpoint_epochs(run: Run) -> list[float]:
 
 def _accuracy(w_in: torch.Tensor, w_out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, activation: str,
               lookup: bool = False, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """Test accuracy (R,) of the network (w_in, w_out) with the output bias `bias` (the trained μ, or None
-    for a bias-free model): an extracted network or a subnetwork acts on the neurons only and keeps μ."""
+    """Test accuracy (R,) of the network (w_in, w_out) with the output bias `bias` (the trained μ, for the
+    model and a partition's subnetwork; None for a bias-free model and for a Fourier extraction)."""
     return (two_layer_logits(w_in, w_out, x, activation, lookup=lookup, bias=bias).argmax(-1) == y).double().mean(-1)
 
 
@@ -330,15 +331,15 @@ def make_probe(run: Run, data: Prepared, done: int = 0):
         light = epochs[calls[0]] not in full
         calls[0] += 1
         acc, loss = (_light_curves if light else _curves)(model, x, data, n_train, x_test, y_test)
-        w_in, w_out, bias = model.w_in, model.w_out, model.bias  # the extractions keep the trained μ (measures/fourier.py)
+        w_in, w_out = model.w_in, model.w_out  # the extractions: the neurons' dominant components, no μ (measures/fourier.py)
         pending = torch.full_like(acc[-1], float("nan"))  # the partitions: filled in at the final checkpoint (execute)
         if light:
             fourier, concentration = pending, pending
             global_acc = pending.unsqueeze(1).expand(-1, len(GLOBAL_K))
         else:
-            fourier = _accuracy(*extract_per_neuron(w_in, w_out, order), x_test, y_test, run.activation, _lookup(run), bias)
+            fourier = _accuracy(*extract_per_neuron(w_in, w_out, order), x_test, y_test, run.activation, _lookup(run))
             global_acc = torch.stack([_accuracy(*extract_global(w_in, w_out, order, k), x_test, y_test, run.activation,
-                                                _lookup(run), bias) for k in GLOBAL_K], 1)
+                                                _lookup(run)) for k in GLOBAL_K], 1)
             concentration = neuron_spectrum(w_in, w_out, order)["concentration"].mean(1)
         return {
             "accuracy": xr.DataArray(torch.stack(acc, 1).cpu().numpy(), dims=("replica", "split"), coords={"split": list(SPLITS)}),

@@ -22,9 +22,11 @@ The residue 0 is outside the group: its input rows and output column are zeroed 
 
 Weights are stacked: w_in (R, 2P, M) (rows 0..P-1 for a, P..2P-1 for b), w_out (R, M, K).
 
-The paper's model has an output bias μ (f = W φ(U e_a + V e_b) + μ). μ belongs to no neuron and the
-extraction acts on the neurons' weights only: an extracted network keeps the trained μ unchanged
-(the caller adds it: experiments/modnoise.py). The paper's text, as we hold it, says nothing otherwise.
+The paper's model has an output bias μ (f = W φ(U e_a + V e_b) + μ). Its frequency filtration keeps
+each neuron's dominant Fourier component of (u_m, v_m, w_m) and discards the residual: the extracted
+network is built from the neurons' dominant components alone, and μ, no neuron's component, is part
+of the discarded residual (experiments/modnoise.py evaluates the extraction without it; a partition's
+subnetwork, which only removes neurons, keeps it).
 """
 
 from __future__ import annotations
