@@ -116,13 +116,13 @@ ORDER_TAG = 0.3  # the tag control of the learning order, at the paper's level
 ORDER_SEEDS = 6  # seeds at the judged alpha = 0.3: with 3 the factor's interval straddled 1.4 at one base seed of two
 ORDER_CONTROLLED = "adam"  # the optimizer whose learning-order run holds the shown levels and the tag control
 ORDER_LEVEL = 0.5  # the training accuracy that times a subset in the learning order: half-way, far above chance 1/P
-# small (searched, docs/modnoise.md "The paper's setting at small"): the main run at width 1025 and the
-# paper's lr 1e-3 for 250 epochs, where the extraction at 80% noise has reached its plateau (0.69 at width
-# 513, 0.89 at 1025); the learning order in 100-epoch runs at width 513 and lr 3e-3 under Adam and AdamW
+# small (searched, docs/modnoise.md "The paper's setting at small"): the main run at the paper's width 2049
+# and lr 1e-3 for SMALL_EPOCHS, where the extraction at 80% noise has reached its plateau (it plateaus with
+# width: 0.69 at 513, 0.89 at 1025, 0.99-1.00 at 2049 from epoch 200 on); the learning order in 100-epoch runs at width 513 and lr 3e-3 under Adam and AdamW
 # (at lr 1e-3 the order was the same, 2.5 times slower).
-SMALL_WIDTH, ORDER_WIDTH, SMALL_SEEDS = 1025, 513, 3
-SMALL_SPEC = TrainSpec(optimizer="adamw", lr=PAPER_LR, batch_size=0, epochs=250, weight_decay=PAPER_WEIGHT_DECAY,
-                       checkpoints=log_schedule(250, mantissas=(1, 3)))
+SMALL_WIDTH, SMALL_EPOCHS, ORDER_WIDTH, SMALL_SEEDS = 2049, 200, 513, 3
+SMALL_SPEC = TrainSpec(optimizer="adamw", lr=PAPER_LR, batch_size=0, epochs=SMALL_EPOCHS, weight_decay=PAPER_WEIGHT_DECAY,
+                       checkpoints=log_schedule(SMALL_EPOCHS, mantissas=(1, 3)))
 ORDER_EPOCHS = 100
 ORDER_SPECS = {opt: TrainSpec(optimizer=opt, lr=3e-3, batch_size=0, epochs=ORDER_EPOCHS,
                               weight_decay=PAPER_WEIGHT_DECAY if opt == "adamw" else 0.0,
@@ -138,7 +138,7 @@ WIDTH_SPEC = TrainSpec(optimizer="adamw", lr=1e-2, batch_size=0, epochs=200, wei
                        checkpoints=log_schedule(200, mantissas=(1, 2, 5)))
 # medium (one GPU, a prediction until one runs it; docs/modnoise.md "Medium tier"): the three operations
 # at the paper's largest width, 4097, at its lr and weight decay for MEDIUM_EPOCHS (at small the extraction's
-# plateau was reached within 250-400 steps at widths 513 and 1025, and rose with width); the learning order
+# plateau was reached within 200-400 steps at widths 513 to 2049, and rose with width); the learning order
 # in its own runs at the paper's M = 2049 and lr 1e-3 (its figure: the noisy subset first within 200
 # epochs); the width sweep 17..2049 under WIDTH_SPEC, longer.
 MEDIUM_EPOCHS, MEDIUM_ORDER_WIDTH, MEDIUM_ORDER_EPOCHS, MEDIUM_SEEDS = 1000, 2049, 300, 3
@@ -148,7 +148,7 @@ MEDIUM_RATES = (0.0, 0.4, 0.6, 0.8, 1.0)  # addition's flip levels at medium: th
 def runs(tier: str, seed: int = 0) -> list[Run]:
     """quick: P = 59, quadratic, width 513, 70 epochs, 5 seeds per setting: Fourier extraction, partition
     and the learning order at 80% (every step a checkpoint up to epoch 50). small: the paper's setting
-    (P = 113, ReLU, cross-entropy), 3 seeds: addition at width 1025 under AdamW weight decay 0.1 with 80%
+    (P = 113, ReLU, cross-entropy), 3 seeds: addition at the paper's width 2049 under AdamW weight decay 0.1 with 80%
     and 100% flip (Fourier extraction, partition); the learning order at alpha = 0.05, 0.2, 0.3 and the
     tag control under Adam and AdamW at width 513 (every step a checkpoint); the width sweep 17..257
     (`WIDTH_SPEC`).
@@ -200,7 +200,7 @@ def _width_sweep(spec: TrainSpec, seed: int, p: int, widths: tuple[int, ...], se
 
 
 def _paper_small(seed: int) -> list[Run]:
-    """The small tier at the paper's setting: addition, width 1025, 80% and 100% flip noise (Fourier
+    """The small tier at the paper's setting: addition, width 2049, 80% and 100% flip noise (Fourier
     extraction and partition); the learning order under Adam and AdamW at ORDER_RATES with the tag
     control, every step a checkpoint."""
     paper = dict(p=PAPER_P, activation=PAPER_ACTIVATION, seeds_per_setting=SMALL_SEEDS, output_bias=True)
@@ -575,8 +575,8 @@ def calibrate(run: Run, device: torch.device) -> float:
 
 PARTITION_ROUNDS = 5  # ablation rounds to the partition's fixed point: "usually 4-6 rounds" (docs/modnoise.md)
 CALIBRATED_EPOCHS = 250  # the CPU tiers' runs (quick 70, small at most 250 epochs) have their probes and
-CALIBRATED_HIDDEN = 1.2e8  # partitions timed by a dry run, up to this many hidden activations (replicas x pairs x
-# width; small's largest: 15 x 12,769 x 513); the GPU tiers' (medium 300-1,000 epochs, full 200,000) count 0, so that
+CALIBRATED_HIDDEN = 2e8  # partitions timed by a dry run, up to this many hidden activations (replicas x pairs x
+# width; small's largest: 6 x 12,769 x 2049); the GPU tiers' (medium 300-1,000 epochs, full 200,000) count 0, so that
 # their dry runs stay seconds long, as masc's
 
 
