@@ -239,13 +239,9 @@ FOURIER_CASES = (cases(MODELS, None) + cases({}, "untrained", controls=MODELS) +
 
 CLAIMS = [
     Claim("modnoise.fourier_extraction_recovers", fourier_extraction, FOURIER_CASES, figure=modnoise_heatmap, table=_table,
-          why={"small": "at the paper's setting the extraction at 80% noise plateaus with width (0.69 at 513, 0.89 at 1025 "
-                        "in the search) below the paper's near-perfect, which it reaches at larger widths and 200k epochs: "
-                        "0.911 [0.845, 0.977] at width 1025 (base seed 0; 0.911 [0.833, 0.988] at base seed 1) straddles "
-                        "0.95; see docs/modnoise.md"},
-          predicted={"medium": ("reproduced", "at the paper's setting the extraction at 80% noise rose with width at "
-                                              "small (docs/modnoise.md), and medium trains width 4097, four times as "
-                                              "long"),
+          predicted={"medium": ("reproduced", "small reproduces it at the paper's setting at width 2049 "
+                                              "(data/expected/small.json), and the extraction's plateau rose with width "
+                                              "(docs/modnoise.md); medium trains width 4097 five times as long"),
                      "full": ("reproduced", "the paper reports near-perfect extraction at 80% noise at its own "
                                             "setting, which full trains")}),
     Claim("modnoise.larger_width_generalizes_better", larger_width, cases(ALL, "noise100"), figure=modnoise_width,
