@@ -126,6 +126,11 @@ def pair_rows(pairs: torch.Tensor, p: int) -> torch.Tensor:
     return torch.stack([pairs[:, 0], pairs[:, 1] + p], 1)
 
 
+def add_output_bias(logits: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """logits (R, N, K) plus the output bias μ, (R, 1, K) or (R, K); None: no bias."""
+    return logits if bias is None else logits + bias.reshape(bias.shape[0], 1, -1)
+
+
 def two_layer_logits(w_in: torch.Tensor, w_out: torch.Tensor, x: torch.Tensor, activation: str = "quadratic",
                      return_hidden: bool = False, lookup: bool = False, bias: torch.Tensor | None = None):
     """The two-layer network of the modular-arithmetic paper on stacked weights: W φ(U e_a + V e_b) + μ.
@@ -146,9 +151,7 @@ def two_layer_logits(w_in: torch.Tensor, w_out: torch.Tensor, x: torch.Tensor, a
             x = x.unsqueeze(0).expand(w_in.shape[0], -1, -1)
         pre = torch.bmm(x, w_in)
     hidden = pre * pre if activation == "quadratic" else torch.relu(pre)
-    logits = torch.bmm(hidden, w_out)
-    if bias is not None:
-        logits = logits + bias.reshape(bias.shape[0], 1, -1)
+    logits = add_output_bias(torch.bmm(hidden, w_out), bias)
     return (logits, hidden) if return_hidden else logits
 
 

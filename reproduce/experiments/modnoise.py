@@ -566,12 +566,14 @@ def calibrate(run: Run, device: torch.device) -> float:
     step = make_step(model.to(device), run.train, x, data.labels[:, :n_train], n_train)
     g = torch.Generator(device=device).manual_seed(0)
     index = torch.stack([torch.randperm(n_train, generator=g, device=device) for _ in run.replicas])
-    timings = []
-    while len(timings) < 3 and not (len(timings) == 2 and timings[0] > 1.0):  # a warm-up, then two (one for steps over 1 s)
+
+    def timed() -> float:
         start = time.perf_counter()
         float(step(index).sum())  # the host waits for the step
-        timings.append(time.perf_counter() - start)
-    return min(timings[1:])
+        return time.perf_counter() - start
+
+    warm_up = timed()
+    return min(timed() for _ in range(1 if warm_up > 1.0 else 2))  # one timed step where a step takes over 1 s
 
 
 PARTITION_ROUNDS = 5  # ablation rounds to the partition's fixed point: "usually 4-6 rounds" (docs/modnoise.md)

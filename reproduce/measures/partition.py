@@ -39,11 +39,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from reproduce.models import add_output_bias
+
 
 def _logits(hidden: torch.Tensor, w_out: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """The output layer: hidden (R, N, M) @ w_out (R, M, K), plus the output bias (R, 1, K) or (R, K) if any."""
-    logits = torch.bmm(hidden, w_out)
-    return logits if bias is None else logits + bias.reshape(bias.shape[0], 1, -1)
+    return add_output_bias(torch.bmm(hidden, w_out), bias)
 
 
 def ablation_scores(hidden: torch.Tensor, w_out: torch.Tensor, labels: torch.Tensor, chunk: int = 64,
