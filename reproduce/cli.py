@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the plan with FLOPs and estimated time, run nothing")
     run.add_argument("--fresh", action="store_true", help="recompute runs even when stored results exist")
     run.add_argument("--no-report", action="store_true", help="make the results only")
+    run.add_argument("--no-estimate", action="store_true", help="skip the plan's time estimate (the --dry-run's "
+                     "calibration, up to a minute); progress lines then give the elapsed time only")
     run.add_argument("--run", nargs="+", metavar="NAME", help="only these runs of the plan (e.g. mlp3-s0)")
     run.add_argument("--threads", type=_at_least_one, help="torch CPU threads, at least 1 (the numbers on the CPU depend on it); "
                                                          "with --jobs, per job")
@@ -214,7 +216,7 @@ def _run(args: argparse.Namespace, json_to: TextIO | None = None) -> int:
 
     make_results(args.tier, args.paper, args.results, args.device, args.seed, fresh=args.fresh,
                  executor=args.executor, only=args.run, threads=args.threads, slurm=slurm, jobs=args.jobs,
-                 precision=args.precision, compile=args.compile)
+                 precision=args.precision, compile=args.compile, estimate=not args.no_estimate)
     code = 0 if args.no_report else report(args.tier, args.results, args.paper, args.seed, args.device, args.claim,
                                             json_to=json_to)
     return EXIT_DIVERGED if _diverged(args.tier, args.paper, args.results, args.seed, args.run) else code

@@ -45,6 +45,7 @@ def make_results(
     fresh: bool = False,
     log: Callable[[str], None] = print,
     progress: bool = True,
+    estimate: bool = True,
     only: Sequence[str] | None = None,
     threads: int | None = None,
     precision: str = "tf32",
@@ -54,7 +55,8 @@ def make_results(
     """Compute every run of the plan that the store lacks; return the run names per paper.
 
     `only` keeps the runs with these names; `threads` sets torch's CPU threads (the numbers depend
-    on it). The runs are computed here (`run_locally`) unless `execute(store, tier, todo)` is given:
+    on it); `estimate` times the plan first for its progress lines' time left (the --dry-run's
+    calibration: up to a minute of a small tier's CPU; --jobs workers skip it, see side_by_side). The runs are computed here (`run_locally`) unless `execute(store, tier, todo)` is given:
     executors.make_results passes the Slurm executor that way, so the executors call the runner and
     the runner never imports them.
     """
@@ -77,7 +79,7 @@ def make_results(
     else:
         if threads:
             torch.set_num_threads(threads)
-        seconds = _estimates(tier, todo, device, seed, precision) if progress else None
+        seconds = _estimates(tier, todo, device, seed, precision) if progress and estimate else None
         log(f"plan: {len(todo)} run{'s' * (len(todo) != 1)} of the {tier} tier to make"
             + (f" ({sum(map(len, names.values())) - len(todo)} stored, reused)" if len(todo) < sum(map(len, names.values())) else "")
             + (f", about {_duration(sum(seconds.values()))} by the --dry-run estimate" if seconds else ""))
