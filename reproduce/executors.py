@@ -125,7 +125,8 @@ def side_by_side(tier: str, papers: Sequence[str], results: Path, device: str = 
     log(f"{jobs} jobs side by side, {threads} thread{'s' * (threads != 1)} each")
     workers = [spawn_worker(command) for _ in range(jobs - 1)]
     try:
-        names = runner.make_results(tier, papers, results, device, seed, threads=threads, only=only, log=log, **options)
+        names = runner.make_results(tier, papers, results, device, seed, threads=threads, only=only, log=log, jobs=jobs,
+                                     **options)
     finally:
         codes = [w.wait() for w in workers]
     if any(codes):

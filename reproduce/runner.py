@@ -46,6 +46,7 @@ def make_results(
     log: Callable[[str], None] = print,
     progress: bool = True,
     estimate: bool = True,
+    jobs: int = 1,
     only: Sequence[str] | None = None,
     threads: int | None = None,
     precision: str = "tf32",
@@ -56,7 +57,8 @@ def make_results(
 
     `only` keeps the runs with these names; `threads` sets torch's CPU threads (the numbers depend
     on it); `estimate` times the plan first for its progress lines' time left (the --dry-run's
-    calibration: up to a minute of a small tier's CPU; --jobs workers skip it, see side_by_side). The runs are computed here (`run_locally`) unless `execute(store, tier, todo)` is given:
+    calibration: up to a minute of a small tier's CPU; --jobs workers skip it, see side_by_side), for
+    `jobs` processes sharing the plan. The runs are computed here (`run_locally`) unless `execute(store, tier, todo)` is given:
     executors.make_results passes the Slurm executor that way, so the executors call the runner and
     the runner never imports them.
     """
@@ -82,9 +84,10 @@ def make_results(
         seconds = _estimates(tier, todo, device, seed, precision) if progress and estimate else None
         log(f"plan: {len(todo)} run{'s' * (len(todo) != 1)} of the {tier} tier to make"
             + (f" ({sum(map(len, names.values())) - len(todo)} stored, reused)" if len(todo) < sum(map(len, names.values())) else "")
-            + (f", about {_duration(sum(seconds.values()))} by the --dry-run estimate" if seconds else ""))
+            + (f", about {_duration(side_by_side_seconds(list(seconds.values()), jobs))} by the --dry-run estimate"
+               if seconds else ""))
         run_locally(store, tier, todo, device, reuse=not fresh, log=log, progress=progress, precision=precision,
-                    compile=compile, estimates=seconds)
+                    compile=compile, estimates=seconds, jobs=jobs)
     return names
 
 
@@ -134,19 +137,21 @@ def compute(store: Store, tier: str, paper: str, run, device: str, *, reuse: boo
 
 def run_locally(store: Store, tier: str, todo: list, device: str, reuse: bool = True,
                 log: Callable[[str], None] = print, progress: bool = True, stream: TextIO | None = None,
-                log_every_s: float = 60.0, estimates: dict[str, float] | None = None, **numerics) -> None:
+                log_every_s: float = 60.0, estimates: dict[str, float] | None = None, jobs: int = 1,
+                **numerics) -> None:
     """The local executor: runs in plan order; one that another process holds is waited for last.
 
     Progress goes to `stream` (default stderr): two tqdm bars (plan, run) on a terminal; where the
     stream is not a terminal (a log file, CI), no bars and so no carriage returns, but one `log` line
     per run every `log_every_s` seconds and at its end, with steps/s and elapsed time. With `progress`,
     each run starts with "run i of N", the plan's elapsed time and, from `estimates` (seconds per
-    "paper/run", the --dry-run's), the time left; a run's "complete" line follows its last progress line.
+    "paper/run", the --dry-run's), the time left of `jobs` processes sharing the runs not yet taken;
+    a run's "complete" line follows its last progress line.
     """
     stream = stream or sys.stderr
     bars = dict(disable=None if progress else True, file=stream, unit="step")  # None: off unless a terminal
     total = sum(experiment(p).steps_and_flops(r)[0] for p, r in todo)
-    clock = _PlanClock(estimates)
+    clock = _PlanClock(estimates, jobs)
     with tqdm(total=total, desc=f"{tier} plan ({len(todo)} runs)", position=0, **bars) as bar:
         deferred = []
         for i, (paper, run) in enumerate(todo, 1):
@@ -168,34 +173,47 @@ def run_locally(store: Store, tier: str, todo: list, device: str, reuse: bool = 
                     line.finish()
                     log(message)
 
-                if not compute(store, tier, paper, run, device, reuse=reuse, wait=False, log=said, progress=advance,
-                               **numerics):
-                    deferred.append((paper, run))
+                made = compute(store, tier, paper, run, device, reuse=reuse, wait=False, log=said, progress=advance,
+                               **numerics)
                 line.finish()
+            if made:
                 clock.done(name)
+            else:
+                deferred.append((paper, run))
+                clock.passed(name)
+                if progress:
+                    log(f"{name}: another process is computing it; on to the next run")
         for paper, run in deferred:
             log(f"{paper}/{run.name}: another process is computing it; waiting for its result")
             compute(store, tier, paper, run, device, reuse=True, wait=True, log=log, **numerics)
 
 
 class _PlanClock:
-    """Elapsed time of the plan and the time left: the --dry-run estimates of the runs left, scaled by
-    how the finished runs compared with their estimates (no estimates: elapsed time only)."""
+    """Elapsed time of the plan and the time left: the --dry-run estimates of the runs left, shared out
+    to `jobs` processes (`side_by_side_seconds`) and scaled by how this process's finished runs
+    compared with their estimates (no estimates: elapsed time only). A run another process holds is
+    neither finished here nor left."""
 
-    def __init__(self, estimates: dict[str, float] | None):
-        self.estimates, self.started, self.finished = estimates or {}, time.perf_counter(), []
+    def __init__(self, estimates: dict[str, float] | None, jobs: int = 1):
+        self.estimates, self.jobs, self.started = estimates or {}, jobs, time.perf_counter()
+        self.finished: list[str] = []
+        self.elsewhere: set[str] = set()
 
     def done(self, name: str) -> None:
         self.finished.append(name)
 
+    def passed(self, name: str) -> None:
+        self.elsewhere.add(name)
+
     def status(self, left: list[str]) -> str:
         elapsed = time.perf_counter() - self.started
         text = f"{_duration(elapsed)} elapsed"
+        left = [n for n in left if n not in self.elsewhere]
         if not self.estimates or any(n not in self.estimates for n in left):
             return text
         planned = sum(self.estimates.get(n, 0.0) for n in self.finished)
         pace = elapsed / planned if self.finished and planned > 0 else 1.0
-        return text + f", about {_duration(pace * sum(self.estimates[n] for n in left))} left"
+        return text + f", about {_duration(pace * side_by_side_seconds([self.estimates[n] for n in left], self.jobs))} left"
 
 
 class _ProgressLine:
