@@ -17,7 +17,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from reproduce.data import locate
-from reproduce.devices import NUMERICS, PEAK_FLOPS, peak_flops, release_freed_memory, resolve_device
+from reproduce.devices import NUMERICS, PEAK_FLOPS, keep_freed_memory, peak_flops, release_freed_memory, resolve_device
 from reproduce.errors import UserError
 from reproduce.experiments import check_tier, experiment
 from reproduce.store import ENGINE, Store, run_config, unusable, utc_now
@@ -314,10 +314,17 @@ def estimate(tier: str, papers: Sequence[str], dev, seed: int = 0,
     step and probe times measured on `dev` under the current numerics (see `describe`).
 
     Within a model family (a paper's runs of one replica count, batch size, optimizer and data set:
-    another width or depth) the seconds per step are one line in the FLOPs per step (`_family_fit`)
-    through all the family's timings, so the estimate grows with the FLOPs, and one timing that a
-    busy machine slowed moves it less.
+    another width or depth) the seconds per step of runs timed by extrapolation from small batches
+    (the GPU tiers' on a CPU) are one line in the FLOPs per step (`_family_fit`) through all the
+    family's timings, so the estimate grows with the FLOPs, and one timing that a busy machine slowed
+    moves it less. A run that its experiment times at its own batch and shape (the optional
+    `timed_at_own_batch(run)`: the CPU tiers' runs of ddmlp, masc and modnoise, timed over several
+    groups of steps) keeps its own timing: the line would move it, since a step's time is not linear
+    in its FLOPs across depths (small-tier ddmlp: 17, 18 and 20 ms per GFLOP for MLP3, 5 and 7, so the
+    line through them put MLP7 18% under its own timing).
     """
+    if dev.type == "cpu":
+        keep_freed_memory()  # the allocator training steps and probes run under (make_step), from the first probe timed
     rows, calibrated = [], {}
     for paper, run in plan(tier, papers, seed, only):
         exp = experiment(paper)
@@ -330,14 +337,17 @@ def estimate(tier: str, papers: Sequence[str], dev, seed: int = 0,
             else:
                 probe = checkpoints * exp.calibrate_probe(run, dev) if hasattr(exp, "calibrate_probe") else 0.0
             probe += exp.calibrate_after(run, dev) if hasattr(exp, "calibrate_after") else 0.0
-            calibrated[shape] = (exp.calibrate(run, dev), probe)
+            own = hasattr(exp, "timed_at_own_batch") and exp.timed_at_own_batch(run)
+            calibrated[shape] = (exp.calibrate(run, dev), probe, own)
         rows.append((paper, run, steps, flops, checkpoints, calibrated[shape]))
     families: dict[tuple, list[tuple[float, float]]] = {}
-    for paper, run, steps, flops, _, (step_s, _) in rows:
-        families.setdefault(_family(paper, run), []).append((flops / max(steps, 1), step_s))
+    for paper, run, steps, flops, _, (step_s, _, own) in rows:
+        if not own:
+            families.setdefault(_family(paper, run), []).append((flops / max(steps, 1), step_s))
     fits = {key: _family_fit(points) for key, points in families.items()}
-    return [(paper, run, steps, flops, checkpoints, steps * fits[_family(paper, run)](flops / max(steps, 1)) + probe)
-            for paper, run, steps, flops, checkpoints, (_, probe) in rows]
+    return [(paper, run, steps, flops, checkpoints,
+             steps * (step_s if own else fits[_family(paper, run)](flops / max(steps, 1))) + probe)
+            for paper, run, steps, flops, checkpoints, (step_s, probe, own) in rows]
 
 
 def _family(paper: str, run) -> tuple:

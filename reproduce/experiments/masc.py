@@ -29,6 +29,7 @@ from reproduce.engine import TrainSpec, log_schedule, seconds_per_step, train, t
 from reproduce.measures import masc
 from reproduce.models import StackedCNN, StackedMLP
 from reproduce.noise import corrupt_labels
+from reproduce.timing import CPU_TIER_SAMPLES, own_batch
 
 PAPER = "masc"
 DEGREES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -466,7 +467,7 @@ def steps_and_flops(run: Run) -> tuple[int, float]:
                          len(run.replicas), epochs)
 
 
-CALIBRATED_AFTER = 5_000  # samples: the largest run whose MASC a dry run times (the CPU tiers' are 1,500 and 2,000)
+CALIBRATED_AFTER = CPU_TIER_SAMPLES  # samples: the largest run whose MASC a dry run times (the CPU tiers' are 1,500 and 2,000)
 
 
 def calibrate_after(run: Run, device: torch.device) -> float:
@@ -503,10 +504,16 @@ def _time_masc(train_out: torch.Tensor, test_out: torch.Tensor, labels: torch.Te
     return time.perf_counter() - start
 
 
+def timed_at_own_batch(run: Run) -> bool:
+    """Whether `calibrate` times this run at its own batch (a CPU tier's run), so that --dry-run keeps
+    its timing instead of the family's line (runner.estimate)."""
+    return own_batch(run.n_train or TRAIN_SIZES[run.dataset])
+
+
 def calibrate(run: Run, device: torch.device) -> float:
     """Seconds per training step of this run's stacked model on `device`; the CNNs are timed on two
     stacked replicas and scaled linearly (building the full tier's 18 AlexNets alone took minutes)."""
     small = run if run.arch == "mlp" else dataclasses.replace(run, degrees=run.degrees[:2], seeds_per_degree=1)
     seconds = seconds_per_step(_model(small).to(device), INPUT_SHAPES[run.dataset], NUM_CLASSES[run.dataset],
-                               run.train, device)
+                               run.train, device, samples=run.n_train or TRAIN_SIZES[run.dataset])
     return seconds * len(run.replicas) / len(small.replicas)
