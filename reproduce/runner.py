@@ -21,6 +21,7 @@ from reproduce.devices import NUMERICS, PEAK_FLOPS, keep_freed_memory, peak_flop
 from reproduce.errors import UserError
 from reproduce.experiments import check_tier, experiment
 from reproduce.store import ENGINE, Store, run_config, unusable, utc_now
+from reproduce.timing import checkpoint_count
 
 
 def plan(tier: str, papers: Sequence[str], seed: int = 0, only: Sequence[str] | None = None) -> list[tuple[str, object]]:
@@ -329,7 +330,7 @@ def estimate(tier: str, papers: Sequence[str], dev, seed: int = 0,
     for paper, run in plan(tier, papers, seed, only):
         exp = experiment(paper)
         steps, flops = exp.steps_and_flops(run)
-        checkpoints = len({0.0, *run.train.checkpoints, float(run.train.epochs)})
+        checkpoints = checkpoint_count(run.train)
         shape = (paper, steps, flops, checkpoints, len(run.replicas))  # the same for every seed of a run
         if shape not in calibrated:
             if hasattr(exp, "calibrate_probes"):  # probes that differ by checkpoint: the run's own total

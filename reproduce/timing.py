@@ -29,6 +29,12 @@ def training_cost(n: int, spec: TrainSpec, multiply_adds: int, replicas: int,
     return steps, 6.0 * multiply_adds * n * epochs * replicas
 
 
+def checkpoint_count(spec: TrainSpec) -> int:
+    """Probes a run of `spec` takes if it trains to its epoch cap: at epoch 0, at each checkpoint and
+    at the end, for --dry-run."""
+    return len({0.0, *spec.checkpoints, float(spec.epochs)})
+
+
 _CALIBRATED: dict[tuple, float] = {}
 _FAMILIES: dict[tuple, list[tuple[float, float]]] = {}
 _POOLS: dict[tuple, torch.Tensor] = {}
@@ -93,7 +99,7 @@ def own_batch(samples: int | None) -> bool:
 
 
 def own_step_seconds(model: nn.Module, input_shape: tuple[int, ...], num_classes: int, spec: TrainSpec,
-                     device: torch.device, samples: int, group_s: float = 0.25, groups: int = 7) -> float:
+                     device: torch.device, samples: int, group_s: float = 0.2, groups: int = 5) -> float:
     """Seconds per training step at the run's own batch (`spec.batch_size`, or all `samples`), the
     step `train` takes (`make_step`) on random data of the run's shape, gathered from a pool of the
     run's own `samples`: the median over `groups` groups of consecutive steps of about `group_s`
@@ -101,7 +107,7 @@ def own_step_seconds(model: nn.Module, input_shape: tuple[int, ...], num_classes
     its mean step, as training's wall is; groups long enough that a step's own jitter averages out,
     and the median of several, so that one group slowed by another process or a slow phase of a
     shared machine does not move it (the minimum would keep the fastest phase instead, below the
-    run's average). About 2 s of a dry run per run shape."""
+    run's average). About 1.5 s of a dry run per run shape."""
     replicas = getattr(model, "replicas", 1)
     batch = spec.batch_size or samples
     g = torch.Generator().manual_seed(0)
