@@ -71,8 +71,6 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the plan with FLOPs and estimated time, run nothing")
     run.add_argument("--fresh", action="store_true", help="recompute runs even when stored results exist")
     run.add_argument("--no-report", action="store_true", help="make the results only")
-    run.add_argument("--no-estimate", action="store_true", help="skip the plan's time estimate (the --dry-run's "
-                     "calibration, up to a minute); progress lines then give the elapsed time only")
     run.add_argument("--run", nargs="+", metavar="NAME", help="only these runs of the plan (e.g. mlp3-s0)")
     run.add_argument("--threads", type=_at_least_one, help="torch CPU threads, at least 1 (the numbers on the CPU depend on it); "
                                                          "with --jobs, per job")
@@ -199,7 +197,8 @@ def _run(args: argparse.Namespace, json_to: TextIO | None = None) -> int:
         if threads:  # calibrate at the thread count the run would use
             torch.set_num_threads(threads)
 
-        print(describe(args.tier, args.paper, args.device, args.seed, args.run, args.precision, jobs=args.jobs))
+        print(describe(args.tier, args.paper, args.device, args.seed, args.run, args.precision, jobs=args.jobs,
+                       remember=True))
         print(_dry_run_checks(args.tier, args.paper, args.results, args.seed, args.run))
         if args.executor == "slurm":
             from reproduce.executors import describe_array
@@ -216,7 +215,7 @@ def _run(args: argparse.Namespace, json_to: TextIO | None = None) -> int:
 
     make_results(args.tier, args.paper, args.results, args.device, args.seed, fresh=args.fresh,
                  executor=args.executor, only=args.run, threads=args.threads, slurm=slurm, jobs=args.jobs,
-                 precision=args.precision, compile=args.compile, estimate=not args.no_estimate)
+                 precision=args.precision, compile=args.compile)
     code = 0 if args.no_report else report(args.tier, args.results, args.paper, args.seed, args.device, args.claim,
                                             json_to=json_to)
     return EXIT_DIVERGED if _diverged(args.tier, args.paper, args.results, args.seed, args.run) else code

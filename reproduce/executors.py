@@ -114,18 +114,17 @@ def side_by_side(tier: str, papers: Sequence[str], results: Path, device: str = 
     passes over a run another holds and takes the next one in plan order (`runner.run_locally`), so the
     tier takes about its longest chain of runs rather than their sum. Why: small stacked models use two
     cores less well than two runs on one core each (docs/speed.md). A run's numbers depend only on its
-    own thread count, not on which process made it. Only this process times the plan for its estimate
-    (`runner.make_results`): a worker starts training at once, so the longest run, first in the plan,
-    is not delayed by a second copy of the calibration."""
+    own thread count, not on which process made it."""
     threads = threads or max(1, torch.get_num_threads() // jobs)
     command = [sys.executable, "-m", "reproduce", "run", "--tier", tier, "--paper", *papers, "--results", str(results),
-               "--seed", str(seed), "--device", device, "--threads", str(threads), "--no-report", "--no-estimate",
+               "--seed", str(seed), "--device", device, "--threads", str(threads), "--no-report",
                "--precision", options.get("precision", "tf32"), *(["--compile"] if options.get("compile") else []),
                *(["--run", *only] if only else [])]
     log(f"{jobs} jobs side by side, {threads} thread{'s' * (threads != 1)} each")
     workers = [spawn_worker(command) for _ in range(jobs - 1)]
     try:
-        names = runner.make_results(tier, papers, results, device, seed, threads=threads, only=only, log=log, **options)
+        names = runner.make_results(tier, papers, results, device, seed, threads=threads, only=only, log=log, jobs=jobs,
+                                     **options)
     finally:
         codes = [w.wait() for w in workers]
     if any(codes):

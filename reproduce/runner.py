@@ -6,6 +6,8 @@ from the run's saved training state if a previous attempt was killed) and write 
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -17,10 +19,11 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from reproduce.data import locate
-from reproduce.devices import NUMERICS, PEAK_FLOPS, keep_freed_memory, peak_flops, release_freed_memory, resolve_device
+from reproduce.devices import (NUMERICS, PEAK_FLOPS, device_name, keep_freed_memory, peak_flops, release_freed_memory,
+                               resolve_device)
 from reproduce.errors import UserError
 from reproduce.experiments import check_tier, experiment
-from reproduce.store import ENGINE, Store, run_config, unusable, utc_now
+from reproduce.store import ENGINE, Store, config_hash, run_config, unusable, utc_now
 from reproduce.timing import checkpoint_count
 
 
@@ -46,7 +49,7 @@ def make_results(
     fresh: bool = False,
     log: Callable[[str], None] = print,
     progress: bool = True,
-    estimate: bool = True,
+    jobs: int = 1,
     only: Sequence[str] | None = None,
     threads: int | None = None,
     precision: str = "tf32",
@@ -56,8 +59,10 @@ def make_results(
     """Compute every run of the plan that the store lacks; return the run names per paper.
 
     `only` keeps the runs with these names; `threads` sets torch's CPU threads (the numbers depend
-    on it); `estimate` times the plan first for its progress lines' time left (the --dry-run's
-    calibration: up to a minute of a small tier's CPU; --jobs workers skip it, see side_by_side). The runs are computed here (`run_locally`) unless `execute(store, tier, todo)` is given:
+    on it); the progress lines' time left is the last --dry-run's estimate for `jobs` processes
+    sharing the plan, where that dry run remembered one for this plan, device and thread count
+    (`remembered_estimate`: the run itself times nothing, as the calibration took up to a minute of
+    a small tier's CPU before any run started). The runs are computed here (`run_locally`) unless `execute(store, tier, todo)` is given:
     executors.make_results passes the Slurm executor that way, so the executors call the runner and
     the runner never imports them.
     """
@@ -80,24 +85,75 @@ def make_results(
     else:
         if threads:
             torch.set_num_threads(threads)
-        seconds = _estimates(tier, todo, device, seed, precision) if progress and estimate else None
+        seconds = remembered_estimate(tier, todo, device, precision, log) if progress else None
         log(f"plan: {len(todo)} run{'s' * (len(todo) != 1)} of the {tier} tier to make"
             + (f" ({sum(map(len, names.values())) - len(todo)} stored, reused)" if len(todo) < sum(map(len, names.values())) else "")
-            + (f", about {_duration(sum(seconds.values()))} by the --dry-run estimate" if seconds else ""))
+            + (f", about {_duration(side_by_side_seconds(list(seconds.values()), jobs))} by the --dry-run estimate"
+               if seconds else " (`--dry-run` first gives the time estimate)" if progress else ""))
         run_locally(store, tier, todo, device, reuse=not fresh, log=log, progress=progress, precision=precision,
-                    compile=compile, estimates=seconds)
+                    compile=compile, estimates=seconds, jobs=jobs)
     return names
 
 
-def _estimates(tier: str, todo: list, device: str, seed: int, precision: str) -> dict[str, float] | None:
-    """Each run's estimated seconds (`estimate`, the --dry-run's calibration), or None where it cannot say."""
+def estimates_folder() -> Path:
+    """This machine's cache of the dry runs' seconds per run (TIER.json), under $XDG_CACHE_HOME (default ~/.cache)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "reproduce" / "estimates"
+
+
+def _calibrated_on(device: str, precision: str) -> dict:
+    """What a dry run's step times depend on: a remembered estimate made under anything else is not used."""
+    dev = resolve_device(device, precision)
+    return dict(device=str(dev), make=device_name(str(dev)), threads=torch.get_num_threads(),
+                torch=torch.__version__, precision=precision)
+
+
+def remember_estimate(tier: str, rows: list, device: str, precision: str, folder: Path | None = None) -> Path | None:
+    """Write a dry run's seconds per run (`estimate`'s rows) to this machine's cache, with what they were
+    calibrated on and each run's config hash, for the runs' progress lines (`remembered_estimate`), in
+    whatever results folder they write; atomically, keeping an earlier dry run's other runs made on the
+    same calibration. None where the cache cannot be written (a dry run changes nothing else)."""
+    path = Path(folder or estimates_folder()) / f"{tier}.json"
+    record = dict(calibrated_on=_calibrated_on(device, precision), runs={})
     try:
-        dev = resolve_device(device, precision)
-        papers = list(dict.fromkeys(paper for paper, _ in todo))
-        rows = estimate(tier, papers, dev, seed, [run.name for _, run in todo])
-        return {f"{paper}/{run.name}": seconds for paper, run, *_, seconds in rows}
-    except Exception:  # noqa: BLE001 - an estimate is a courtesy: it never stops a run
+        old = json.loads(path.read_text())
+        if old.get("calibrated_on") == record["calibrated_on"]:
+            record["runs"].update(old["runs"])
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        pass  # none yet, or unreadable: replaced by this one
+    record["runs"].update({f"{paper}/{run.name}": dict(config=config_hash(run_config(run)), seconds=seconds)
+                           for paper, run, *_, seconds in rows})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+        tmp.replace(path)
+    except OSError:
         return None
+    return path
+
+
+def remembered_estimate(tier: str, todo: list, device: str, precision: str, log: Callable[[str], None] = print,
+                        folder: Path | None = None) -> dict[str, float] | None:
+    """Seconds per "paper/run" of `todo` from the last --dry-run (`remember_estimate`), or None: no dry
+    run, or one made on another device, thread count, torch or precision, or for other runs (another
+    config), which is said in one line and not used."""
+    path = Path(folder or estimates_folder()) / f"{tier}.json"
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        same = record["calibrated_on"] == _calibrated_on(device, precision)
+        runs = record["runs"]
+        seconds = {f"{p}/{r.name}": float(runs[f"{p}/{r.name}"]["seconds"]) for p, r in todo
+                   if runs.get(f"{p}/{r.name}", {}).get("config") == config_hash(run_config(r))}
+    except (OSError, ValueError, AttributeError, KeyError, TypeError) as error:
+        log(f"{path}: not a dry run's estimate ({type(error).__name__}: {error}); not used")
+        return None
+    if not same or len(seconds) < len(todo):
+        log(f"{path}: the dry run's estimate was made {'on another device, thread count, torch or precision' if not same else 'for other runs'}"
+            f"; not used (`--dry-run` again for one)")
+        return None
+    return seconds
 
 
 def compute(store: Store, tier: str, paper: str, run, device: str, *, reuse: bool = True, wait: bool = True,
@@ -135,19 +191,21 @@ def compute(store: Store, tier: str, paper: str, run, device: str, *, reuse: boo
 
 def run_locally(store: Store, tier: str, todo: list, device: str, reuse: bool = True,
                 log: Callable[[str], None] = print, progress: bool = True, stream: TextIO | None = None,
-                log_every_s: float = 60.0, estimates: dict[str, float] | None = None, **numerics) -> None:
+                log_every_s: float = 60.0, estimates: dict[str, float] | None = None, jobs: int = 1,
+                **numerics) -> None:
     """The local executor: runs in plan order; one that another process holds is waited for last.
 
     Progress goes to `stream` (default stderr): two tqdm bars (plan, run) on a terminal; where the
     stream is not a terminal (a log file, CI), no bars and so no carriage returns, but one `log` line
     per run every `log_every_s` seconds and at its end, with steps/s and elapsed time. With `progress`,
     each run starts with "run i of N", the plan's elapsed time and, from `estimates` (seconds per
-    "paper/run", the --dry-run's), the time left; a run's "complete" line follows its last progress line.
+    "paper/run", the --dry-run's), the time left of `jobs` processes sharing the runs not yet taken;
+    a run's "complete" line follows its last progress line.
     """
     stream = stream or sys.stderr
     bars = dict(disable=None if progress else True, file=stream, unit="step")  # None: off unless a terminal
     total = sum(experiment(p).steps_and_flops(r)[0] for p, r in todo)
-    clock = _PlanClock(estimates)
+    clock = _PlanClock(estimates, jobs)
     with tqdm(total=total, desc=f"{tier} plan ({len(todo)} runs)", position=0, **bars) as bar:
         deferred = []
         for i, (paper, run) in enumerate(todo, 1):
@@ -169,34 +227,47 @@ def run_locally(store: Store, tier: str, todo: list, device: str, reuse: bool = 
                     line.finish()
                     log(message)
 
-                if not compute(store, tier, paper, run, device, reuse=reuse, wait=False, log=said, progress=advance,
-                               **numerics):
-                    deferred.append((paper, run))
+                made = compute(store, tier, paper, run, device, reuse=reuse, wait=False, log=said, progress=advance,
+                               **numerics)
                 line.finish()
+            if made:
                 clock.done(name)
+            else:
+                deferred.append((paper, run))
+                clock.passed(name)
+                if progress:
+                    log(f"{name}: another process is computing it; on to the next run")
         for paper, run in deferred:
             log(f"{paper}/{run.name}: another process is computing it; waiting for its result")
             compute(store, tier, paper, run, device, reuse=True, wait=True, log=log, **numerics)
 
 
 class _PlanClock:
-    """Elapsed time of the plan and the time left: the --dry-run estimates of the runs left, scaled by
-    how the finished runs compared with their estimates (no estimates: elapsed time only)."""
+    """Elapsed time of the plan and the time left: the --dry-run estimates of the runs left, shared out
+    to `jobs` processes (`side_by_side_seconds`) and scaled by how this process's finished runs
+    compared with their estimates (no estimates: elapsed time only). A run another process holds is
+    neither finished here nor left."""
 
-    def __init__(self, estimates: dict[str, float] | None):
-        self.estimates, self.started, self.finished = estimates or {}, time.perf_counter(), []
+    def __init__(self, estimates: dict[str, float] | None, jobs: int = 1):
+        self.estimates, self.jobs, self.started = estimates or {}, jobs, time.perf_counter()
+        self.finished: list[str] = []
+        self.elsewhere: set[str] = set()
 
     def done(self, name: str) -> None:
         self.finished.append(name)
 
+    def passed(self, name: str) -> None:
+        self.elsewhere.add(name)
+
     def status(self, left: list[str]) -> str:
         elapsed = time.perf_counter() - self.started
         text = f"{_duration(elapsed)} elapsed"
+        left = [n for n in left if n not in self.elsewhere]
         if not self.estimates or any(n not in self.estimates for n in left):
             return text
         planned = sum(self.estimates.get(n, 0.0) for n in self.finished)
         pace = elapsed / planned if self.finished and planned > 0 else 1.0
-        return text + f", about {_duration(pace * sum(self.estimates[n] for n in left))} left"
+        return text + f", about {_duration(pace * side_by_side_seconds([self.estimates[n] for n in left], self.jobs))} left"
 
 
 class _ProgressLine:
@@ -252,7 +323,8 @@ H100_ASSUMED_FRACTION = 0.4  # of the H100 SXM's dense TF32 peak: the issue's ta
 
 
 def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 0,
-             only: Sequence[str] | None = None, precision: str = "tf32", jobs: int = 1) -> str:
+             only: Sequence[str] | None = None, precision: str = "tf32", jobs: int = 1,
+             remember: bool = False) -> str:
     """The --dry-run table: runs, epochs, steps, FLOPs, and time on this device from a short calibration.
 
     The estimate is training steps (`calibrate`: seconds per step, measured on this device, see
@@ -265,7 +337,8 @@ def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 
     projection for an H100 from the FLOPs at an assumed share of its TF32 peak follows, stated as
     an assumption. With `jobs` > 1 (executors.side_by_side) the time is that of the runs shared out in
     plan order to the process that frees first (`side_by_side_seconds`), each calibrated at its own
-    threads.
+    threads. With `remember` the seconds per run go to this machine's cache for the runs' progress
+    lines (`remember_estimate`).
     """
     dev = resolve_device(device, precision)
     lines = [f"plan for tier {tier} on {dev}:",
@@ -273,7 +346,9 @@ def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 
              f"{'est. time':>10}"]
     total_flops = 0.0
     uncalibrated, run_seconds = set(), []
-    for paper, run, steps, flops, checkpoints, seconds in estimate(tier, papers, dev, seed, only):
+    rows = estimate(tier, papers, dev, seed, only)
+    remembered = remember_estimate(tier, rows, device, precision) if remember else None
+    for paper, run, steps, flops, checkpoints, seconds in rows:
         if not any(hasattr(experiment(paper), f) for f in ("calibrate_probe", "calibrate_probes")):
             uncalibrated.add(paper)
         total_flops += flops
@@ -297,6 +372,8 @@ def describe(tier: str, papers: Sequence[str], device: str = "cpu", seed: int = 
                      f"{H100_ASSUMED_FRACTION:.0%} of its {PEAK_FLOPS['H100'][precision == 'bf16'] / 1e12:.0f} TFLOP/s "
                      f"dense {precision} peak (an assumption, not a measurement: no GPU here; training FLOPs only; "
                      f"`--dry-run --device cuda` on a GPU measures it)")
+    if remembered is not None:
+        lines.append(f"estimate: remembered in {remembered} for the runs' progress lines")
     return "\n".join(lines)
 
 

@@ -1,11 +1,19 @@
 """Shared fixtures of the unit tests."""
 
 import json
+import os
 
 import pytest
 
 from reproduce.data import locate
 from reproduce.errors import UserError
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_estimates_cache(tmp_path_factory) -> None:
+    """The tests' dry runs (many shrunk) remember their estimates in a cache of their own, not this
+    machine's (runner.estimates_folder); subprocesses inherit it."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="session")

@@ -154,3 +154,52 @@ def test_the_cpu_tiers_runs_are_timed_at_their_own_batch_and_the_gpu_tiers_are_n
     exp = experiment(paper)
     for tier, own in (("quick", True), ("small", True), ("medium", False), ("full", False)):
         assert all(exp.timed_at_own_batch(run) == own for run in exp.runs(tier)), (paper, tier)
+
+
+def _rows(tier: str, paper: str, seconds: float) -> list:
+    from reproduce.runner import plan
+
+    return [(p, run, 1, 0.0, 1, seconds) for p, run in plan(tier, [paper])]
+
+
+def test_a_run_shows_the_dry_runs_remembered_estimate_for_its_own_plan_and_threads_only(tmp_path):
+    """The dry run remembers its seconds per run in this machine's cache; a run of the same plan on the
+    same device and thread count reads them instead of timing anything. Another thread count, another
+    config of a run, or a file that is not a dry run's estimate: said in one line, not used, left alone."""
+    import dataclasses
+
+    import torch
+
+    from functools import partial
+
+    from reproduce import runner
+    from reproduce.runner import plan
+
+    remember_estimate = partial(runner.remember_estimate, folder=tmp_path)
+    remembered_estimate = partial(runner.remembered_estimate, folder=tmp_path)
+    todo = plan("quick", ["ddmlp"])
+    path = remember_estimate("quick", _rows("quick", "ddmlp", 12.0), "cpu", "tf32")
+    assert path == tmp_path / "quick.json"
+    remember_estimate("quick", _rows("quick", "smooth", 5.0), "cpu", "tf32")  # another paper: kept beside
+    said: list[str] = []
+    seconds = remembered_estimate("quick", todo + plan("quick", ["smooth"]), "cpu", "tf32", said.append)
+    assert set(seconds.values()) == {12.0, 5.0} and len(seconds) == len(todo) + len(plan("quick", ["smooth"]))
+    assert said == []
+
+    other = [(p, dataclasses.replace(run, seed=run.seed + 1)) for p, run in todo]  # same names, other configs
+    assert remembered_estimate("quick", other, "cpu", "tf32", said.append) is None
+    assert "for other runs" in said[-1]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
+    try:
+        assert remembered_estimate("quick", todo, "cpu", "tf32", said.append) is None
+    finally:
+        torch.set_num_threads(threads)
+    assert "thread count" in said[-1]
+
+    path.write_text('{"calibrated_on": 3')
+    assert remembered_estimate("quick", todo, "cpu", "tf32", said.append) is None
+    assert "not a dry run's estimate" in said[-1] and path.read_text() == '{"calibrated_on": 3'
+    assert runner.remembered_estimate("quick", todo, "cpu", "tf32", said.append, tmp_path / "none") is None  # quiet
+    assert len(said) == 3
