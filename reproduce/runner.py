@@ -396,10 +396,12 @@ def estimate(tier: str, papers: Sequence[str], dev, seed: int = 0,
     (the GPU tiers' on a CPU) are one line in the FLOPs per step (`_family_fit`) through all the
     family's timings, so the estimate grows with the FLOPs, and one timing that a busy machine slowed
     moves it less. A run that its experiment times at its own batch and shape (the optional
-    `timed_at_own_batch(run)`: the CPU tiers' runs of ddmlp, masc and modnoise, timed over several
-    groups of steps) keeps its own timing: the line would move it, since a step's time is not linear
-    in its FLOPs across depths (small-tier ddmlp: 17, 18 and 20 ms per GFLOP for MLP3, 5 and 7, so the
-    line through them put MLP7 18% under its own timing).
+    `timed_at_own_batch(run)`: the CPU tiers' runs of ddmlp and masc, timed over several groups of
+    steps) keeps its own timing: the line would move it, since a step's time is not linear in its
+    FLOPs across depths (small-tier ddmlp: 17, 18 and 20 ms per GFLOP for MLP3, 5 and 7, so the line
+    through them put MLP7 18% under its own timing). modnoise's CPU-tier runs, timed by one or two
+    full-batch steps each, keep the line through the widths, which pools them (their small-tier
+    dry runs: within 2% of each other with it; the main run 7.3-8.8 min over three dry runs without).
     """
     if dev.type == "cpu":
         keep_freed_memory()  # the allocator training steps and probes run under (make_step), from the first probe timed

@@ -592,12 +592,6 @@ def _calibrated(run: Run) -> bool:
     return run.train.epochs <= CALIBRATED_EPOCHS and len(run.replicas) * pairs * run.width <= CALIBRATED_HIDDEN
 
 
-def timed_at_own_batch(run: Run) -> bool:
-    """Whether `calibrate` times this run as it trains (`_calibrated`), so that --dry-run keeps its
-    timing instead of the family's line (runner.estimate)."""
-    return _calibrated(run)
-
-
 def calibrate_probes(run: Run, device: torch.device) -> float:
     """Seconds of all of a run's probes, for --dry-run: one full probe (curves of every split, the
     Fourier extractions) times the log-spaced checkpoints, one light probe (the learning order's
