@@ -400,8 +400,8 @@ def estimate(tier: str, papers: Sequence[str], dev, seed: int = 0,
     steps) keeps its own timing: the line would move it, since a step's time is not linear in its
     FLOPs across depths (small-tier ddmlp: 17, 18 and 20 ms per GFLOP for MLP3, 5 and 7, so the line
     through them put MLP7 18% under its own timing). modnoise's CPU-tier runs, timed by one or two
-    full-batch steps each, keep the line through the widths, which pools them (their small-tier
-    dry runs: within 2% of each other with it; the main run 7.3-8.8 min over three dry runs without).
+    full-batch steps each, keep the line through the widths, which pools them (the small main run:
+    8.5 and 8.6 min in two dry runs with it, 7.3-8.8 min in three without; docs/speed.md).
     """
     if dev.type == "cpu":
         keep_freed_memory()  # the allocator training steps and probes run under (make_step), from the first probe timed
