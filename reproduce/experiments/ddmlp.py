@@ -392,8 +392,8 @@ def calibrate_probe(run: Run, device: torch.device, max_samples: int = 512) -> f
     The probe's cost is about linear in the number of samples, so a GPU tier's run is timed on at most
     `max_samples` training and test samples and scaled up (the full CIFAR-10 set would not fit a dry
     run's memory). A CPU tier's run (`timed_at_own_batch`) is timed on all its samples (about 2 s for
-    small's MLP7): scaled up from 768 samples its probes read 7-20% over the measured ones, timed
-    whole 3-9% under (docs/speed.md, issue 35's sixth session).
+    small's MLP7): scaled up from 768 samples, small's probes read 9-29% over the measured ones;
+    timed whole, 9% under to 14% over (docs/speed.md, issue 35's sixth session).
     """
     n = _samples(run)
     n_test = run.n_test or TEST_SIZES[run.dataset]
