@@ -77,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=_at_least_one, default=1,
                      help="runs made by this many CPU processes side by side (default 1; 2 on two cores: small "
                           "stacked models use two cores better as two runs on one thread each)")
+    run.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --jobs N, spawned by another
     run.add_argument("--executor", default="local", help="local (default): this process; slurm: one job array via submitit")
     run.add_argument("--precision", default="tf32", help="tf32 (default; float32 on the CPU) or bf16 autocast; "
                      "recorded in every result's attrs")
@@ -214,7 +215,7 @@ def _run(args: argparse.Namespace, json_to: TextIO | None = None) -> int:
     from reproduce.executors import make_results
 
     make_results(args.tier, args.paper, args.results, args.device, args.seed, fresh=args.fresh,
-                 executor=args.executor, only=args.run, threads=args.threads, slurm=slurm, jobs=args.jobs,
+                 executor=args.executor, only=args.run, threads=args.threads, slurm=slurm, jobs=args.jobs, worker=args.worker,
                  precision=args.precision, compile=args.compile)
     code = 0 if args.no_report else report(args.tier, args.results, args.paper, args.seed, args.device, args.claim,
                                             json_to=json_to)

@@ -75,15 +75,16 @@ def check_executor(name: str) -> str:
 
 
 def make_results(tier: str, papers: Sequence[str], results: Path, device: str = "cpu", seed: int = 0, *,
-                 executor: str = "local", slurm: SlurmConfig | None = None, jobs: int = 1,
+                 executor: str = "local", slurm: SlurmConfig | None = None, jobs: int = 1, worker: bool = False,
                  **options) -> dict[str, list[str]]:
     """`runner.make_results` with the named executor: `local` computes in this process (and, with
-    `jobs` > 1, in jobs - 1 more beside it: `side_by_side`), `slurm` submits the runs the store lacks
-    as one job array (`options` as runner.make_results takes them)."""
+    `jobs` > 1, in jobs - 1 more beside it: `side_by_side`, whose workers are `worker`s: one of the
+    jobs, spawning none), `slurm` submits the runs the store lacks as one job array (`options` as
+    runner.make_results takes them)."""
     if check_executor(executor) == "local":
-        if jobs > 1:
+        if jobs > 1 and not worker:
             return side_by_side(tier, papers, results, device, seed, jobs=jobs, **options)
-        return runner.make_results(tier, papers, results, device, seed, **options)
+        return runner.make_results(tier, papers, results, device, seed, jobs=jobs, **options)
     numerics = {k: options[k] for k in ("precision", "compile") if k in options}
     reuse = not options.get("fresh", False)
     log = options.get("log", print)
@@ -118,6 +119,7 @@ def side_by_side(tier: str, papers: Sequence[str], results: Path, device: str = 
     threads = threads or max(1, torch.get_num_threads() // jobs)
     command = [sys.executable, "-m", "reproduce", "run", "--tier", tier, "--paper", *papers, "--results", str(results),
                "--seed", str(seed), "--device", device, "--threads", str(threads), "--no-report",
+               "--jobs", str(jobs), "--worker",
                "--precision", options.get("precision", "tf32"), *(["--compile"] if options.get("compile") else []),
                *(["--run", *only] if only else [])]
     log(f"{jobs} jobs side by side, {threads} thread{'s' * (threads != 1)} each")

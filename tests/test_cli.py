@@ -367,14 +367,18 @@ def test_bad_names_are_answered_before_torch_is_imported():
 
 def test_jobs_side_by_side_make_each_run_once_with_the_numbers_of_one_job(tmp_path):
     """--jobs 2: two processes share the plan's runs out through the store's per-run lock; every run is
-    stored once, and its numbers are those of the same run made by one job at the same thread count."""
+    stored once, and its numbers are those of the same run made by one job at the same thread count.
+    Both processes show the dry run's estimate for the two jobs."""
     import xarray as xr
 
     args = ["run", "--tier", "small", "--paper", "modnoise", "--threads", "1", "--no-report"]
     one = _cli(*args, "--results", str(tmp_path / "one"), REPRODUCE_SHRINK="1")
+    dry = _cli(*args, "--jobs", "2", "--dry-run", REPRODUCE_SHRINK="1")
     two = _cli(*args, "--jobs", "2", "--results", str(tmp_path / "two"), REPRODUCE_SHRINK="1")
-    assert one.returncode == 0 and two.returncode == 0, one.stderr[-2000:] + two.stderr[-2000:]
+    assert one.returncode == 0 and dry.returncode == 0 and two.returncode == 0, one.stderr[-2000:] + two.stderr[-2000:]
     assert "2 jobs side by side, 1 thread each" in two.stdout + two.stderr
+    plans = [line for line in (two.stdout + two.stderr).splitlines() if line.startswith("plan: ")]
+    assert len(plans) == 2 and plans[0] == plans[1] and "by the --dry-run estimate" in plans[0], plans  # the worker's too
     files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.nc"))
     assert files and files == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*.nc"))
     made = [line for line in (two.stdout + two.stderr).splitlines() if ": complete," in line]
