@@ -114,7 +114,7 @@ def test_own_step_seconds_is_the_median_of_groups_so_one_slowed_group_does_not_m
     model, spec = _tiny()
     seconds = timing.own_step_seconds(model, (1, 4, 4), 3, spec, torch.device("cpu"), 500, group_s=0.02, groups=5)
     assert calls["n"] >= warm_up + 5 * 2  # groups of several steps (5 where a sleep is exact)
-    assert 0.004 <= seconds < 0.008
+    assert 0.004 <= seconds < 0.010  # the mean of the groups would be about 11 ms
     assert timing.robust_step_seconds([1.0, 1.1, 0.9, 5.0, 1.0]) == 1.0
     assert timing.robust_step_seconds([1.0, 3.0]) == 2.0
 
