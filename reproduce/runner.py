@@ -19,10 +19,12 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from reproduce.data import locate
-from reproduce.devices import NUMERICS, PEAK_FLOPS, device_name, peak_flops, release_freed_memory, resolve_device
+from reproduce.devices import (NUMERICS, PEAK_FLOPS, device_name, keep_freed_memory, peak_flops, release_freed_memory,
+                               resolve_device)
 from reproduce.errors import UserError
 from reproduce.experiments import check_tier, experiment
 from reproduce.store import ENGINE, Store, config_hash, run_config, unusable, utc_now
+from reproduce.timing import checkpoint_count
 
 
 def plan(tier: str, papers: Sequence[str], seed: int = 0, only: Sequence[str] | None = None) -> list[tuple[str, object]]:
@@ -390,15 +392,24 @@ def estimate(tier: str, papers: Sequence[str], dev, seed: int = 0,
     step and probe times measured on `dev` under the current numerics (see `describe`).
 
     Within a model family (a paper's runs of one replica count, batch size, optimizer and data set:
-    another width or depth) the seconds per step are one line in the FLOPs per step (`_family_fit`)
-    through all the family's timings, so the estimate grows with the FLOPs, and one timing that a
-    busy machine slowed moves it less.
+    another width or depth) the seconds per step of runs timed by extrapolation from small batches
+    (the GPU tiers' on a CPU) are one line in the FLOPs per step (`_family_fit`) through all the
+    family's timings, so the estimate grows with the FLOPs, and one timing that a busy machine slowed
+    moves it less. A run that its experiment times at its own batch and shape (the optional
+    `timed_at_own_batch(run)`: the CPU tiers' runs of ddmlp and masc, timed over several groups of
+    steps) keeps its own timing: the line would move it, since a step's time is not linear in its
+    FLOPs across depths (small-tier ddmlp: 17, 18 and 20 ms per GFLOP for MLP3, 5 and 7, so the line
+    through them put MLP7 18% under its own timing). modnoise's CPU-tier runs, timed by one or two
+    full-batch steps each, keep the line through the widths, which pools them (the small main run:
+    8.5 and 8.6 min in two dry runs with it, 7.3-8.8 min in three without; docs/speed.md).
     """
+    if dev.type == "cpu":
+        keep_freed_memory()  # the allocator training steps and probes run under (make_step), from the first probe timed
     rows, calibrated = [], {}
     for paper, run in plan(tier, papers, seed, only):
         exp = experiment(paper)
         steps, flops = exp.steps_and_flops(run)
-        checkpoints = len({0.0, *run.train.checkpoints, float(run.train.epochs)})
+        checkpoints = checkpoint_count(run.train)
         shape = (paper, steps, flops, checkpoints, len(run.replicas))  # the same for every seed of a run
         if shape not in calibrated:
             if hasattr(exp, "calibrate_probes"):  # probes that differ by checkpoint: the run's own total
@@ -406,14 +417,17 @@ def estimate(tier: str, papers: Sequence[str], dev, seed: int = 0,
             else:
                 probe = checkpoints * exp.calibrate_probe(run, dev) if hasattr(exp, "calibrate_probe") else 0.0
             probe += exp.calibrate_after(run, dev) if hasattr(exp, "calibrate_after") else 0.0
-            calibrated[shape] = (exp.calibrate(run, dev), probe)
+            own = hasattr(exp, "timed_at_own_batch") and exp.timed_at_own_batch(run)
+            calibrated[shape] = (exp.calibrate(run, dev), probe, own)
         rows.append((paper, run, steps, flops, checkpoints, calibrated[shape]))
     families: dict[tuple, list[tuple[float, float]]] = {}
-    for paper, run, steps, flops, _, (step_s, _) in rows:
-        families.setdefault(_family(paper, run), []).append((flops / max(steps, 1), step_s))
+    for paper, run, steps, flops, _, (step_s, _, own) in rows:
+        if not own:
+            families.setdefault(_family(paper, run), []).append((flops / max(steps, 1), step_s))
     fits = {key: _family_fit(points) for key, points in families.items()}
-    return [(paper, run, steps, flops, checkpoints, steps * fits[_family(paper, run)](flops / max(steps, 1)) + probe)
-            for paper, run, steps, flops, checkpoints, (_, probe) in rows]
+    return [(paper, run, steps, flops, checkpoints,
+             steps * (step_s if own else fits[_family(paper, run)](flops / max(steps, 1))) + probe)
+            for paper, run, steps, flops, checkpoints, (step_s, probe, own) in rows]
 
 
 def _family(paper: str, run) -> tuple:

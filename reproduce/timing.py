@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,20 +29,37 @@ def training_cost(n: int, spec: TrainSpec, multiply_adds: int, replicas: int,
     return steps, 6.0 * multiply_adds * n * epochs * replicas
 
 
+def checkpoint_count(spec: TrainSpec) -> int:
+    """Probes a run of `spec` takes if it trains to its epoch cap: at epoch 0, at each checkpoint and
+    at the end, for --dry-run."""
+    return len({0.0, *spec.checkpoints, float(spec.epochs)})
+
+
 _CALIBRATED: dict[tuple, float] = {}
 _FAMILIES: dict[tuple, list[tuple[float, float]]] = {}
 _POOLS: dict[tuple, torch.Tensor] = {}
 
 
+CPU_TIER_SAMPLES = 5_000  # training samples: the CPU tiers' runs train on 500-2,000, the GPU tiers' image runs on 50,000-60,000
+
+
 def seconds_per_step(model: nn.Module, input_shape: Sequence[int], num_classes: int, spec: TrainSpec,
-                     device: torch.device, repeats: int = 3, target_s: float = 0.01, pool: int = 4096) -> float:
+                     device: torch.device, repeats: int = 3, target_s: float = 0.01, pool: int = 4096,
+                     samples: int | None = None) -> float:
     """Calibration for --dry-run: seconds of one training step as `train` takes it (`make_step`: the
     batch gathered by a fresh random index from `pool` resident samples, so the gather misses caches
     as in training; forward under `NUMERICS`, backward, fused optimizer; a CUDA graph on the GPU), on
     random data of the run's shape. It trains `model`: pass a throwaway one.
 
-    Answers in a fraction of a second whatever the model, so that a dry run of hundreds of runs
-    takes seconds: the batch grows from 1 by 4x while a step takes less than `target_s` (at least
+    A run of at most CPU_TIER_SAMPLES training `samples` (the CPU tiers') is timed at its own batch
+    on a pool of its own size (`own_step_seconds`: the median of several groups of steps): the
+    extrapolation below put the same small-tier runs at 0.7x to 1.5x of their measured time from one
+    dry run to the next (docs/speed.md), since its few single steps of small batches catch one phase
+    of a shared machine and the extrapolation to the run's batch magnifies it. Such a run trains
+    for minutes, so a second of timing is cheap beside it.
+
+    Any other run (the GPU tiers' on a CPU, `samples` not given) is answered in a fraction of a
+    second whatever the model, so that a dry run of hundreds of runs takes seconds: the batch grows from 1 by 4x while a step takes less than `target_s` (at least
     two batches); a step of the run's own batch that would take longer is extrapolated linearly in
     the batch (FLOPs) from the two largest batches timed (time = fixed per-step cost, optimizer
     included, + per-sample cost). Each point is the minimum of `repeats` timings, since a shared
@@ -56,8 +74,12 @@ def seconds_per_step(model: nn.Module, input_shape: Sequence[int], num_classes: 
     params = tuple(tuple(p.shape) for p in model.parameters())
     family = (type(model).__name__, tuple(input_shape), num_classes, spec.batch_size, spec.optimizer,
               getattr(model, "replicas", 1), str(device), NUMERICS.precision, NUMERICS.compile, NUMERICS.cuda_graphs)
-    key = (family, params)
+    own = own_batch(samples)
+    key = (family, params, samples if own else None)
     if key in _CALIBRATED:
+        return _CALIBRATED[key]
+    if own:
+        _CALIBRATED[key] = own_step_seconds(model, tuple(input_shape), num_classes, spec, device, samples)
         return _CALIBRATED[key]
     flops = 6.0 * model.multiply_adds() * spec.batch_size * getattr(model, "replicas", 1) \
         if hasattr(model, "multiply_adds") else None
@@ -68,6 +90,48 @@ def seconds_per_step(model: nn.Module, input_shape: Sequence[int], num_classes: 
             _FAMILIES.setdefault(family, []).append((flops, seconds))
     _CALIBRATED[key] = seconds
     return seconds
+
+
+def own_batch(samples: int | None) -> bool:
+    """Whether `seconds_per_step` times a run of `samples` training samples at its own batch (a CPU
+    tier's run); the experiments' `timed_at_own_batch` asks here, so the split has one source."""
+    return samples is not None and samples <= CPU_TIER_SAMPLES
+
+
+def own_step_seconds(model: nn.Module, input_shape: tuple[int, ...], num_classes: int, spec: TrainSpec,
+                     device: torch.device, samples: int, group_s: float = 0.2, groups: int = 5) -> float:
+    """Seconds per training step at the run's own batch (`spec.batch_size`, or all `samples`), the
+    step `train` takes (`make_step`) on random data of the run's shape, gathered from a pool of the
+    run's own `samples`: the median over `groups` groups of consecutive steps of about `group_s`
+    seconds each, after two warm-up steps (allocations, the first kernels). The time of a group is
+    its mean step, as training's wall is; groups long enough that a step's own jitter averages out,
+    and the median of several, so that one group slowed by another process or a slow phase of a
+    shared machine does not move it (the minimum would keep the fastest phase instead, below the
+    run's average). About 1.5 s of a dry run per run shape."""
+    replicas = getattr(model, "replicas", 1)
+    batch = spec.batch_size or samples
+    g = torch.Generator().manual_seed(0)
+    data = torch.rand(samples, *input_shape, generator=g).to(device)
+    y = torch.randint(num_classes, (replicas, samples), generator=g).to(device)
+    step = make_step(model, spec, data, y, batch)
+    indices = [torch.randint(samples, (replicas, batch), generator=g).to(device) for _ in range(8)]
+
+    def timed(k: int) -> float:
+        sync(device)
+        start = time.perf_counter()
+        for i in range(k):
+            step(indices[i % len(indices)])
+        sync(device)
+        return (time.perf_counter() - start) / k
+
+    timed(GraphedStep.warmup + 1 if step.graphed else 1)  # one-time costs (and a CUDA graph's capture)
+    per_step = timed(1)
+    return robust_step_seconds([timed(max(1, round(group_s / max(per_step, 1e-9)))) for _ in range(groups)])
+
+
+def robust_step_seconds(group_means: Sequence[float]) -> float:
+    """The median of groups' mean step times: a group slowed by other work counts as one vote."""
+    return statistics.median(group_means)
 
 
 def _from_family(points: list[tuple[float, float]], flops: float) -> float | None:

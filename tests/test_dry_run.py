@@ -54,6 +54,108 @@ def test_side_by_side_seconds_share_runs_in_plan_order_to_the_first_free_job():
     assert side_by_side_seconds([1, 9], 2) == 9 and side_by_side_seconds([], 2) == 0
 
 
+def _tiny(spec_batch: int = 64):
+    from reproduce.models import StackedMLP
+    from reproduce.spec import TrainSpec
+
+    return StackedMLP((1, 4, 4), (8,), 3, seeds=[0, 1]), TrainSpec(optimizer="adam", lr=1e-3, batch_size=spec_batch, epochs=1)
+
+
+def test_a_cpu_tier_run_is_timed_at_its_own_batch_and_a_gpu_tier_run_by_extrapolation(monkeypatch):
+    """`seconds_per_step` with a CPU tier's `samples` builds only steps of the run's own batch, on a
+    pool of the run's own samples; without them, or with a GPU tier's 60,000, it grows the batch from 1."""
+    import torch
+
+    from reproduce import timing
+
+    built = []
+    real = timing.make_step
+
+    def recording(model, spec, data, y, batch):
+        built.append((batch, data.shape[0]))
+        return real(model, spec, data, y, batch)
+
+    monkeypatch.setattr(timing, "make_step", recording)
+    for samples in (500, None, 60_000):
+        built.clear()
+        timing._CALIBRATED.clear(), timing._FAMILIES.clear()
+        model, spec = _tiny()
+        assert timing.seconds_per_step(model, (1, 4, 4), 3, spec, torch.device("cpu"), samples=samples) > 0
+        if samples == 500:
+            assert built == [(64, 500)]
+        else:
+            assert built[0][0] == 1 and len(built) >= 2, built
+    assert timing.own_batch(timing.CPU_TIER_SAMPLES) and not timing.own_batch(timing.CPU_TIER_SAMPLES + 1)
+    assert not timing.own_batch(None)
+
+
+def test_own_step_seconds_is_the_median_of_groups_so_one_slowed_group_does_not_move_it(monkeypatch):
+    """Planted: a step that sleeps 4 ms, and 40 ms through the third timed group (another process on
+    the core): the answer stays near 4 ms, from groups of about `group_s`; the minimum of the old
+    calibration and the mean would not be the run's typical step (the mean is pulled to 10 ms)."""
+    import time
+
+    import torch
+
+    from reproduce import timing
+
+    calls = {"n": 0}
+    warm_up, group = 2, 5  # the two warm-up steps; 0.02 s groups of 4 ms steps: the slowed stretch spans one or two groups
+
+    class Sleepy:
+        graphed = False
+
+        def __call__(self, index):
+            calls["n"] += 1
+            slowed = warm_up + 2 * group < calls["n"] <= warm_up + 3 * group
+            time.sleep(0.040 if slowed else 0.004)
+
+    monkeypatch.setattr(timing, "make_step", lambda *args: Sleepy())
+    model, spec = _tiny()
+    seconds = timing.own_step_seconds(model, (1, 4, 4), 3, spec, torch.device("cpu"), 500, group_s=0.02, groups=5)
+    assert calls["n"] >= warm_up + 5 * 2  # groups of several steps (5 where a sleep is exact)
+    assert 0.004 <= seconds < 0.010  # the mean of the groups would be about 11 ms
+    assert timing.robust_step_seconds([1.0, 1.1, 0.9, 5.0, 1.0]) == 1.0
+    assert timing.robust_step_seconds([1.0, 3.0]) == 2.0
+
+
+def test_estimate_keeps_a_run_timed_at_its_own_batch_and_fits_a_line_through_extrapolated_ones(monkeypatch):
+    """Planted: three runs of one family whose own timings are not on a line through 0 in the FLOPs
+    (2, 3 and 6 ms per step at 1, 2 and 3 GFLOPs): timed at their own batch, each keeps its timing;
+    extrapolated (a GPU tier's on a CPU), they get the family's line."""
+    import types
+
+    import torch
+
+    from reproduce import runner
+    from reproduce.spec import TrainSpec
+
+    spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=64, epochs=10)
+    runs = [types.SimpleNamespace(name=f"r{i}", train=spec, replicas=[0, 1], gflops=i) for i in (1, 2, 3)]
+    own_seconds = {1: 0.002, 2: 0.003, 3: 0.006}
+    for own in (True, False):
+        exp = types.SimpleNamespace(steps_and_flops=lambda run: (100, 100 * run.gflops * 1e9),
+                                    calibrate=lambda run, dev: own_seconds[run.gflops],
+                                    timed_at_own_batch=lambda run, own=own: own)
+        monkeypatch.setattr(runner, "plan", lambda *args: [("fake", run) for run in runs])
+        monkeypatch.setattr(runner, "experiment", lambda paper: exp)
+        seconds = [row[-1] for row in runner.estimate("small", ["fake"], torch.device("cpu"))]
+        if own:
+            assert seconds == pytest.approx([100 * own_seconds[i] for i in (1, 2, 3)])
+        else:
+            assert seconds != pytest.approx([100 * own_seconds[i] for i in (1, 2, 3)])
+            assert seconds == sorted(seconds)
+
+
+@pytest.mark.parametrize("paper", ["ddmlp", "masc"])
+def test_the_cpu_tiers_runs_are_timed_at_their_own_batch_and_the_gpu_tiers_are_not(paper):
+    from reproduce.experiments import experiment
+
+    exp = experiment(paper)
+    for tier, own in (("quick", True), ("small", True), ("medium", False), ("full", False)):
+        assert all(exp.timed_at_own_batch(run) == own for run in exp.runs(tier)), (paper, tier)
+
+
 def _rows(tier: str, paper: str, seconds: float) -> list:
     from reproduce.runner import plan
 

@@ -29,6 +29,7 @@ from reproduce.engine import TrainSpec, log_schedule, seconds_per_step, train, t
 from reproduce.measures import masc
 from reproduce.models import StackedCNN, StackedMLP
 from reproduce.noise import corrupt_labels
+from reproduce.timing import CPU_TIER_SAMPLES, checkpoint_count, own_batch
 
 PAPER = "masc"
 DEGREES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -356,6 +357,13 @@ def early_stopped(select: np.ndarray, patience: int) -> tuple[int, bool]:
     return best, False
 
 
+def _retrain_spec(run: Run) -> TrainSpec:
+    """The relabel-retraining as trained: a probe every epoch, for the per-replica early stopping."""
+    spec = run.retrain
+    return TrainSpec(optimizer=spec.optimizer, lr=spec.lr, momentum=spec.momentum, batch_size=spec.batch_size,
+                     epochs=spec.epochs, checkpoints=tuple(float(e) for e in range(1, int(spec.epochs))))
+
+
 def relabel_retrain(run: Run, model: torch.nn.Module, data: ImageData, relabels: torch.Tensor,
                     select: torch.Tensor, order_seeds: list[int]) -> dict[str, np.ndarray]:
     """Sec. 6: train the memorized model on `relabels` (R, N) for up to `run.retrain.epochs` epochs.
@@ -364,9 +372,7 @@ def relabel_retrain(run: Run, model: torch.nn.Module, data: ImageData, relabels:
     is applied per replica, and the stacked training ends once every replica has stopped: the same
     models as stopping each replica on its own (restoring its best epoch).
     """
-    spec = run.retrain
-    spec = TrainSpec(optimizer=spec.optimizer, lr=spec.lr, momentum=spec.momentum, batch_size=spec.batch_size,
-                     epochs=spec.epochs, checkpoints=tuple(float(e) for e in range(1, int(spec.epochs))))
+    spec = _retrain_spec(run)
     probe = make_probe(data, relabels, select)
     def select_curves(records) -> np.ndarray:  # (epoch, replica)
         return np.stack([pieces["model_accuracy"].sel(split="test_select").values for _, pieces in records])
@@ -466,7 +472,35 @@ def steps_and_flops(run: Run) -> tuple[int, float]:
                          len(run.replicas), epochs)
 
 
-CALIBRATED_AFTER = 5_000  # samples: the largest run whose MASC a dry run times (the CPU tiers' are 1,500 and 2,000)
+CALIBRATED_AFTER = CPU_TIER_SAMPLES  # samples: the largest run whose MASC a dry run times (the CPU tiers' are 1,500 and 2,000)
+
+
+def calibrate_probes(run: Run, device: torch.device) -> float:
+    """Seconds of all of a run's probes, for --dry-run: the model's accuracy on the four splits
+    (`make_probe`) at every checkpoint up to the epoch cap, and, with relabel-retraining, at every
+    retraining epoch up to its cap on the doubled stack (2R replicas: twice one probe). One probe
+    call (about 1 s at small) is timed on the run's own data through its untrained model (a probe's
+    cost does not depend on the weights) after a warm-up call. Without it the dry run counted none of the
+    small run's 41 s of probes in training (docs/speed.md). Like the cap of the training steps, an
+    upper bound where the stop rule or early stopping ends sooner. CPU-tier sizes only, as
+    `calibrate_after`; others count 0."""
+    if not _after_calibrated(run):
+        return 0.0
+    from reproduce.engine import _run_probe
+
+    data, labels, _, select = prepare(run, device)
+    model, probe = _model(run).to(device), make_probe(data, labels, select)
+    _run_probe(model, probe)  # warm-up: allocations
+    start = time.perf_counter()
+    _run_probe(model, probe)
+    one = time.perf_counter() - start
+    retrain = 2 * checkpoint_count(_retrain_spec(run)) if run.retrain else 0
+    return (checkpoint_count(run.train) + retrain) * one
+
+
+def _after_calibrated(run: Run) -> bool:
+    """Whether a dry run times this run's probes and MASC (CPU-tier sizes, CALIBRATED_AFTER)."""
+    return max(run.n_train or TRAIN_SIZES[run.dataset], run.n_test or TEST_SIZES[run.dataset]) <= CALIBRATED_AFTER
 
 
 def calibrate_after(run: Run, device: torch.device) -> float:
@@ -482,7 +516,7 @@ def calibrate_after(run: Run, device: torch.device) -> float:
     Only runs of up to CALIBRATED_AFTER samples (the CPU tiers) are timed, and others count 0: a
     dry run stays seconds long, where the GPU tiers' 60,000 images and widths up to 4,096 would
     take minutes of float64 fits on the CPU (and CIFAR is not on every machine)."""
-    if max(run.n_train or TRAIN_SIZES[run.dataset], run.n_test or TEST_SIZES[run.dataset]) > CALIBRATED_AFTER:
+    if not _after_calibrated(run):
         return 0.0
     one = dataclasses.replace(run, degrees=run.degrees[:1], seeds_per_degree=1, extra_seeds=())
     data, labels, _, _ = prepare(one, device)
@@ -503,10 +537,16 @@ def _time_masc(train_out: torch.Tensor, test_out: torch.Tensor, labels: torch.Te
     return time.perf_counter() - start
 
 
+def timed_at_own_batch(run: Run) -> bool:
+    """Whether `calibrate` times this run at its own batch (a CPU tier's run), so that --dry-run keeps
+    its timing instead of the family's line (runner.estimate)."""
+    return own_batch(run.n_train or TRAIN_SIZES[run.dataset])
+
+
 def calibrate(run: Run, device: torch.device) -> float:
     """Seconds per training step of this run's stacked model on `device`; the CNNs are timed on two
     stacked replicas and scaled linearly (building the full tier's 18 AlexNets alone took minutes)."""
     small = run if run.arch == "mlp" else dataclasses.replace(run, degrees=run.degrees[:2], seeds_per_degree=1)
     seconds = seconds_per_step(_model(small).to(device), INPUT_SHAPES[run.dataset], NUM_CLASSES[run.dataset],
-                               run.train, device)
+                               run.train, device, samples=run.n_train or TRAIN_SIZES[run.dataset])
     return seconds * len(run.replicas) / len(small.replicas)
