@@ -7,7 +7,7 @@ import dataclasses
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -115,15 +115,7 @@ def own_step_seconds(model: nn.Module, input_shape: tuple[int, ...], num_classes
     y = torch.randint(num_classes, (replicas, samples), generator=g).to(device)
     step = make_step(model, spec, data, y, batch)
     indices = [torch.randint(samples, (replicas, batch), generator=g).to(device) for _ in range(8)]
-
-    def timed(k: int) -> float:
-        sync(device)
-        start = time.perf_counter()
-        for i in range(k):
-            step(indices[i % len(indices)])
-        sync(device)
-        return (time.perf_counter() - start) / k
-
+    timed = _step_timer(step, indices, device)
     timed(GraphedStep.warmup + 1 if step.graphed else 1)  # one-time costs (and a CUDA graph's capture)
     per_step = timed(1)
     return robust_step_seconds([timed(max(1, round(group_s / max(per_step, 1e-9)))) for _ in range(groups)])
@@ -190,7 +182,17 @@ def _time_step(model, spec, data, y, batch, device, repeats) -> float:
     replicas = y.shape[0]
     step = make_step(model, spec, data, y, batch)
     indices = [torch.randint(data.shape[0], (replicas, batch), device=device) for _ in range(4)]
+    timed = _step_timer(step, indices, device)
+    if step.graphed:
+        timed(GraphedStep.warmup + 1)  # eager warm-up steps and the capture
+    first = timed(1)  # with one-time costs, which the minimum drops
+    group = max(1, min(64, int(0.002 / max(first, 1e-9))))
+    return min([first, *(timed(group) for _ in range(repeats - 1))])
 
+
+def _step_timer(step, indices: list[torch.Tensor], device: torch.device) -> Callable[[int], float]:
+    """timed(k): the mean seconds of k consecutive steps, cycling through `indices` (the host waits
+    for the device before and after)."""
     def timed(k: int) -> float:
         sync(device)
         start = time.perf_counter()
@@ -199,11 +201,7 @@ def _time_step(model, spec, data, y, batch, device, repeats) -> float:
         sync(device)
         return (time.perf_counter() - start) / k
 
-    if step.graphed:
-        timed(GraphedStep.warmup + 1)  # eager warm-up steps and the capture
-    first = timed(1)  # with one-time costs, which the minimum drops
-    group = max(1, min(64, int(0.002 / max(first, 1e-9))))
-    return min([first, *(timed(group) for _ in range(repeats - 1))])
+    return timed
 
 
 def sync(device: torch.device) -> None:
