@@ -291,8 +291,10 @@ def stacked_replicas(b: Bench, device: torch.device, quick: bool) -> None:
         b.numbers.setdefault("stacked", {})[w.name] = {str(r): v for r, v in results.items()}
 
 
-def tier_runs(b: Bench, device: torch.device, quick: bool, results: Path, tiers: tuple[str, ...] = RUN_TIERS) -> None:
-    """Each run of `tiers` (the quick and small tiers; quick only with --quick) at its own shape (timing.run_shape:
+def tier_runs(b: Bench, device: torch.device, quick: bool, results: Path, tiers: tuple[str, ...] = RUN_TIERS,
+              names: tuple[str, ...] = ()) -> None:
+    """Each run of `tiers` (the quick and small tiers; quick only with --quick), or only those `names`
+    (`--run`: to time a run's shape again, or two benches side by side as `--jobs 2` runs), at its own shape (timing.run_shape:
     the run's stacked model, samples, batch and optimizer): the tier's measured training rate (steps
     x batch x replicas over train_seconds less probe_seconds, from the run's stored result in
     --results), the engine's steady rate at that shape on random data (`time_shape`) and the plain
@@ -308,7 +310,14 @@ def tier_runs(b: Bench, device: torch.device, quick: bool, results: Path, tiers:
         b.say(f"dense {NUMERICS.precision} peak for the tier-run lines: {how} {peak or 0:.3g} FLOP/s")
     store = Store(results)
     steps = 8 if quick else 32
-    for tier, paper, name, shape in tier_run_shapes(("quick",) if quick else tiers):
+    shapes = tier_run_shapes(("quick",) if quick else tiers)
+    unknown = sorted(set(names) - {name for _, _, name, _ in shapes})
+    if unknown:
+        raise UserError(f"--run {' '.join(unknown)}: no such run in the {'/'.join(tiers)} tier (names as in "
+                        f"`python -m reproduce --tier T --dry-run`, e.g. {shapes[0][2] if shapes else 'mlp3-s0'})")
+    for tier, paper, name, shape in shapes:
+        if names and name not in names:
+            continue
         engine = time_shape(shape, device, steps)
         plain = time_plain_shape(shape, device, steps)
         measured = _tier_rate(store, tier, paper, name, shape, ENGINE)
@@ -569,6 +578,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--only", nargs="+", default=sections, choices=sections, help="benchmarks to run (default all)")
     p.add_argument("--tiers", nargs="+", default=list(RUN_TIERS), choices=RUN_TIERS,
                    help="the tiers whose runs `--only runs` times (default quick and small; --quick: quick)")
+    p.add_argument("--run", nargs="+", default=[], metavar="NAME",
+                   help="`--only runs`: only these runs of the tiers (e.g. add-m513-adam-s0)")
     args = p.parse_args(argv)
     device = resolve_device(args.device, args.precision, args.compile)
     out = args.out or args.results / "bench"
@@ -582,7 +593,7 @@ def main(argv: list[str]) -> int:
     if "stacked" in args.only:
         stacked_replicas(b, device, args.quick)
     if "runs" in args.only:
-        tier_runs(b, device, args.quick, args.results, tuple(args.tiers))
+        tier_runs(b, device, args.quick, args.results, tuple(args.tiers), tuple(args.run))
     if "steps" in args.only:
         step_times(b, device, args.quick)
     if "tiers" in args.only:

@@ -194,6 +194,28 @@ def test_runs_section_times_only_the_tiers_asked_for(tmp_path, monkeypatch):
     assert asked == [("quick",), bench.RUN_TIERS, ("quick",)]
 
 
+def test_runs_section_times_only_the_runs_named(tmp_path, monkeypatch, capsys):
+    """`--run NAME` times only those runs' shapes; a name the tiers lack is one message, exit 2."""
+    timed = []
+    monkeypatch.setattr(bench, "time_shape", lambda shape, device, steps: timed.append(shape) or 1.0)
+    monkeypatch.setattr(bench, "time_plain_shape", lambda shape, device, steps: 1.0)
+    assert bench.main(["--only", "runs", "--tiers", "quick", "--run", "mlp3-s0", "--results", str(tmp_path)]) == 0
+    assert len(timed) == 1 and timed[0].replicas == len(next(
+        r for p, r in bench_plan("quick") if r.name == "mlp3-s0").replicas)
+    from reproduce import cli
+
+    assert cli.main(["bench", "--only", "runs", "--tiers", "quick", "--run", "mlp9-s0", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--run mlp9-s0: no such run" in err and "Traceback" not in err and len(timed) == 1
+
+
+def bench_plan(tier):
+    from reproduce.experiments import PAPERS
+    from reproduce.runner import plan
+
+    return plan(tier, PAPERS)
+
+
 def test_every_cpu_tier_run_has_a_shape_for_the_bench():
     """`run_shape` reads each run's model and shape from its experiment's own calibration, whichever
     way that calibration times (modnoise times its CPU-tier runs on their own data): nothing is timed."""
