@@ -2,6 +2,7 @@
 
     python -m reproduce bench [--quick] [--device cpu|cuda] [--precision tf32|bf16] [--compile]
                               [--results DIR] [--out DIR] [--only plain stacked runs steps tiers probes]
+                              [--tiers quick small] [--run NAME ...]
 
 Every line compares two throughputs taken in the same process, one after the other, and prints
 both with their ratio, so the ratio holds on a busy machine where absolute speeds do not:
@@ -16,7 +17,8 @@ both with their ratio, so the ratio holds on a busy machine where absolute speed
   stacked model, replicas, samples, batch, optimizer): the tier's measured training samples/s (from
   its stored result in --results, probes excluded) beside the engine's at that shape on random data
   and the plain loop's, with the engine's share of the CPU's float32 FMA peak
-  (devices.cpu_peak_flops: cores x GHz x FMA units x SIMD lanes x 2);
+  (devices.cpu_peak_flops: cores x GHz x FMA units x SIMD lanes x 2); `--tiers` and `--run NAME`
+  keep the named tiers' and runs' lines only;
 - `steps`: seconds per training step of every medium/full model (the ddmlp MLP7/5/3 at the paper's
   widths on CIFAR-10 and Fashion-MNIST shapes at batch 512, the smooth ConvNet at widths 4/16/64,
   the MASC CNN) at R = 1, 2, 4, 8 stacked replicas, tf32 beside bf16, with achieved FLOP/s and the
