@@ -15,6 +15,8 @@ engine's loop), with `engine.train`'s parts wrapped by timers: the batch gather,
 every op is synchronous, so a wall-clock timer between them is the op's own time), the per-epoch
 permutation, the checkpoint probes, the stop rule and the state saves. "loop rest" is the wall
 time of the training calls minus all of those: the Python of the loop and the timers themselves.
+Beside the time, the minor page faults and system CPU of the steps, probes and saves (getrusage):
+the kernel's share of a part (the modnoise learning-order runs' heap growth, docs/speed.md).
 The numbers computed are those of the plain run (the wrappers only time): the profile is for
 docs/speed.md, not a place results come from. Nothing is written to a results store.
 """
@@ -25,6 +27,7 @@ import argparse
 import json
 import tempfile
 import time
+import resource
 from collections import defaultdict
 from pathlib import Path
 
@@ -40,10 +43,23 @@ from reproduce.step import stacked_cross_entropy
 PARTS = ("gather", "forward", "backward", "optimizer", "permutation", "probes", "stop rule", "state saves")
 T: dict[str, float] = defaultdict(float)
 COUNT: dict[str, int] = defaultdict(int)
+FAULTS: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])  # part: [minor page faults, system CPU s]
+
+
+def _faults() -> tuple[int, float]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_minflt, usage.ru_stime
+
+
+def _count_faults(part: str, before: tuple[int, float]) -> None:
+    after = _faults()
+    FAULTS[part][0] += after[0] - before[0]
+    FAULTS[part][1] += after[1] - before[1]
 
 
 def timed_eager(self, index):
     """step.Step.eager with a timer between its parts (the same ops in the same order)."""
+    faults = _faults()
     with step_numerics(self.device):
         t0 = time.perf_counter()
         batch_x = self.flat_inputs.index_select(0, index.reshape(-1)).view(*index.shape, *self.sample_shape)
@@ -56,6 +72,7 @@ def timed_eager(self, index):
         t3 = time.perf_counter()
         self.optimizer.step()
         t4 = time.perf_counter()
+    _count_faults("steps", faults)
     for part, seconds in zip(PARTS[:4], (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
         T[part] += seconds
     COUNT["steps"] += 1
@@ -67,12 +84,13 @@ def wrap(module, name: str, part: str) -> None:
     inner = getattr(module, name)
 
     def timed(*args, **kwargs):
-        start = time.perf_counter()
+        faults, start = _faults(), time.perf_counter()
         try:
             return inner(*args, **kwargs)
         finally:
             T[part] += time.perf_counter() - start
             COUNT[part] += 1
+            _count_faults(part, faults)
 
     setattr(module, name, timed)
 
@@ -134,6 +152,7 @@ def profile(tier: str, paper: str, name: str | None) -> dict:
     parts["loop rest"] = train_s - sum(parts.values())
     return dict(tier=tier, paper=paper, run=run.name, threads=torch.get_num_threads(), steps=COUNT["steps"],
                 samples=COUNT["samples"], train_seconds=train_s, run_seconds=total, parts=parts,
+                page_faults={part: dict(faults=int(n), system_seconds=s) for part, (n, s) in FAULTS.items()},
                 samples_per_s=COUNT["samples"] / train_s,
                 step_samples_per_s=COUNT["samples"] / sum(T[p] for p in PARTS[:4]))
 
@@ -201,6 +220,8 @@ def main() -> None:
     for part, seconds in result["parts"].items():
         print(f"  {part:12} {seconds:8.2f} s  {seconds / result['train_seconds']:6.1%}  "
               f"{seconds / max(result['steps'], 1) * 1e3:7.3f} ms/step")
+    for part, counted in result["page_faults"].items():  # the kernel's work in a part: its system CPU
+        print(f"  page faults in {part}: {counted['faults']:,} ({counted['system_seconds']:.1f} s of system CPU)")
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))
 
