@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import tempfile
 import time
-import resource
 from collections import defaultdict
 from pathlib import Path
 

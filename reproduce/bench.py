@@ -295,8 +295,9 @@ def stacked_replicas(b: Bench, device: torch.device, quick: bool) -> None:
 
 def tier_runs(b: Bench, device: torch.device, quick: bool, results: Path, tiers: tuple[str, ...] = RUN_TIERS,
               names: tuple[str, ...] = ()) -> None:
-    """Each run of `tiers` (the quick and small tiers; quick only with --quick), or only those `names`
-    (`--run`: to time a run's shape again, or two benches side by side as `--jobs 2` runs), at its own shape (timing.run_shape:
+    """Each run of `tiers` (the quick and small tiers; quick only with --quick), or only those
+    `names` (`--run`: a run's shape again, or two benches side by side as `--jobs 2` runs them), at
+    its own shape (timing.run_shape:
     the run's stacked model, samples, batch and optimizer): the tier's measured training rate (steps
     x batch x replicas over train_seconds less probe_seconds, from the run's stored result in
     --results), the engine's steady rate at that shape on random data (`time_shape`) and the plain
@@ -312,14 +313,13 @@ def tier_runs(b: Bench, device: torch.device, quick: bool, results: Path, tiers:
         b.say(f"dense {NUMERICS.precision} peak for the tier-run lines: {how} {peak or 0:.3g} FLOP/s")
     store = Store(results)
     steps = 8 if quick else 32
-    shapes = tier_run_shapes(("quick",) if quick else tiers)
+    searched = ("quick",) if quick else tiers
+    shapes = tier_run_shapes(searched)
     unknown = sorted(set(names) - {name for _, _, name, _ in shapes})
     if unknown:
-        raise UserError(f"--run {' '.join(unknown)}: no such run in the {'/'.join(tiers)} tier (names as in "
+        raise UserError(f"--run {' '.join(unknown)}: no such run in the {'/'.join(searched)} tier (names as in "
                         f"`python -m reproduce --tier T --dry-run`, e.g. {shapes[0][2] if shapes else 'mlp3-s0'})")
-    for tier, paper, name, shape in shapes:
-        if names and name not in names:
-            continue
+    for tier, paper, name, shape in (s for s in shapes if not names or s[2] in names):
         engine = time_shape(shape, device, steps)
         plain = time_plain_shape(shape, device, steps)
         measured = _tier_rate(store, tier, paper, name, shape, ENGINE)

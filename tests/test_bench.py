@@ -200,20 +200,13 @@ def test_runs_section_times_only_the_runs_named(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "time_shape", lambda shape, device, steps: timed.append(shape) or 1.0)
     monkeypatch.setattr(bench, "time_plain_shape", lambda shape, device, steps: 1.0)
     assert bench.main(["--only", "runs", "--tiers", "quick", "--run", "mlp3-s0", "--results", str(tmp_path)]) == 0
-    assert len(timed) == 1 and timed[0].replicas == len(next(
-        r for p, r in bench_plan("quick") if r.name == "mlp3-s0").replicas)
+    mlp3 = next(shape for _, _, name, shape in bench.tier_run_shapes(("quick",)) if name == "mlp3-s0")
+    assert len(timed) == 1 and (timed[0].replicas, timed[0].n) == (mlp3.replicas, mlp3.n)
     from reproduce import cli
 
     assert cli.main(["bench", "--only", "runs", "--tiers", "quick", "--run", "mlp9-s0", "--results", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--run mlp9-s0: no such run" in err and "Traceback" not in err and len(timed) == 1
-
-
-def bench_plan(tier):
-    from reproduce.experiments import PAPERS
-    from reproduce.runner import plan
-
-    return plan(tier, PAPERS)
 
 
 def test_every_cpu_tier_run_has_a_shape_for_the_bench():
