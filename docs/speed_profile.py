@@ -35,6 +35,7 @@ import torch
 
 import reproduce.engine as engine
 import reproduce.step as step_module
+from reproduce.allocator import restart_under_jemalloc
 from reproduce.devices import step_numerics
 from reproduce.experiments import experiment
 from reproduce.runner import plan
@@ -197,6 +198,7 @@ def against_bench(tier: str, paper: str, name: str) -> None:
 
 
 def main() -> None:
+    restart_under_jemalloc()  # the allocator the tier trains under (`python -m reproduce` does the same)
     p = argparse.ArgumentParser()
     p.add_argument("--tier", default="quick")
     p.add_argument("--paper", default="masc")

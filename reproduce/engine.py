@@ -30,7 +30,8 @@ import torch
 import xarray as xr
 from torch import nn
 
-from reproduce.devices import NUMERICS, on_every_thread, release_freed_memory
+from reproduce.allocator import in_use as allocator_in_use, release_freed_memory
+from reproduce.devices import NUMERICS, on_every_thread
 from reproduce.probes import Probe, _run_probe
 from reproduce.spec import TrainSpec, log_schedule
 from reproduce.state import load_state, save_state
@@ -114,11 +115,12 @@ def fingerprint(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, sp
 SAVE_SHARE = 0.05  # saving the state takes at most this share of the training time
 
 
-# The heap that `devices.keep_freed_memory` keeps goes back to the kernel at a checkpoint at most this
-# often: small allocations made between steps (probe results, records) land in the freed blocks of
-# the step's large tensors, so the next step's do not fit and the heap grows; modnoise's learning-order
-# run (a checkpoint every step) grew past 21 GB and was killed for memory. One round of page faults
-# every 30 s, not every step (docs/speed.md).
+# Under glibc the heap that `allocator.keep_freed_memory` keeps goes back to the kernel at a checkpoint
+# at most this often: small allocations made between steps (probe results, records) land in the freed
+# blocks of the step's large tensors, so the next step's do not fit and the heap grows; modnoise's
+# learning-order run (a checkpoint every step) grew past 21 GB and was killed for memory. One round of
+# page faults every 30 s, not every step (docs/speed.md). jemalloc's heap does not grow so (the same
+# run peaked at 2.0 GB, never released): it keeps its pages until the run ends.
 RELEASE_EVERY_S = 30.0
 
 
@@ -226,7 +228,7 @@ def _train(model, inputs, labels, spec, probe, *, order_seeds, state_path, save_
 
     started = time.perf_counter()
     last_save, save_seconds = started, 0.0
-    last_release = started
+    last_release, heap_grows = started, allocator_in_use() == "glibc"
 
     def save_due() -> bool:
         return time.perf_counter() - last_save > save_gap(save_every_s, save_seconds)
@@ -260,7 +262,7 @@ def _train(model, inputs, labels, spec, probe, *, order_seeds, state_path, save_
             else:
                 records.append((epoch, probe_now()))
             running_loss.zero_()
-            if time.perf_counter() - last_release > RELEASE_EVERY_S:
+            if heap_grows and time.perf_counter() - last_release > RELEASE_EVERY_S:
                 release_freed_memory()
                 last_release = time.perf_counter()
             if save_due():

@@ -19,8 +19,8 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from reproduce.data import locate
-from reproduce.devices import (NUMERICS, PEAK_FLOPS, device_name, keep_freed_memory, peak_flops, release_freed_memory,
-                               resolve_device)
+from reproduce.allocator import in_use as allocator_in_use, keep_freed_memory, release_freed_memory
+from reproduce.devices import NUMERICS, PEAK_FLOPS, device_name, peak_flops, resolve_device
 from reproduce.errors import UserError
 from reproduce.experiments import check_tier, experiment
 from reproduce.store import ENGINE, Store, config_hash, run_config, unusable, utc_now
@@ -104,7 +104,7 @@ def _calibrated_on(device: str, precision: str) -> dict:
     """What a dry run's step times depend on: a remembered estimate made under anything else is not used."""
     dev = resolve_device(device, precision)
     return dict(device=str(dev), make=device_name(str(dev)), threads=torch.get_num_threads(),
-                torch=torch.__version__, precision=precision)
+                torch=torch.__version__, precision=precision, allocator=allocator_in_use())
 
 
 def remember_estimate(tier: str, rows: list, device: str, precision: str, folder: Path | None = None) -> Path | None:
@@ -181,8 +181,8 @@ def compute(store: Store, tier: str, paper: str, run, device: str, *, reuse: boo
             release_freed_memory()  # the heap kept for this run's steps goes back before the next run
         status = "diverged" if ds.attrs.get("diverged") else "complete"
         provenance = dict(seed=run.seed, device=str(dev), torch_version=torch.__version__,
-                          torch_threads=torch.get_num_threads(), started_at=started, finished_at=utc_now(),
-                          status=status)
+                          torch_threads=torch.get_num_threads(), allocator=allocator_in_use(), started_at=started,
+                          finished_at=utc_now(), status=status)
         path = store.write(ds, tier, paper, run.name, config, provenance)
         state.unlink(missing_ok=True)
         log(f"{paper}/{run.name}: {status}, {ds.attrs.get('train_seconds', 0):.0f} s of training -> {path}")

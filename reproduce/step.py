@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reproduce.devices import NUMERICS, keep_freed_memory, step_numerics
+from reproduce.allocator import keep_freed_memory
+from reproduce.devices import NUMERICS, step_numerics
 from reproduce.spec import TrainSpec
 
 
@@ -119,7 +120,7 @@ def make_step(model: nn.Module, spec: TrainSpec, inputs: torch.Tensor, labels: t
               batch: int) -> Step:
     """The step `train` and the dry-run calibration take: graphed on CUDA (unless `NUMERICS` says no
     or --compile asks for torch.compile's own graphs), eager elsewhere. On the CPU the allocator keeps
-    freed memory from here on (`devices.keep_freed_memory`): every step, trained or timed, gets it."""
+    freed memory from here on (`allocator.keep_freed_memory`): every step, trained or timed, gets it."""
     if inputs.device.type == "cpu":
         keep_freed_memory()
     if inputs.device.type == "cuda" and NUMERICS.cuda_graphs and not NUMERICS.compile:

@@ -368,11 +368,14 @@ def test_bad_names_are_answered_before_torch_is_imported():
 def test_jobs_side_by_side_make_each_run_once_with_the_numbers_of_one_job(tmp_path):
     """--jobs 2: two processes share the plan's runs out through the store's per-run lock; every run is
     stored once, and its numbers are those of the same run made by one job at the same thread count.
-    Both processes show the dry run's estimate for the two jobs."""
+    Both processes show the dry run's estimate for the two jobs. The one job runs under glibc
+    (REPRODUCE_ALLOCATOR=system), the two under jemalloc where it is installed: the same numbers."""
+    import ctypes.util
+
     import xarray as xr
 
     args = ["run", "--tier", "small", "--paper", "modnoise", "--threads", "1", "--no-report"]
-    one = _cli(*args, "--results", str(tmp_path / "one"), REPRODUCE_SHRINK="1")
+    one = _cli(*args, "--results", str(tmp_path / "one"), REPRODUCE_SHRINK="1", REPRODUCE_ALLOCATOR="system")
     dry = _cli(*args, "--jobs", "2", "--dry-run", REPRODUCE_SHRINK="1")
     two = _cli(*args, "--jobs", "2", "--results", str(tmp_path / "two"), REPRODUCE_SHRINK="1")
     assert one.returncode == 0 and dry.returncode == 0 and two.returncode == 0, one.stderr[-2000:] + two.stderr[-2000:]
@@ -386,6 +389,8 @@ def test_jobs_side_by_side_make_each_run_once_with_the_numbers_of_one_job(tmp_pa
     for f in files:
         with xr.open_dataset(tmp_path / "one" / f) as a, xr.open_dataset(tmp_path / "two" / f) as b:
             xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
+            assert a.attrs["allocator"] == "glibc"
+            assert b.attrs["allocator"] == ("jemalloc" if ctypes.util.find_library("jemalloc") else "glibc")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
