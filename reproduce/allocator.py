@@ -57,7 +57,7 @@ def restart_environment(environ: Mapping[str, str] = os.environ, library: str | 
     if not library or library in preload.replace(":", " ").split():
         return None
     return {**environ, "LD_PRELOAD": f"{preload}:{library}" if preload else library,
-            "MALLOC_CONF": environ.get("MALLOC_CONF", JEMALLOC_CONF)}
+            "MALLOC_CONF": environ.get("MALLOC_CONF") or JEMALLOC_CONF}
 
 
 def restart_under_jemalloc() -> None:

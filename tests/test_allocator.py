@@ -32,6 +32,7 @@ def under_glibc(monkeypatch):
     ({}, {"LD_PRELOAD": LIB, "MALLOC_CONF": allocator.JEMALLOC_CONF}),
     ({"LD_PRELOAD": "/opt/libx.so"}, {"LD_PRELOAD": f"/opt/libx.so:{LIB}", "MALLOC_CONF": allocator.JEMALLOC_CONF}),
     ({"MALLOC_CONF": "narenas:2"}, {"LD_PRELOAD": LIB, "MALLOC_CONF": "narenas:2"}),  # the user's kept
+    ({"MALLOC_CONF": ""}, {"LD_PRELOAD": LIB, "MALLOC_CONF": allocator.JEMALLOC_CONF}),  # empty: not set
     ({"LD_PRELOAD": LIB}, None),  # named already, yet not in use: the preload failed, no second restart
     ({"LD_PRELOAD": f"/opt/libx.so {LIB}"}, None),
     ({allocator.CHOICE: "system"}, None),  # the user's opt-out
