@@ -91,10 +91,11 @@ def test_the_layers_the_speed_issue_untangled():
 
 def test_the_engine_is_split_by_concern_in_layers():
     """engine.py was split into spec (what to train), step (the step and its CUDA graph), probes,
-    state (saved states) and timing (step times): each imports only the layers below it."""
+    state (saved states) and timing (step times): each imports only the layers below it. allocator
+    is the lowest: `python -m reproduce` asks it before anything else is imported."""
     graph = import_graph()
-    assert graph["reproduce.spec"] == set()
-    assert graph["reproduce.step"] <= {"reproduce.devices", "reproduce.spec"}
+    assert graph["reproduce.spec"] == graph["reproduce.allocator"] == set()
+    assert graph["reproduce.step"] <= {"reproduce.allocator", "reproduce.devices", "reproduce.spec"}
     assert graph["reproduce.probes"] <= {"reproduce.devices"}
     assert graph["reproduce.state"] <= {"reproduce.errors", "reproduce.faults"}
     assert graph["reproduce.timing"] <= {"reproduce.devices", "reproduce.spec", "reproduce.step"}
@@ -121,6 +122,17 @@ def test_omp_wait_policy_is_set_before_torch_and_a_users_setting_wins():
             env["OMP_WAIT_POLICY"] = given
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         assert out.stdout.strip() == expected
+
+
+def test_the_allocator_restart_imports_no_torch():
+    """`python -m reproduce` restarts itself under jemalloc before torch is imported (a restart after
+    would import torch twice, 2 s here): reproduce.allocator is standard library only."""
+    import subprocess
+    import sys
+
+    code = "import sys, reproduce.allocator; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr
 
 
 def test_paper_keys_name_their_modules():
