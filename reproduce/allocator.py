@@ -36,9 +36,8 @@ def in_use() -> str:
     "system" (any other C library's). Recorded with every result (provenance `allocator`)."""
     if not sys.platform.startswith("linux"):
         return "system"
-    if hasattr(ctypes.CDLL(None), "mallctl"):
-        return "jemalloc"
-    return "glibc" if hasattr(ctypes.CDLL(None), "malloc_trim") else "system"
+    process = ctypes.CDLL(None)  # the symbols of everything loaded, the preload first
+    return "jemalloc" if hasattr(process, "mallctl") else "glibc" if hasattr(process, "malloc_trim") else "system"
 
 
 def restart_environment(environ: Mapping[str, str] = os.environ, library: str | None = None) -> dict[str, str] | None:

@@ -95,7 +95,6 @@ def test_freed_memory_goes_back_to_the_kernel_between_runs():
 UNDER_JEMALLOC = """
 import os, resource, sys, torch
 from reproduce import allocator
-from reproduce.engine import RELEASE_EVERY_S
 
 def resident_mib():
     with open("/proc/self/statm") as f:
