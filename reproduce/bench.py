@@ -299,9 +299,10 @@ def tier_runs(b: Bench, device: torch.device, quick: bool, results: Path, tiers:
     `names` (`--run`: a run's shape again, or two benches side by side as `--jobs 2` runs them), at
     its own shape (timing.run_shape: the run's stacked model, samples, batch and optimizer): the
     tier's measured training rate (steps x batch x replicas over train_seconds less probe_seconds,
-    from the run's stored result in --results), the engine's steady rate at that shape on random data (`time_shape`) and the plain
-    loop's (`time_plain_shape`: one replica at a time, a DataLoader), with the engine's achieved
-    FLOP/s as a share of the CPU's float32 FMA peak (devices.cpu_peak_flops)."""
+    from the run's stored result in --results), the engine's steady rate at that shape on random
+    data (`time_shape`) and the plain loop's (`time_plain_shape`: one replica at a time, a
+    DataLoader), with the engine's achieved FLOP/s as a share of the CPU's float32 FMA peak
+    (devices.cpu_peak_flops)."""
     from reproduce.store import ENGINE, Store
 
     if device.type == "cpu":
